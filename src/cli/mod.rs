@@ -1,0 +1,1 @@
+//! Command line: clap types and one file per verb.

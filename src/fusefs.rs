@@ -1,0 +1,1 @@
+//! fuser Filesystem exposing one regular file: a thin match onto `Volume`.

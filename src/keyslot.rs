@@ -1,0 +1,1 @@
+//! Unlock / store / wipe one LUKS2 keyslot: kdf -> area -> AF -> digest.

@@ -1,0 +1,15 @@
+//! vaultdisk: LUKS2 volumes served as one plaintext file through FUSE, without dm-crypt.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod crypto;
+pub mod daemon;
+pub mod error;
+pub mod fusefs;
+pub mod geometry;
+pub mod keyslot;
+pub mod luks1;
+pub mod luks2;
+pub mod secret;
+pub mod sys;
+pub mod volume;

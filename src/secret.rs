@@ -1,0 +1,116 @@
+//! Secret byte buffers: zeroized on drop, mlocked when allowed, never printed.
+use zeroize::Zeroize;
+
+/// A fixed-length secret held in locked memory and wiped on drop. No Clone, Display or Serialize.
+pub struct SecretBytes {
+    bytes: Box<[u8]>,
+    locked: bool,
+}
+
+impl SecretBytes {
+    /// A zero-filled secret of `len` bytes, to be filled in place.
+    pub fn zeroed(len: usize) -> Self {
+        let bytes = vec![0u8; len].into_boxed_slice();
+        let locked = crate::sys::mlock(bytes.as_ptr(), bytes.len());
+        SecretBytes { bytes, locked }
+    }
+
+    /// Copies `src` into a new secret; the caller wipes its own copy.
+    pub fn from_slice(src: &[u8]) -> Self {
+        let mut s = Self::zeroed(src.len());
+        s.bytes.copy_from_slice(src);
+        s
+    }
+
+    /// Takes ownership of a vector, wiping it after the copy into locked memory.
+    pub fn from_vec(mut v: Vec<u8>) -> Self {
+        let s = Self::from_slice(&v);
+        v.zeroize();
+        s
+    }
+
+    /// Fresh bytes from the OS RNG.
+    pub fn random(len: usize) -> std::io::Result<Self> {
+        let mut s = Self::zeroed(len);
+        crate::crypto::random::fill(&mut s.bytes)?;
+        Ok(s)
+    }
+
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn expose_secret_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.bytes.len() == other.len() && bool::from(self.bytes.ct_eq(other))
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+        if self.locked {
+            crate::sys::munlock(self.bytes.as_ptr(), self.bytes.len());
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted {} bytes>", self.bytes.len())
+    }
+}
+
+/// The volume (master) key that encrypts the data segment: 32 or 64 bytes for aes-xts.
+#[derive(Debug)]
+pub struct VolumeKey(pub SecretBytes);
+
+impl VolumeKey {
+    pub fn expose_secret(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+/// A passphrase or key-file content, taken byte for byte.
+#[derive(Debug)]
+pub struct Passphrase(pub SecretBytes);
+
+impl Passphrase {
+    pub fn expose_secret(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = SecretBytes::from_slice(b"hunter2");
+        let shown = format!("{s:?} {:?}", Passphrase(SecretBytes::from_slice(b"hunter2")));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn constant_time_eq_checks_length_and_content() {
+        let s = SecretBytes::from_slice(b"abc");
+        assert!(s.ct_eq(b"abc"));
+        assert!(!s.ct_eq(b"abd"));
+        assert!(!s.ct_eq(b"ab"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Header-free data path: backing file + volume key -> plaintext reads and writes by sector.
