@@ -1,1 +1,224 @@
-//! Unlock / store / wipe one LUKS2 keyslot: kdf -> area -> AF -> digest.
+//! Unlock / store one LUKS2 keyslot: kdf -> area -> AF -> digest (luks-format.md §5).
+use crate::crypto::hash::HashAlg;
+use crate::crypto::kdf::Kdf;
+use crate::crypto::xts::SectorCipher;
+use crate::crypto::{CryptoError, af, digest};
+use crate::luks2::ReadAt;
+use crate::luks2::json;
+use crate::luks2::metadata::{self, AF_STRIPES, Keyslot, Luks2Keyslot, Metadata};
+use crate::secret::{SecretBytes, VolumeKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// Why no keyslot produced the volume key.
+#[derive(Debug, thiserror::Error)]
+pub enum UnlockError {
+    /// Keyslots were tried and none matched the key.
+    #[error("no keyslot opened with this key (tried {})", list(.tried))]
+    WrongKey { tried: Vec<u32> },
+    /// There was nothing we could try.
+    #[error("{0}")]
+    NoUsableKeyslot(String),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("reading keyslot material: {0}")]
+    Io(String),
+}
+
+fn list(ids: &[u32]) -> String {
+    ids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keyslot ids to try, preferred ones first; priority 0 only when asked for by id.
+pub fn candidates(meta: &Metadata, only: Option<u32>) -> Result<Vec<u32>, UnlockError> {
+    if let Some(id) = only {
+        return match meta.keyslots.get(&id) {
+            Some(Keyslot::Luks2(_)) => Ok(vec![id]),
+            Some(Keyslot::Unusable { reason, .. }) => {
+                Err(UnlockError::NoUsableKeyslot(reason.clone()))
+            }
+            None => Err(UnlockError::NoUsableKeyslot(format!(
+                "keyslot {id} is not in use"
+            ))),
+        };
+    }
+    let mut ids: Vec<(u32, u32)> = meta
+        .keyslots
+        .iter()
+        .filter_map(|(id, k)| match k {
+            Keyslot::Luks2(k) if k.priority > 0 => Some((*id, k.priority)),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        let reasons: Vec<String> = meta
+            .keyslots
+            .values()
+            .filter_map(|k| match k {
+                Keyslot::Unusable { reason, .. } => Some(reason.clone()),
+                Keyslot::Luks2(_) => None,
+            })
+            .collect();
+        return Err(UnlockError::NoUsableKeyslot(if reasons.is_empty() {
+            "no keyslot in use".into()
+        } else {
+            format!("no usable keyslot: {}", reasons.join("; "))
+        }));
+    }
+    ids.sort_by_key(|&(id, prio)| (std::cmp::Reverse(prio), id));
+    Ok(ids.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Tries `passphrase` on the candidate keyslots; returns the first that opens and its key.
+pub fn unlock(
+    meta: &Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    passphrase: &[u8],
+    only: Option<u32>,
+) -> Result<(u32, VolumeKey), UnlockError> {
+    let ids = candidates(meta, only)?;
+    for &id in &ids {
+        if let Some(Keyslot::Luks2(ks)) = meta.keyslots.get(&id)
+            && let Some(vk) = unlock_one(meta, id, ks, dev, passphrase)?
+        {
+            return Ok((id, vk));
+        }
+    }
+    Err(UnlockError::WrongKey { tried: ids })
+}
+
+/// Derives, decrypts and merges keyslot `id`; Some(key) when its digest matches.
+fn unlock_one(
+    meta: &Metadata,
+    id: u32,
+    ks: &Luks2Keyslot,
+    dev: &(impl ReadAt + ?Sized),
+    passphrase: &[u8],
+) -> Result<Option<VolumeKey>, UnlockError> {
+    let Some(dg) = meta.digest_of_keyslot(id) else {
+        return Ok(None);
+    };
+    let mut derived = SecretBytes::zeroed(ks.area_key_size as usize);
+    ks.kdf
+        .derive(passphrase, &ks.kdf_salt, derived.expose_secret_mut())?;
+    let len = metadata::af_material_len(ks.key_size) as usize;
+    let mut material = SecretBytes::zeroed(len);
+    dev.read_exact_at(material.expose_secret_mut(), ks.area_offset_bytes)
+        .map_err(|e| UnlockError::Io(format!("keyslot {id}: {e}")))?;
+    // Keyslot areas use 512-byte units with IVs counted from the area start.
+    SectorCipher::new(derived.expose_secret())?.decrypt_sectors(
+        material.expose_secret_mut(),
+        512,
+        0,
+        1,
+    );
+    let mut key = SecretBytes::zeroed(ks.key_size as usize);
+    af::merge(
+        material.expose_secret(),
+        AF_STRIPES as usize,
+        ks.af_hash,
+        key.expose_secret_mut(),
+    );
+    let ok = digest::verify(
+        key.expose_secret(),
+        dg.hash,
+        dg.iterations,
+        &dg.salt,
+        &dg.digest,
+    );
+    Ok(ok.then_some(VolumeKey(key)))
+}
+
+/// A new keyslot: its JSON and the encrypted AF material to write at `area.offset`.
+pub struct NewKeyslot {
+    pub json: json::Keyslot,
+    pub material: Vec<u8>,
+}
+
+/// Builds a keyslot that stores `volume_key` under `passphrase` in the area at `area_offset`.
+pub fn store(
+    volume_key: &VolumeKey,
+    passphrase: &[u8],
+    kdf: Kdf,
+    area_offset: u64,
+    area_size: u64,
+) -> Result<NewKeyslot, UnlockError> {
+    let key_size = volume_key.expose_secret().len();
+    let mut salt = [0u8; metadata::SALT_LEN];
+    crate::crypto::random::fill(&mut salt).map_err(|e| UnlockError::Io(e.to_string()))?;
+    let mut derived = SecretBytes::zeroed(key_size);
+    kdf.derive(passphrase, &salt, derived.expose_secret_mut())?;
+    let len = metadata::af_material_len(key_size as u32) as usize;
+    let mut split = SecretBytes::zeroed(len);
+    af::split(
+        volume_key.expose_secret(),
+        AF_STRIPES as usize,
+        HashAlg::Sha256,
+        &mut split.expose_secret_mut()[..key_size * AF_STRIPES as usize],
+    )
+    .map_err(|e| UnlockError::Io(e.to_string()))?;
+    SectorCipher::new(derived.expose_secret())?.encrypt_sectors(
+        split.expose_secret_mut(),
+        512,
+        0,
+        1,
+    );
+    let material = split.expose_secret().to_vec();
+    let mut kdf_json = json::Kdf {
+        kind: kdf.type_name().into(),
+        hash: None,
+        iterations: None,
+        time: None,
+        memory: None,
+        cpus: None,
+        salt: B64.encode(salt),
+        extra: Default::default(),
+    };
+    match kdf {
+        Kdf::Pbkdf2 { hash, iterations } => {
+            kdf_json.hash = Some(hash.name().into());
+            kdf_json.iterations = Some(iterations);
+        }
+        Kdf::Argon2i {
+            time,
+            memory_kib,
+            cpus,
+        }
+        | Kdf::Argon2id {
+            time,
+            memory_kib,
+            cpus,
+        } => {
+            kdf_json.time = Some(time);
+            kdf_json.memory = Some(memory_kib);
+            kdf_json.cpus = Some(cpus);
+        }
+    }
+    Ok(NewKeyslot {
+        json: json::Keyslot {
+            kind: "luks2".into(),
+            key_size: key_size as u32,
+            priority: None,
+            af: json::Af {
+                kind: "luks1".into(),
+                stripes: AF_STRIPES,
+                hash: "sha256".into(),
+                extra: Default::default(),
+            },
+            area: json::Area {
+                kind: "raw".into(),
+                offset: area_offset,
+                size: area_size,
+                encryption: "aes-xts-plain64".into(),
+                key_size: key_size as u32,
+                extra: Default::default(),
+            },
+            kdf: kdf_json,
+            extra: Default::default(),
+        },
+        material,
+    })
+}

@@ -1,1 +1,170 @@
-//! Command line: clap types and one file per verb.
+//! Command line: clap types and one file per verb. Only this module prints.
+mod close;
+mod device;
+mod dump;
+mod format;
+mod open;
+pub mod passphrase;
+pub mod size;
+
+use crate::error::{Error, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaultdisk",
+    version,
+    about = "LUKS2 encrypted disks served as a plaintext file through FUSE, without dm-crypt"
+)]
+pub struct Cli {
+    /// Show info-level messages (which keyslot opened, header copies used).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a LUKS2 volume in a sparse backing file.
+    Format(FormatArgs),
+    /// Unlock a volume and serve its plaintext as the regular file PLAIN.
+    Open(OpenArgs),
+    /// Unmount PLAIN and wait until its daemon has flushed and exited.
+    Close(CloseArgs),
+    /// Show the header: both copies, segments, keyslots, tokens, digests. No key material.
+    Dump(DumpArgs),
+    /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
+    #[command(name = "__daemon", hide = true)]
+    Daemon,
+}
+
+/// Where a passphrase or key comes from (cryptsetup's --key-file semantics).
+#[derive(Debug, Args, Clone)]
+pub struct KeyArgs {
+    /// Read the key from this file, bytes taken exactly; "-" reads all of stdin.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// The backing file to create.
+    pub backing: PathBuf,
+    /// Plaintext size, with K/M/G/T suffixes (binary units).
+    #[arg(long, value_name = "SIZE")]
+    pub size: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Keyslot KDF: argon2id (default), argon2i or pbkdf2.
+    #[arg(long, value_name = "KDF", default_value = "argon2id")]
+    pub pbkdf: String,
+    /// Target unlock time in milliseconds for the KDF benchmark.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub iter_time: u32,
+    /// Argon2 memory ceiling in KiB (default 1048576, at most half of free RAM).
+    #[arg(long, value_name = "KIB")]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 threads (default min(4, CPUs)).
+    #[arg(long, value_name = "N")]
+    pub pbkdf_parallel: Option<u32>,
+    /// Skip the benchmark: argon2 time cost or pbkdf2 iterations.
+    #[arg(long, value_name = "N")]
+    pub pbkdf_force_iterations: Option<u32>,
+    /// Encryption sector size: 512 or 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub sector_size: u32,
+    /// Volume key size in bits: 256 (XTS-AES-128) or 512 (XTS-AES-256).
+    #[arg(long, value_name = "BITS", default_value_t = 512)]
+    pub key_size: u32,
+    /// Header label (up to 47 bytes).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub label: String,
+    /// Volume UUID instead of a random one.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+    /// Overwrite an existing non-empty file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The LUKS2 or LUKS1 backing file.
+    pub backing: PathBuf,
+    /// The regular file that will hold the plaintext (created if missing).
+    pub plain: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Open the backing file read-only; writes to PLAIN fail with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay attached to the terminal until unmounted.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Let other users access PLAIN (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The plaintext file given to `open`.
+    pub plain: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The backing file.
+    pub backing: PathBuf,
+    /// Stable JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
+pub fn parse_args() -> Result<Option<Cli>> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(Some(cli)),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                // Help to stdout, exit 0 (missing subcommand is still a usage error).
+                let missing =
+                    e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+                let _ = e.print();
+                if missing {
+                    Err(Error::Usage("no command given (see --help)".into()))
+                } else {
+                    Ok(None)
+                }
+            }
+            _ => {
+                // One line: clap's first line without its "error: " prefix.
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                Err(Error::Usage(format!("{first} (see --help)")))
+            }
+        },
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Format(args) => format::run(&args).map(|()| 0),
+        Command::Open(args) => open::run(&args).map(|()| 0),
+        Command::Close(args) => close::run(&args).map(|()| 0),
+        Command::Dump(args) => dump::run(&args).map(|()| 0),
+        Command::Daemon => Ok(crate::daemon::child_main()),
+    }
+}

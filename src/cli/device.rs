@@ -1,0 +1,122 @@
+//! Opening a backing file and reading its header (LUKS2, or LUKS1 once supported) for the verbs.
+use crate::cli::passphrase::plain_io;
+use crate::error::{Error, Result};
+use crate::geometry::Segment;
+use crate::luks2::{self, FormatError, ReadAt};
+use std::fs::File;
+use std::path::Path;
+
+/// A header of either LUKS version.
+pub enum VolumeHeader {
+    Luks2(Box<luks2::Header>),
+}
+
+/// Opens `path` for reading (or read-write), mapping errors to one-line messages.
+pub fn open_backing(path: &Path, write: bool) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|e| {
+            let what = format!("cannot open {}: {}", path.display(), plain_io(&e));
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Error::Permission(what),
+                _ => Error::Device(what),
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+    if meta.is_dir() {
+        return Err(Error::Device(format!("{} is a directory", path.display())));
+    }
+    Ok(file)
+}
+
+/// Reads the header of `file` (named `path` in messages). Never writes.
+pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
+    let name = path.display();
+    let len = file
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    if len < 4096 {
+        return Err(Error::Device(format!(
+            "{name} is not a LUKS volume (only {len} bytes)"
+        )));
+    }
+    let mut first = [0u8; 8];
+    file.read_exact_at(&mut first, 0)
+        .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+    if first[..6] == luks2::binary::PRIMARY_MAGIC && first[6..8] == [0, 1] {
+        return Err(Error::Device(format!(
+            "{name} is a LUKS1 volume, which this build cannot open yet"
+        )));
+    }
+    match luks2::read(file) {
+        Ok(h) => Ok(VolumeHeader::Luks2(Box::new(h))),
+        Err((FormatError::BadMagic, FormatError::BadMagic)) => Err(Error::Device(format!(
+            "{name} is not a LUKS volume (no LUKS header found)"
+        ))),
+        Err((primary, secondary)) => Err(Error::Device(format!(
+            "both header copies of {name} are damaged (primary: {primary}; secondary: {secondary}): restore a header backup"
+        ))),
+    }
+}
+
+/// Warns (one line each) about a damaged or stale header copy; the valid copy is in use.
+pub fn warn_damaged_copy(header: &luks2::Header, path: &Path) {
+    if let Some(bad) = header.damaged_copy() {
+        log::warn!(
+            "{} header copy of {} is damaged ({}); using the {} copy — run `vaultdisk repair` or restore a header backup",
+            bad.kind.name(),
+            path.display(),
+            bad.error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            header.current.name()
+        );
+    }
+}
+
+/// The data segment of a LUKS2 header as served geometry, checked against the file length.
+pub fn luks2_segment(header: &luks2::Header, file_len: u64, path: &Path) -> Result<Segment> {
+    let name = path.display();
+    let seg = header.metadata.data_segment().map_err(|why| {
+        Error::Device(format!(
+            "{name} uses what vaultdisk does not support: {why}"
+        ))
+    })?;
+    if seg.offset_bytes == 0 {
+        return Err(Error::Device(format!(
+            "{name} has a detached header (data offset 0), which open does not support yet"
+        )));
+    }
+    let available = file_len.checked_sub(seg.offset_bytes).ok_or_else(|| {
+        Error::Device(format!(
+            "{name} is truncated: data starts at byte {} but the file has {file_len} bytes",
+            seg.offset_bytes
+        ))
+    })?;
+    let sector = u64::from(seg.sector_size);
+    let size = match seg.size_bytes {
+        None => available / sector * sector,
+        Some(s) if s <= available => s,
+        Some(s) => {
+            return Err(Error::Device(format!(
+                "{name} is truncated: the data segment needs {s} bytes but only {available} follow the header"
+            )));
+        }
+    };
+    if size == 0 {
+        return Err(Error::Device(format!(
+            "{name} has no data sectors (truncated?)"
+        )));
+    }
+    Ok(Segment {
+        data_offset_bytes: seg.offset_bytes,
+        data_size_bytes: size,
+        sector_size: seg.sector_size,
+        iv_tweak: seg.iv_tweak,
+    })
+}

@@ -1,0 +1,408 @@
+//! `vaultdisk format`: a new LUKS2 volume in a sparse backing file, as cryptsetup 2.6 lays it out.
+use super::{FormatArgs, passphrase, size};
+use crate::cli::passphrase::plain_io;
+use crate::crypto::hash::HashAlg;
+use crate::crypto::kdf::{self, CalibrationRequest, KdfKind};
+use crate::crypto::{digest, random};
+use crate::error::{Error, Result};
+use crate::keyslot;
+use crate::luks2::binary::{BinaryHeader, CopyKind};
+use crate::luks2::layout::Layout;
+use crate::luks2::{self, json};
+use crate::secret::{SecretBytes, VolumeKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// cryptsetup's floor for PBKDF2 iterations and Argon2 time cost.
+const MIN_PBKDF2_ITERATIONS: u32 = 1000;
+const MIN_ARGON2_TIME: u32 = 4;
+/// cryptsetup benchmarks the volume-key digest for 125 ms.
+const DIGEST_TIME_MS: u32 = 125;
+
+/// Validated format parameters.
+struct Plan {
+    size_bytes: u64,
+    sector_size: u32,
+    key_bytes: usize,
+    kdf_request: CalibrationRequest,
+    label: String,
+    uuid: String,
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+fn plan(args: &FormatArgs) -> Result<Plan> {
+    let size_bytes = size::parse(&args.size)?;
+    if args.sector_size != 512 && args.sector_size != 4096 {
+        return Err(usage(format!(
+            "--sector-size {} is not supported: use 512 or 4096",
+            args.sector_size
+        )));
+    }
+    if size_bytes == 0 || size_bytes % u64::from(args.sector_size) != 0 {
+        return Err(usage(format!(
+            "--size {} must be a positive multiple of the {}-byte sector size",
+            args.size, args.sector_size
+        )));
+    }
+    let key_bytes = match args.key_size {
+        256 => 32,
+        512 => 64,
+        n => {
+            return Err(usage(format!(
+                "--key-size {n} is not supported for aes-xts-plain64: use 256 or 512"
+            )));
+        }
+    };
+    let kind = match args.pbkdf.as_str() {
+        "argon2id" => KdfKind::Argon2id,
+        "argon2i" => KdfKind::Argon2i,
+        "pbkdf2" => KdfKind::Pbkdf2,
+        other => {
+            return Err(usage(format!(
+                "--pbkdf {other:?} is not supported: use argon2id, argon2i or pbkdf2"
+            )));
+        }
+    };
+    if args.iter_time == 0 {
+        return Err(usage("--iter-time must be at least 1 ms"));
+    }
+    let max_memory_kib = args.pbkdf_memory.unwrap_or(1024 * 1024);
+    if !(kdf::MIN_ARGON2_MEMORY_KIB..=kdf::MAX_ARGON2_MEMORY_KIB).contains(&max_memory_kib) {
+        return Err(usage(format!(
+            "--pbkdf-memory {max_memory_kib} is outside {}..{} KiB",
+            kdf::MIN_ARGON2_MEMORY_KIB,
+            kdf::MAX_ARGON2_MEMORY_KIB
+        )));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let parallel = args
+        .pbkdf_parallel
+        .unwrap_or(cpus.min(kdf::MAX_ARGON2_CPUS));
+    if !(1..=kdf::MAX_ARGON2_CPUS).contains(&parallel) {
+        return Err(usage(format!(
+            "--pbkdf-parallel {parallel} is outside 1..{}",
+            kdf::MAX_ARGON2_CPUS
+        )));
+    }
+    if let Some(n) = args.pbkdf_force_iterations {
+        let min = if kind == KdfKind::Pbkdf2 {
+            MIN_PBKDF2_ITERATIONS
+        } else {
+            MIN_ARGON2_TIME
+        };
+        if n < min {
+            return Err(usage(format!(
+                "--pbkdf-force-iterations {n} is below the minimum {min} for {}",
+                args.pbkdf
+            )));
+        }
+    }
+    if args.label.len() > 47 || args.label.contains('\0') {
+        return Err(usage("--label must be at most 47 bytes without NUL"));
+    }
+    let uuid = match &args.uuid {
+        Some(u) => check_uuid(u)?,
+        None => random_uuid()?,
+    };
+    Ok(Plan {
+        size_bytes,
+        sector_size: args.sector_size,
+        key_bytes,
+        kdf_request: CalibrationRequest {
+            kind,
+            time_ms: args.iter_time,
+            max_memory_kib,
+            parallel,
+            forced_iterations: args.pbkdf_force_iterations,
+            hash: HashAlg::Sha256,
+            key_len: key_bytes,
+        },
+        label: args.label.clone(),
+        uuid,
+    })
+}
+
+fn check_uuid(text: &str) -> Result<String> {
+    let lower = text.to_ascii_lowercase();
+    let ok = lower.len() == 36
+        && lower.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if ok {
+        Ok(lower)
+    } else {
+        Err(usage(format!(
+            "--uuid {text:?} is not a UUID like 12345678-1234-1234-1234-123456789abc"
+        )))
+    }
+}
+
+/// A random (version 4) UUID.
+fn random_uuid() -> Result<String> {
+    let mut b = [0u8; 16];
+    random::fill(&mut b).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Refuses to clobber an existing non-empty file unless forced.
+fn check_target(path: &Path, force: bool) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(usage(format!("{} is a directory", path.display()))),
+        Ok(m) if !m.is_file() => Err(usage(format!(
+            "{} is not a regular file (block devices are not supported)",
+            path.display()
+        ))),
+        Ok(m) if m.len() > 0 && !force => Err(Error::Busy(format!(
+            "{} exists and is not empty: use --force to overwrite it",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot stat {}", path.display()), e)),
+    }
+}
+
+pub fn run(args: &FormatArgs) -> Result<()> {
+    let plan = plan(args)?;
+    check_target(&args.backing, args.force)?;
+    let passphrase = passphrase::read(&args.key, &args.backing.display().to_string(), true)?;
+
+    let volume_key = VolumeKey(
+        SecretBytes::random(plan.key_bytes)
+            .map_err(|e| Error::io("cannot read the OS random generator", e))?,
+    );
+    let keyslot_kdf = kdf::calibrate(&plan.kdf_request).map_err(kdf_error)?;
+    let digest_iterations = if plan.kdf_request.forced_iterations.is_some() {
+        MIN_PBKDF2_ITERATIONS
+    } else {
+        kdf::calibrate_digest_iterations(HashAlg::Sha256, DIGEST_TIME_MS)
+    };
+    log::info!("keyslot 0 uses {keyslot_kdf:?}; digest iterations {digest_iterations}");
+
+    let layout = Layout::default();
+    let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
+    let area_offset = layout.keyslots_start();
+    let slot = keyslot::store(
+        &volume_key,
+        passphrase.expose_secret(),
+        keyslot_kdf,
+        area_offset,
+        area_size,
+    )
+    .map_err(|e| Error::Device(format!("cannot create keyslot 0: {e}")))?;
+
+    let mut digest_salt = [0u8; 32];
+    random::fill(&mut digest_salt)
+        .map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    let mut digest_value = [0u8; 32];
+    digest::compute(
+        volume_key.expose_secret(),
+        HashAlg::Sha256,
+        digest_iterations,
+        &digest_salt,
+        &mut digest_value,
+    );
+
+    let wire = new_metadata(
+        &plan,
+        &layout,
+        slot.json,
+        digest_iterations,
+        &digest_salt,
+        &digest_value,
+    )?;
+    // Self-check: what we write must pass our own reader's validation.
+    luks2::Metadata::check(wire.clone(), layout.hdr_size)
+        .map_err(|e| Error::Device(format!("internal error: new header is invalid: {e}")))?;
+    let total = layout
+        .data_offset
+        .checked_add(plan.size_bytes)
+        .ok_or_else(|| usage("--size is too large"))?;
+    let copies = encode_both(&plan, &layout, &wire)?;
+    write_volume(
+        &args.backing,
+        total,
+        &[(area_offset, &slot.material)],
+        &copies,
+    )?;
+    log::info!(
+        "formatted {}: {} bytes of plaintext, uuid {}",
+        args.backing.display(),
+        plan.size_bytes,
+        plan.uuid
+    );
+    Ok(())
+}
+
+fn kdf_error(e: crate::crypto::CryptoError) -> Error {
+    match e {
+        crate::crypto::CryptoError::KdfMemory(kib) => Error::NoMemory(format!(
+            "the KDF needs {kib} KiB, more than this machine can spare"
+        )),
+        other => Error::Usage(format!("KDF: {other}")),
+    }
+}
+
+fn new_metadata(
+    plan: &Plan,
+    layout: &Layout,
+    keyslot: json::Keyslot,
+    digest_iterations: u32,
+    digest_salt: &[u8],
+    digest_value: &[u8],
+) -> Result<json::Metadata> {
+    let to_value = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| Error::Device(format!("internal error encoding metadata: {e}")))
+    };
+    let segment = json::Segment {
+        kind: "crypt".into(),
+        offset: layout.data_offset,
+        size: "dynamic".into(),
+        iv_tweak: 0,
+        encryption: "aes-xts-plain64".into(),
+        sector_size: plan.sector_size,
+        flags: None,
+        integrity: None,
+        extra: Default::default(),
+    };
+    let digest = json::Digest {
+        kind: "pbkdf2".into(),
+        keyslots: vec!["0".into()],
+        segments: vec!["0".into()],
+        hash: "sha256".into(),
+        iterations: digest_iterations,
+        salt: B64.encode(digest_salt),
+        digest: B64.encode(digest_value),
+        extra: Default::default(),
+    };
+    Ok(json::Metadata {
+        keyslots: BTreeMap::from([("0".into(), to_value(serde_json::to_value(keyslot))?)]),
+        tokens: BTreeMap::new(),
+        segments: BTreeMap::from([("0".into(), to_value(serde_json::to_value(segment))?)]),
+        digests: BTreeMap::from([("0".into(), to_value(serde_json::to_value(digest))?)]),
+        config: json::Config {
+            json_size: layout.json_size(),
+            keyslots_size: layout.keyslots_size,
+            flags: None,
+            requirements: None,
+            extra: Default::default(),
+        },
+    })
+}
+
+/// Primary and secondary copies, each with its own random salt and checksum.
+fn encode_both(plan: &Plan, layout: &Layout, wire: &json::Metadata) -> Result<[(u64, Vec<u8>); 2]> {
+    let copy = |kind: CopyKind, offset: u64| -> Result<(u64, Vec<u8>)> {
+        let mut salt = [0u8; 64];
+        random::fill(&mut salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+        let bin = BinaryHeader {
+            kind,
+            hdr_size: layout.hdr_size,
+            seqid: 1,
+            label: plan.label.clone(),
+            salt,
+            uuid: plan.uuid.clone(),
+            subsystem: String::new(),
+            hdr_offset: offset,
+            csum: [0; 32],
+        };
+        let bytes = luks2::encode_copy(&bin, wire)
+            .map_err(|e| Error::Device(format!("internal error encoding the header: {e}")))?;
+        Ok((offset, bytes))
+    };
+    Ok([
+        copy(CopyKind::Secondary, layout.hdr_size)?,
+        copy(CopyKind::Primary, 0)?,
+    ])
+}
+
+/// Writes the new volume to a temporary file beside `path` and renames it into place, so a
+/// failure (full disk, signal) never leaves a half-written volume under the real name.
+fn write_volume(
+    path: &Path,
+    total_bytes: u64,
+    areas: &[(u64, &Vec<u8>)],
+    copies: &[(u64, Vec<u8>); 2],
+) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| write_error(path, e))?;
+        // Sparse: only the header and keyslot material are written.
+        file.set_len(total_bytes)
+            .map_err(|e| write_error(path, e))?;
+        for (offset, bytes) in areas {
+            file.write_all_at(bytes, *offset)
+                .map_err(|e| write_error(path, e))?;
+        }
+        // Secondary first, then primary, as cryptsetup writes.
+        for (offset, bytes) in copies {
+            file.write_all_at(bytes, *offset)
+                .map_err(|e| write_error(path, e))?;
+        }
+        file.sync_all().map_err(|e| write_error(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| write_error(path, e))?;
+        sync_parent(path);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    let what = format!("cannot write {}: {}", path.display(), plain_io(&e));
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::Device(format!("{what} (disk full?)")),
+        Some(libc::EFBIG) => Error::Usage(format!("{what}: --size too large for this filesystem")),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => Error::Permission(what),
+        _ => Error::Device(what),
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "volume".into());
+    path.with_file_name(format!(".{name}.vaultdisk-{}.tmp", std::process::id()))
+}
+
+/// Makes the rename durable; best effort.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,101 @@
+//! `vaultdisk open`: unlock a keyslot and serve the plaintext through FUSE.
+use super::device::{self, VolumeHeader};
+use super::{OpenArgs, passphrase};
+use crate::crypto::CryptoError;
+use crate::daemon::{self, ServeSpec};
+use crate::error::{Error, Result};
+use crate::keyslot::{self, UnlockError};
+use crate::luks2::ReadAt;
+use std::path::Path;
+
+pub fn run(args: &OpenArgs) -> Result<()> {
+    let name = args.backing.display().to_string();
+    // Read-write needs write access: find out before asking for a passphrase.
+    let file = device::open_backing(&args.backing, !args.read_only)?;
+    let VolumeHeader::Luks2(header) = device::read_header(&file, &args.backing)?;
+    device::warn_damaged_copy(&header, &args.backing);
+    let file_len = file
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let segment = device::luks2_segment(&header, file_len, &args.backing)?;
+    if let Some(id) = args.key_slot
+        && !header.metadata.keyslots.contains_key(&id)
+    {
+        return Err(Error::Usage(format!(
+            "keyslot {id} of {name} is not in use"
+        )));
+    }
+    keyslot::candidates(&header.metadata, args.key_slot)
+        .map_err(|e| unlock_error(e, &args.backing))?;
+    check_plain_target(&args.plain)?;
+    daemon::ensure_backing_free(&args.backing, args.read_only)?;
+
+    let pass = passphrase::read(&args.key, &name, false)?;
+    let (id, volume_key) =
+        keyslot::unlock(&header.metadata, &file, pass.expose_secret(), args.key_slot)
+            .map_err(|e| unlock_error(e, &args.backing))?;
+    drop(pass);
+    log::info!("keyslot {id} of {name} opened");
+    drop(file);
+
+    daemon::start(
+        ServeSpec {
+            backing: args.backing.clone(),
+            plain: args.plain.clone(),
+            segment,
+            read_only: args.read_only,
+            foreground: args.foreground,
+            allow_other: args.allow_other,
+            unlocked_by: format!("keyslot {id}"),
+        },
+        volume_key,
+    )
+}
+
+/// Maps an unlock failure to the user-facing error and exit code.
+pub fn unlock_error(e: UnlockError, path: &Path) -> Error {
+    let name = path.display();
+    match e {
+        UnlockError::WrongKey { tried } => Error::NoKey {
+            path: path.to_path_buf(),
+            what: "passphrase",
+            tried: tried
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        UnlockError::NoUsableKeyslot(why) => Error::Device(format!("{name}: {why}")),
+        UnlockError::Crypto(CryptoError::KdfMemory(kib)) => Error::NoMemory(format!(
+            "keyslot KDF of {name} needs {kib} KiB, more than this machine can spare"
+        )),
+        UnlockError::Crypto(other) => Error::Device(format!("{name}: {other}")),
+        UnlockError::Io(msg) => Error::Device(format!("{name}: {msg}")),
+    }
+}
+
+/// PLAIN must be a regular file or not exist yet, in an existing directory.
+fn check_plain_target(plain: &Path) -> Result<()> {
+    match std::fs::metadata(plain) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "{} exists and is not a regular file",
+            plain.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match plain.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if parent.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!(
+                    "directory {} does not exist",
+                    parent.display()
+                )))
+            }
+        }
+        Err(e) => Err(Error::io(format!("cannot stat {}", plain.display()), e)),
+    }
+}

@@ -1,0 +1,523 @@
+//! Checked LUKS2 metadata: the luks-format.md §9 rules applied to the wire JSON. A value of
+//! `Metadata` is structurally valid; keyslots we cannot use carry the reason instead of failing.
+use super::FormatError;
+use super::json;
+use crate::crypto::hash::HashAlg;
+use crate::crypto::kdf::Kdf;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// cryptsetup allows ids 0..31 for keyslots, tokens, segments and digests.
+pub const MAX_OBJECTS: u32 = 32;
+/// Stripes every LUKS keyslot uses (cryptsetup ignores af.stripes, so we insist on 4000).
+pub const AF_STRIPES: u32 = 4000;
+/// Largest keyslots area cryptsetup accepts.
+pub const MAX_KEYSLOTS_SIZE: u64 = 128 * 1024 * 1024;
+/// Length of kdf and digest salts.
+pub const SALT_LEN: usize = 32;
+
+/// A luks2 keyslot we know how to unlock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Luks2Keyslot {
+    /// Length of the stored key (the volume key), bytes.
+    pub key_size: u32,
+    /// 0 ignore unless asked, 1 normal, 2 preferred.
+    pub priority: u32,
+    pub af_hash: HashAlg,
+    pub area_offset_bytes: u64,
+    pub area_size_bytes: u64,
+    /// Key length of the area cipher (aes-xts-plain64) = KDF output length.
+    pub area_key_size: u32,
+    pub kdf: Kdf,
+    pub kdf_salt: Vec<u8>,
+}
+
+/// One keyslot: usable, or listed with the reason we cannot use it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Keyslot {
+    Luks2(Luks2Keyslot),
+    Unusable { kind: String, reason: String },
+}
+
+/// A pbkdf2 volume-key digest and what it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digest {
+    pub hash: HashAlg,
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub digest: Vec<u8>,
+    pub keyslots: BTreeSet<u32>,
+    pub segments: BTreeSet<u32>,
+}
+
+/// The one data segment we serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CryptSegment {
+    pub offset_bytes: u64,
+    /// None = "dynamic" (to the end of the device).
+    pub size_bytes: Option<u64>,
+    pub iv_tweak: u64,
+    pub encryption: String,
+    pub sector_size: u32,
+}
+
+/// Structurally valid metadata plus the wire form it came from (kept for faithful rewrites).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub wire: json::Metadata,
+    pub keyslots: BTreeMap<u32, Keyslot>,
+    pub digests: BTreeMap<u32, Digest>,
+    /// Token id -> (type, keyslot ids).
+    pub tokens: BTreeMap<u32, (String, Vec<u32>)>,
+    /// Segment id -> segment (type "crypt" only; other types are listed in `unsupported`).
+    pub segments: BTreeMap<u32, CryptSegment>,
+    /// Why this header cannot be opened by vaultdisk even though it is valid LUKS2
+    /// (reencryption, integrity, requirements, other segment types); empty when supported.
+    pub unsupported: Vec<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> FormatError {
+    FormatError::Invalid(msg.into())
+}
+
+fn object_id(what: &str, id: &str) -> Result<u32, FormatError> {
+    json::u64_string::parse(id)
+        .filter(|&n| n < u64::from(MAX_OBJECTS))
+        .map(|n| n as u32)
+        .ok_or_else(|| invalid(format!("{what} id {id:?} is not a number 0..31")))
+}
+
+fn b64(what: &str, text: &str) -> Result<Vec<u8>, FormatError> {
+    B64.decode(text)
+        .map_err(|_| invalid(format!("{what} is not valid base64")))
+}
+
+fn hash(what: &str, name: &str) -> Result<HashAlg, String> {
+    HashAlg::from_name(name).ok_or_else(|| format!("{what} hash {name:?} is not supported"))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: &serde_json::Value,
+) -> Result<T, FormatError> {
+    serde_json::from_value(v.clone()).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+fn round_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+/// Bytes of AF material a keyslot holding a `key_size`-byte key occupies (512-byte units).
+pub fn af_material_len(key_size: u32) -> u64 {
+    round_up(u64::from(key_size) * u64::from(AF_STRIPES), 512)
+}
+
+/// Checks the kdf object of keyslot `id`; a hostile cost is reported, not run.
+fn check_kdf(id: u32, kdf: &json::Kdf) -> Result<(Kdf, Vec<u8>), String> {
+    let what = format!("keyslot {id} kdf");
+    let salt = B64
+        .decode(&kdf.salt)
+        .map_err(|_| format!("{what} salt is not valid base64"))?;
+    if salt.len() != SALT_LEN {
+        return Err(format!("{what} salt is {} bytes, expected 32", salt.len()));
+    }
+    let missing = |f: &str| format!("{what} lacks {f}");
+    let parsed = match kdf.kind.as_str() {
+        "pbkdf2" => Kdf::Pbkdf2 {
+            hash: hash(&what, kdf.hash.as_deref().ok_or_else(|| missing("hash"))?)?,
+            iterations: kdf.iterations.ok_or_else(|| missing("iterations"))?,
+        },
+        "argon2i" | "argon2id" => {
+            let time = kdf.time.ok_or_else(|| missing("time"))?;
+            let memory_kib = kdf.memory.ok_or_else(|| missing("memory"))?;
+            let cpus = kdf.cpus.ok_or_else(|| missing("cpus"))?;
+            if kdf.kind == "argon2i" {
+                Kdf::Argon2i {
+                    time,
+                    memory_kib,
+                    cpus,
+                }
+            } else {
+                Kdf::Argon2id {
+                    time,
+                    memory_kib,
+                    cpus,
+                }
+            }
+        }
+        other => return Err(format!("{what} type {other:?} is not supported")),
+    };
+    check_kdf_caps(&what, &parsed)?;
+    Ok((parsed, salt))
+}
+
+/// Caps against hostile headers (luks-format.md §9), checked before any KDF work.
+fn check_kdf_caps(what: &str, kdf: &Kdf) -> Result<(), String> {
+    use crate::crypto::kdf::{MAX_ARGON2_CPUS, MAX_ARGON2_MEMORY_KIB, MIN_ARGON2_MEMORY_KIB};
+    match *kdf {
+        Kdf::Pbkdf2 { iterations: 0, .. } => Err(format!("{what} has 0 iterations")),
+        Kdf::Argon2i {
+            time,
+            memory_kib,
+            cpus,
+        }
+        | Kdf::Argon2id {
+            time,
+            memory_kib,
+            cpus,
+        } => {
+            if !(MIN_ARGON2_MEMORY_KIB..=MAX_ARGON2_MEMORY_KIB).contains(&memory_kib) {
+                Err(format!(
+                    "{what} memory {memory_kib} KiB is outside {MIN_ARGON2_MEMORY_KIB}..{MAX_ARGON2_MEMORY_KIB} KiB"
+                ))
+            } else if !(1..=MAX_ARGON2_CPUS).contains(&cpus) {
+                Err(format!(
+                    "{what} cpus {cpus} is outside 1..{MAX_ARGON2_CPUS}"
+                ))
+            } else if time == 0 {
+                Err(format!("{what} time is 0"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Validates the keyslot-level fields we rely on; Err(reason) makes the keyslot unusable.
+fn check_luks2_keyslot(id: u32, ks: &json::Keyslot) -> Result<Luks2Keyslot, String> {
+    if ks.af.kind != "luks1" {
+        return Err(format!(
+            "keyslot {id} af type {:?} is not supported",
+            ks.af.kind
+        ));
+    }
+    if ks.af.stripes != AF_STRIPES {
+        return Err(format!(
+            "keyslot {id} af stripes {} (expected 4000)",
+            ks.af.stripes
+        ));
+    }
+    let af_hash = hash(&format!("keyslot {id} af"), &ks.af.hash)?;
+    if ks.area.encryption != "aes-xts-plain64" {
+        return Err(format!(
+            "keyslot {id} area encryption {:?} is not supported",
+            ks.area.encryption
+        ));
+    }
+    if ks.area.key_size != 32 && ks.area.key_size != 64 {
+        return Err(format!(
+            "keyslot {id} area key_size {} is not 32 or 64",
+            ks.area.key_size
+        ));
+    }
+    if ks.key_size != 32 && ks.key_size != 64 {
+        return Err(format!(
+            "keyslot {id} key_size {} is not 32 or 64",
+            ks.key_size
+        ));
+    }
+    if ks.area.size < af_material_len(ks.key_size) {
+        return Err(format!(
+            "keyslot {id} area size {} is smaller than its key material ({})",
+            ks.area.size,
+            af_material_len(ks.key_size)
+        ));
+    }
+    let (kdf, kdf_salt) = check_kdf(id, &ks.kdf)?;
+    Ok(Luks2Keyslot {
+        key_size: ks.key_size,
+        priority: ks.priority.unwrap_or(1),
+        af_hash,
+        area_offset_bytes: ks.area.offset,
+        area_size_bytes: ks.area.size,
+        area_key_size: ks.area.key_size,
+        kdf,
+        kdf_salt,
+    })
+}
+
+impl Metadata {
+    /// Applies the validation table to `wire`, read from a header copy of `hdr_size` bytes.
+    pub fn check(wire: json::Metadata, hdr_size: u64) -> Result<Metadata, FormatError> {
+        let cfg = &wire.config;
+        if cfg.json_size.checked_add(4096) != Some(hdr_size) {
+            return Err(invalid(format!(
+                "config json_size {} does not match header size {hdr_size}",
+                cfg.json_size
+            )));
+        }
+        if !cfg.keyslots_size.is_multiple_of(4096) || cfg.keyslots_size > MAX_KEYSLOTS_SIZE {
+            return Err(invalid(format!(
+                "config keyslots_size {} is not a multiple of 4096 up to 128 MiB",
+                cfg.keyslots_size
+            )));
+        }
+        let areas_start = 2 * hdr_size;
+        let areas_end = areas_start + cfg.keyslots_size;
+        let mut unsupported = Vec::new();
+        if let Some(req) = &cfg.requirements
+            && !req.mandatory.is_empty()
+        {
+            unsupported.push(format!("requirements {}", req.mandatory.join(", ")));
+        }
+
+        // Keyslots: structure first (ids, types, area bounds), usability second.
+        let mut keyslots = BTreeMap::new();
+        let mut area_ranges: Vec<(u64, u64, u32)> = Vec::new();
+        for (id_text, value) in &wire.keyslots {
+            let id = object_id("keyslot", id_text)?;
+            let kind = value
+                .get("type")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| invalid(format!("keyslot {id} has no type")))?;
+            value
+                .get("key_size")
+                .and_then(|k| k.as_u64())
+                .filter(|&k| k <= u64::from(u32::MAX))
+                .ok_or_else(|| invalid(format!("keyslot {id} has no valid key_size")))?;
+            if kind != "luks2" {
+                if kind == "reencrypt" {
+                    unsupported.push(format!("reencryption in progress (keyslot {id})"));
+                }
+                keyslots.insert(
+                    id,
+                    Keyslot::Unusable {
+                        kind: kind.to_owned(),
+                        reason: format!("keyslot {id} type {kind:?} is not supported"),
+                    },
+                );
+                continue;
+            }
+            let ks: json::Keyslot = from_value(&format!("keyslot {id}"), value)?;
+            if ks.area.kind != "raw" {
+                return Err(invalid(format!(
+                    "keyslot {id} area type {:?}",
+                    ks.area.kind
+                )));
+            }
+            let end = ks
+                .area
+                .offset
+                .checked_add(ks.area.size)
+                .ok_or_else(|| invalid(format!("keyslot {id} area overflows")))?;
+            if ks.area.size == 0 || ks.area.offset < areas_start || end > areas_end {
+                return Err(invalid(format!(
+                    "keyslot {id} area {}+{} lies outside the keyslots area",
+                    ks.area.offset, ks.area.size
+                )));
+            }
+            if let Some(&(_, _, other)) = area_ranges
+                .iter()
+                .find(|&&(s, e, _)| ks.area.offset < e && s < end)
+            {
+                return Err(invalid(format!(
+                    "keyslot {id} area overlaps keyslot {other}"
+                )));
+            }
+            area_ranges.push((ks.area.offset, end, id));
+            let slot = match check_luks2_keyslot(id, &ks) {
+                Ok(k) => Keyslot::Luks2(k),
+                Err(reason) => Keyslot::Unusable {
+                    kind: "luks2".into(),
+                    reason,
+                },
+            };
+            keyslots.insert(id, slot);
+        }
+
+        // Segments.
+        let mut segments = BTreeMap::new();
+        let mut seg_ranges: Vec<(u64, Option<u64>, u32)> = Vec::new();
+        for (id_text, value) in &wire.segments {
+            let id = object_id("segment", id_text)?;
+            let kind = value
+                .get("type")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| invalid(format!("segment {id} has no type")))?;
+            if kind != "crypt" {
+                unsupported.push(format!("segment {id} of type {kind:?}"));
+                continue;
+            }
+            let seg: json::Segment = from_value(&format!("segment {id}"), value)?;
+            if !seg.offset.is_multiple_of(512) {
+                return Err(invalid(format!("segment {id} offset is not 512-aligned")));
+            }
+            if seg.sector_size == 0 || !seg.sector_size.is_multiple_of(512) {
+                return Err(invalid(format!(
+                    "segment {id} sector_size {}",
+                    seg.sector_size
+                )));
+            }
+            let size = if seg.size == "dynamic" {
+                None
+            } else {
+                let n = json::u64_string::parse(&seg.size)
+                    .filter(|&n| n != 0 && n % 512 == 0 && n % u64::from(seg.sector_size) == 0)
+                    .ok_or_else(|| invalid(format!("segment {id} size {:?}", seg.size)))?;
+                Some(n)
+            };
+            if seg.offset != 0 && seg.offset < areas_end {
+                return Err(invalid(format!(
+                    "segment {id} offset {} overlaps the header and keyslots area",
+                    seg.offset
+                )));
+            }
+            seg_ranges.push((seg.offset, size, id));
+            if seg.integrity.is_some() {
+                unsupported.push(format!("integrity protection (segment {id})"));
+            }
+            if let Some(flags) = seg.flags.as_ref().filter(|f| !f.is_empty()) {
+                unsupported.push(format!("segment {id} flags {}", flags.join(", ")));
+            }
+            if seg.encryption != "aes-xts-plain64" {
+                unsupported.push(format!("cipher {}", seg.encryption));
+            }
+            if !seg.sector_size.is_power_of_two() || seg.sector_size > 4096 {
+                unsupported.push(format!("sector size {}", seg.sector_size));
+            }
+            segments.insert(
+                id,
+                CryptSegment {
+                    offset_bytes: seg.offset,
+                    size_bytes: size,
+                    iv_tweak: seg.iv_tweak,
+                    encryption: seg.encryption,
+                    sector_size: seg.sector_size,
+                },
+            );
+        }
+        seg_ranges.sort();
+        for (i, &(start, size, id)) in seg_ranges.iter().enumerate() {
+            if let Some(&(next_start, _, next_id)) = seg_ranges.get(i + 1) {
+                let end = size
+                    .and_then(|s| start.checked_add(s))
+                    .ok_or_else(|| invalid(format!("segment {id} is dynamic but not last")))?;
+                if end > next_start {
+                    return Err(invalid(format!("segment {id} overlaps segment {next_id}")));
+                }
+            }
+        }
+        if wire.segments.len() > 1 {
+            unsupported.push(format!("{} data segments", wire.segments.len()));
+        }
+        if wire.segments.is_empty() {
+            unsupported.push("no data segment".into());
+        }
+
+        // Digests: ids must exist; each luks2 keyslot in exactly one digest.
+        let mut digests = BTreeMap::new();
+        let mut keyslot_digest_count: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut covered_segments = BTreeSet::new();
+        for (id_text, value) in &wire.digests {
+            let id = object_id("digest", id_text)?;
+            let d: json::Digest = from_value(&format!("digest {id}"), value)?;
+            let mut ks_ids = BTreeSet::new();
+            for k in &d.keyslots {
+                let kid = object_id("digest keyslot", k)?;
+                if !wire.keyslots.contains_key(k) {
+                    return Err(invalid(format!("digest {id} names missing keyslot {k}")));
+                }
+                *keyslot_digest_count.entry(kid).or_default() += 1;
+                ks_ids.insert(kid);
+            }
+            let mut seg_ids = BTreeSet::new();
+            for s in &d.segments {
+                let sid = object_id("digest segment", s)?;
+                if !wire.segments.contains_key(s) {
+                    return Err(invalid(format!("digest {id} names missing segment {s}")));
+                }
+                seg_ids.insert(sid);
+                covered_segments.insert(sid);
+            }
+            if d.kind != "pbkdf2" {
+                unsupported.push(format!("digest {id} of type {:?}", d.kind));
+                continue;
+            }
+            let h = hash(&format!("digest {id}"), &d.hash).map_err(invalid)?;
+            let salt = b64(&format!("digest {id} salt"), &d.salt)?;
+            let digest = b64(&format!("digest {id} digest"), &d.digest)?;
+            if salt.len() != SALT_LEN {
+                return Err(invalid(format!("digest {id} salt is {} bytes", salt.len())));
+            }
+            if digest.len() != 20 && digest.len() != h.output_len() {
+                return Err(invalid(format!("digest {id} is {} bytes", digest.len())));
+            }
+            if d.iterations == 0 {
+                return Err(invalid(format!("digest {id} has 0 iterations")));
+            }
+            digests.insert(
+                id,
+                Digest {
+                    hash: h,
+                    iterations: d.iterations,
+                    salt,
+                    digest,
+                    keyslots: ks_ids,
+                    segments: seg_ids,
+                },
+            );
+        }
+        for (id, ks) in &keyslots {
+            let is_luks2 = matches!(ks, Keyslot::Luks2(_))
+                || matches!(ks, Keyslot::Unusable { kind, .. } if kind == "luks2");
+            let n = keyslot_digest_count.get(id).copied().unwrap_or(0);
+            if is_luks2 && n != 1 {
+                return Err(invalid(format!(
+                    "keyslot {id} is listed in {n} digests, expected 1"
+                )));
+            }
+        }
+        for id in segments.keys() {
+            if !covered_segments.contains(id) {
+                return Err(invalid(format!(
+                    "segment {id} is not covered by any digest"
+                )));
+            }
+        }
+
+        // Tokens: type and existing keyslots.
+        let mut tokens = BTreeMap::new();
+        for (id_text, value) in &wire.tokens {
+            let id = object_id("token", id_text)?;
+            let t: json::Token = from_value(&format!("token {id}"), value)?;
+            if t.kind.is_empty() {
+                return Err(invalid(format!("token {id} has an empty type")));
+            }
+            let mut ks = Vec::new();
+            for k in &t.keyslots {
+                if !wire.keyslots.contains_key(k) {
+                    return Err(invalid(format!("token {id} names missing keyslot {k}")));
+                }
+                ks.push(object_id("token keyslot", k)?);
+            }
+            tokens.insert(id, (t.kind, ks));
+        }
+
+        Ok(Metadata {
+            wire,
+            keyslots,
+            digests,
+            tokens,
+            segments,
+            unsupported,
+        })
+    }
+
+    /// The single crypt segment vaultdisk serves, or why this header cannot be served.
+    pub fn data_segment(&self) -> Result<&CryptSegment, String> {
+        if !self.unsupported.is_empty() {
+            return Err(self.unsupported.join("; "));
+        }
+        self.segments
+            .values()
+            .next()
+            .ok_or_else(|| "no data segment".to_owned())
+    }
+
+    /// The digest that covers keyslot `id`.
+    pub fn digest_of_keyslot(&self, id: u32) -> Option<&Digest> {
+        self.digests.values().find(|d| d.keyslots.contains(&id))
+    }
+}
