@@ -313,3 +313,6 @@ pub fn encode_copy(
     out.extend_from_slice(&area);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
