@@ -482,3 +482,113 @@ fn wait_until_loop_released(plain: &Path) {
     }
     panic!("loop device still attached to {}", plain.display());
 }
+
+/// Starts a daemon for `f` and returns its registry entry.
+fn start_daemon(f: &mut Fixture, key: &VolumeKey) -> daemon::OpenVolume {
+    f.spec.foreground = false;
+    let exe = std::env::current_exe().unwrap();
+    daemon::start_with_exe(&f.spec, key, &exe).unwrap();
+    let plain = f.spec.plain.canonicalize().unwrap();
+    daemon::open_volumes()
+        .into_iter()
+        .find(|e| e.plain == plain)
+        .expect("registry entry")
+}
+
+/// Waits until the daemon's registry entry is gone (it removes it just before exiting).
+fn wait_until_closed(plain: &Path) {
+    for _ in 0..400 {
+        if !daemon::open_volumes().iter().any(|e| e.plain == plain) && !plain.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("daemon of {} did not clean up", plain.display());
+}
+
+#[test]
+fn daemon_stops_on_sigterm_and_external_unmount() {
+    let test = "daemon_stops_on_sigterm_and_external_unmount";
+    if !require_fuse(test) || !require(test, on_path("kill"), "kill missing") {
+        return;
+    }
+    let (key, key_bytes) = random_key();
+
+    // SIGTERM while in use is refused; once released it unmounts and cleans up.
+    let mut f = fixture(MIB, 4096, 0, false);
+    let entry = start_daemon(&mut f, &key);
+    let guard = CloseOnDrop(entry.plain.clone());
+    let file = OpenOptions::new().write(true).open(&entry.plain).unwrap();
+    file.write_all_at(b"sigterm", 4090).unwrap();
+    run(Command::new("kill").arg("-TERM").arg(entry.pid.to_string())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        daemon::open_volumes().iter().any(|e| e.pid == entry.pid),
+        "busy: still serving"
+    );
+    drop(file);
+    run(Command::new("kill").arg("-TERM").arg(entry.pid.to_string())).unwrap();
+    wait_until_closed(&entry.plain);
+    std::mem::forget(guard);
+    let plain = decrypt_backing(&f.spec, &key_bytes);
+    assert_eq!(&plain[4090..4097], b"sigterm");
+    daemon::ensure_backing_free(&f.spec.backing, false).unwrap();
+
+    // An external unmount ends the daemon the same way, and an existing PLAIN is kept.
+    let mut f = fixture(MIB, 512, 0, false);
+    File::create(&f.spec.plain).unwrap();
+    let entry = start_daemon(&mut f, &key);
+    assert!(!entry.created_plain);
+    let guard = CloseOnDrop(entry.plain.clone());
+    let umount = if is_root() { "umount" } else { "fusermount3" };
+    let mut cmd = Command::new(umount);
+    if !is_root() {
+        cmd.arg("-u");
+    }
+    run(cmd.arg(&entry.plain)).unwrap();
+    for _ in 0..400 {
+        if !daemon::open_volumes().iter().any(|e| e.pid == entry.pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    std::mem::forget(guard);
+    assert!(!daemon::open_volumes().iter().any(|e| e.pid == entry.pid));
+    assert!(entry.plain.is_file(), "PLAIN that existed before stays");
+    assert_eq!(fs::metadata(&entry.plain).unwrap().len(), 0);
+}
+
+#[test]
+fn close_refuses_while_a_loop_device_holds_plain() {
+    let test = "close_refuses_while_a_loop_device_holds_plain";
+    if !require_fuse(test)
+        || !require(test, is_root(), "needs root for losetup")
+        || !require(test, on_path("losetup"), "losetup missing")
+    {
+        return;
+    }
+    let (key, _) = random_key();
+    let mut f = fixture(8 * MIB, 4096, 0, false);
+    let entry = start_daemon(&mut f, &key);
+    let guard = CloseOnDrop(entry.plain.clone());
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&entry.plain)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let e = daemon::close(&entry.plain).unwrap_err();
+    let detach = run(Command::new("losetup").arg("-d").arg(&dev));
+    assert_eq!(e.exit_code(), 5, "{e}");
+    assert!(e.to_string().contains(&dev), "{e}");
+    detach.unwrap();
+    wait_until_loop_released(&entry.plain);
+    daemon::close(&entry.plain).unwrap();
+    std::mem::forget(guard);
+    assert!(!entry.plain.exists());
+}
