@@ -592,3 +592,47 @@ fn close_refuses_while_a_loop_device_holds_plain() {
     std::mem::forget(guard);
     assert!(!entry.plain.exists());
 }
+
+/// Sequential throughput through PLAIN with dd (1 MiB blocks, direct I/O on PLAIN so the
+/// page cache does not hide the data path). Run by hand:
+/// `cargo test --release --test it -- --ignored --nocapture fuse_throughput`.
+#[test]
+#[ignore]
+fn fuse_throughput() {
+    let test = "fuse_throughput";
+    if !require_fuse(test) || !require(test, on_path("dd"), "dd missing") {
+        return;
+    }
+    let size_mib: u64 = std::env::var("VAULTDISK_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let f = fixture(size_mib * MIB, 4096, 0, false);
+    let (key, _) = random_key();
+    let handle = mount(&f, &key);
+    let plain = handle.plain().to_path_buf();
+    let count = size_mib.to_string();
+    let dd = |args: &[&str]| {
+        let t = std::time::Instant::now();
+        run(Command::new("dd").args(args)).unwrap();
+        size_mib as f64 / t.elapsed().as_secs_f64()
+    };
+    let of = format!("of={}", plain.display());
+    let iff = format!("if={}", plain.display());
+    let count = format!("count={count}");
+    let write = dd(&[
+        "if=/dev/zero",
+        &of,
+        "bs=1M",
+        &count,
+        "oflag=direct",
+        "conv=notrunc,fsync",
+    ]);
+    let read = dd(&[&iff, "of=/dev/null", "bs=1M", "iflag=direct"]);
+    let read_cached = dd(&[&iff, "of=/dev/null", "bs=1M"]);
+    println!(
+        "{test}: {size_mib} MiB, write {write:.0} MB/s, read {read:.0} MB/s (direct), \
+         {read_cached:.0} MB/s (buffered, first pass)"
+    );
+    handle.unmount().unwrap();
+}
