@@ -566,8 +566,19 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
     let serving = mount(&spec, &key)?;
     drop(key);
     let registration = register(&spec, &serving)?;
+    // Paths are canonical from here on; do not pin the caller's working directory.
+    let _ = std::env::set_current_dir("/");
     let signals = spawn_signal_thread(&serving.plain)?;
-    ready.send("ok");
+    if !ready.send("ok") {
+        // The parent is gone and never learnt of the mount: undo it rather than linger.
+        // Dropping `serving` unmounts, then removes a PLAIN we created.
+        signals.stop();
+        drop(registration);
+        drop(serving);
+        return Err(Error::Device(
+            "the starting process went away before the mount was reported".into(),
+        ));
+    }
     detach_stdio();
     run(serving, Some(registration), Some(signals))
 }
@@ -578,11 +589,11 @@ struct Readiness {
 }
 
 impl Readiness {
-    fn send(&mut self, line: &str) {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+    /// Writes one report line; false if the parent is no longer reading.
+    fn send(&mut self, line: &str) -> bool {
         self.reported = true;
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
     }
 }
 

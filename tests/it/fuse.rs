@@ -636,3 +636,74 @@ fn fuse_throughput() {
     );
     handle.unmount().unwrap();
 }
+
+/// Child side of `foreground_serving_ends_on_close_and_sigint`: serves in the foreground the
+/// spec given in VAULTDISK_IT_SPEC with a random key, like `vaultdisk open --foreground`.
+#[test]
+#[allow(non_snake_case)]
+fn foreground_child__foreground() {
+    if std::env::args().nth(1).as_deref() != Some("__foreground") {
+        return;
+    }
+    let spec: ServeSpec =
+        serde_json::from_str(&std::env::var("VAULTDISK_IT_SPEC").unwrap()).unwrap();
+    let (key, _) = random_key();
+    std::process::exit(match daemon::start(spec, key) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    });
+}
+
+#[test]
+fn foreground_serving_ends_on_close_and_sigint() {
+    let test = "foreground_serving_ends_on_close_and_sigint";
+    if !require_fuse(test) || !require(test, on_path("kill"), "kill missing") {
+        return;
+    }
+    for how in ["close", "sigint"] {
+        let f = fixture(MIB, 4096, 0, false);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("__foreground")
+            .env("VAULTDISK_IT_SPEC", serde_json::to_string(&f.spec).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut entry = None;
+        for _ in 0..400 {
+            entry = daemon::open_volumes().into_iter().find(|e| e.pid == pid);
+            if entry.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let Some(entry) = entry else {
+            let _ = child.kill();
+            panic!(
+                "{how}: foreground serve never registered: {:?}",
+                child.wait()
+            );
+        };
+        let guard = CloseOnDrop(entry.plain.clone());
+        fs::write(&entry.plain, vec![9u8; MIB as usize]).unwrap_err(); // O_TRUNC: EPERM
+        OpenOptions::new()
+            .write(true)
+            .open(&entry.plain)
+            .unwrap()
+            .write_all_at(b"fg", 0)
+            .unwrap();
+        match how {
+            "close" => daemon::close(&entry.plain).unwrap(),
+            _ => run(Command::new("kill").arg("-INT").arg(pid.to_string())).unwrap(),
+        }
+        let status = child.wait().unwrap();
+        std::mem::forget(guard);
+        assert!(status.success(), "{how}: {status}");
+        assert!(!entry.plain.exists(), "{how}: PLAIN removed");
+        assert!(!daemon::open_volumes().iter().any(|e| e.pid == pid));
+        daemon::ensure_backing_free(&f.spec.backing, false).unwrap();
+    }
+}
