@@ -384,8 +384,15 @@ fn mount(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
     );
     let config = fusefs::mount_config(spec.read_only, spec.allow_other);
     let session = fuser::Session::new(fs, &plain, &config).map_err(|e| {
+        // fuser opens /dev/fuse itself before trying fusermount3, so a /dev/fuse that this
+        // user may not open fails here rather than falling back.
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied && crate::sys::geteuid() != 0 {
+            " (is /dev/fuse readable and writable by this user?)"
+        } else {
+            ""
+        };
         Error::Device(format!(
-            "cannot mount FUSE on {}: {e}",
+            "cannot mount FUSE on {}: {e}{hint}",
             spec.plain.display()
         ))
     })?;
