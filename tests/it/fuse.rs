@@ -707,3 +707,29 @@ fn foreground_serving_ends_on_close_and_sigint() {
         daemon::ensure_backing_free(&f.spec.backing, false).unwrap();
     }
 }
+
+#[test]
+fn close_cleans_up_after_a_killed_daemon() {
+    let test = "close_cleans_up_after_a_killed_daemon";
+    if !require_fuse(test) || !require(test, on_path("kill"), "kill missing") {
+        return;
+    }
+    let (key, _) = random_key();
+    let mut f = fixture(MIB, 4096, 0, false);
+    let entry = start_daemon(&mut f, &key);
+    let guard = CloseOnDrop(entry.plain.clone());
+    run(Command::new("kill").arg("-KILL").arg(entry.pid.to_string())).unwrap();
+    for _ in 0..400 {
+        if !daemon::open_volumes().iter().any(|e| e.pid == entry.pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    // The dead mount is still there (ENOTCONN); close unmounts it and removes PLAIN.
+    daemon::close(&f.spec.plain).unwrap();
+    std::mem::forget(guard);
+    assert!(!entry.plain.exists());
+    daemon::ensure_backing_free(&f.spec.backing, false).unwrap();
+    let e = daemon::close(&f.spec.plain).unwrap_err();
+    assert_eq!(e.exit_code(), 1, "{e}");
+}
