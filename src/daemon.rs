@@ -38,6 +38,8 @@ pub const DAEMON_ARG: &str = "__daemon";
 
 /// How long `start` waits for the daemon's readiness report before killing it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `close` retries while PLAIN is busy, for users that are just letting go.
+const BUSY_GRACE: Duration = Duration::from_secs(2);
 /// How long `close` waits for the daemon to exit after the unmount.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bounds on the request, so a confused writer cannot make the daemon allocate freely.
@@ -230,13 +232,25 @@ pub fn close(plain: &Path) -> Result<()> {
         let _ = fs::remove_file(&entry_path);
         return Ok(());
     }
-    if let Some(dev) = loop_device_of(&canon) {
-        return Err(Error::Busy(format!(
-            "{} is in use by {dev}: unmount its filesystem and detach it (losetup -d {dev}) first",
-            plain.display()
-        )));
+    // Right after `umount /mnt` an autoclear loop device and other last users may still be
+    // letting go of PLAIN: allow them a short grace period before calling it busy.
+    let grace = Instant::now() + BUSY_GRACE;
+    loop {
+        let res = match loop_device_of(&canon) {
+            Some(dev) => Err(Error::Busy(format!(
+                "{} is in use by {dev}: unmount its filesystem and detach it (losetup -d {dev}) first",
+                plain.display()
+            ))),
+            None => unmount(&canon).map_err(|e| unmount_error(plain, e)),
+        };
+        match res {
+            Ok(()) => break,
+            Err(Error::Busy(_)) if Instant::now() < grace => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    unmount(&canon).map_err(|e| unmount_error(plain, e))?;
     wait_for_exit(entry.pid, entry.start_time, CLOSE_TIMEOUT).map_err(|()| {
         Error::Busy(format!(
             "{} is unmounted but its daemon (pid {}) did not exit within {} s",
