@@ -1,1 +1,366 @@
 //! fuser Filesystem exposing one regular file: a thin match onto `Volume`.
+//!
+//! The mount point is itself a regular file (PLAIN), so the FUSE root (inode 1) is that file:
+//! no directory, no lookups. Its size is the volume's plaintext size and never changes.
+use crate::volume::Volume;
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+use log::{debug, warn};
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest read or write the kernel is asked to send in one request, in bytes. The kernel
+/// caps requests at `fs.fuse.max_pages_limit` pages (256 = 1 MiB by default) anyway.
+pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
+
+/// FUSE worker threads; each may run a request's cipher work in parallel internally.
+pub const WORKER_THREADS: usize = 4;
+
+/// How long the kernel may cache attributes: nothing but the times ever changes.
+const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// Reply buffers above this size are freed after use instead of kept per thread.
+const REPLY_KEEP_BYTES: usize = 4 << 20;
+
+/// The filesystem: one regular file backed by a `Volume`.
+pub struct PlainFs {
+    volume: Arc<Volume>,
+    perm: AtomicU32,
+    uid: AtomicU32,
+    gid: AtomicU32,
+    /// Modification and change times as nanoseconds since the epoch.
+    mtime_ns: AtomicU64,
+    ctime_ns: AtomicU64,
+    atime_ns: AtomicU64,
+}
+
+impl PlainFs {
+    /// Serves `volume` as a file of mode 0600 owned by `uid`:`gid`.
+    pub fn new(volume: Arc<Volume>, uid: u32, gid: u32) -> PlainFs {
+        let now = nanos(SystemTime::now());
+        PlainFs {
+            volume,
+            perm: AtomicU32::new(0o600),
+            uid: AtomicU32::new(uid),
+            gid: AtomicU32::new(gid),
+            mtime_ns: AtomicU64::new(now),
+            ctime_ns: AtomicU64::new(now),
+            atime_ns: AtomicU64::new(now),
+        }
+    }
+
+    fn attr(&self) -> FileAttr {
+        let size = self.volume.size_bytes();
+        FileAttr {
+            ino: INodeNo::ROOT,
+            size,
+            blocks: size.div_ceil(512),
+            atime: time(self.atime_ns.load(Ordering::Relaxed)),
+            mtime: time(self.mtime_ns.load(Ordering::Relaxed)),
+            ctime: time(self.ctime_ns.load(Ordering::Relaxed)),
+            crtime: time(self.ctime_ns.load(Ordering::Relaxed)),
+            kind: FileType::RegularFile,
+            perm: self.perm.load(Ordering::Relaxed) as u16,
+            nlink: 1,
+            uid: self.uid.load(Ordering::Relaxed),
+            gid: self.gid.load(Ordering::Relaxed),
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn touch_mtime(&self) {
+        let now = nanos(SystemTime::now());
+        self.mtime_ns.store(now, Ordering::Relaxed);
+        self.ctime_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+/// FUSE session options for serving one volume: `read_only` mounts ro (writes fail with
+/// EROFS in the kernel already); `allow_other` lets other users (and root, when a user
+/// mounts) reach the file, still subject to its mode under default_permissions.
+pub fn mount_config(read_only: bool, allow_other: bool) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("vaultdisk".into()),
+        MountOption::Subtype("vaultdisk".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    config.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(WORKER_THREADS);
+    // One /dev/fuse fd per worker, so workers do not contend on one queue (Linux >= 4.5).
+    config.clone_fd = true;
+    config
+}
+
+/// The errno a FUSE caller sees for a failed volume operation: ENOSPC (full backing disk
+/// or past the end) and EROFS pass through, everything else is EIO. Volume already logged
+/// which sectors failed.
+fn errno(e: &io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Errno::ENOSPC,
+        Some(libc::EROFS) => Errno::EROFS,
+        _ => Errno::EIO,
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn time_or_now(t: TimeOrNow) -> u64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => nanos(t),
+        TimeOrNow::Now => nanos(SystemTime::now()),
+    }
+}
+
+thread_local! {
+    /// Per-worker reply buffer for reads, reused so a 1 MiB read does not allocate.
+    static REPLY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Filesystem for PlainFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Ask for big requests; each setter returns the nearest allowed value on refusal.
+        let max_write = config
+            .set_max_write(MAX_REQUEST_BYTES)
+            .err()
+            .map(|nearest| config.set_max_write(nearest));
+        let readahead = config
+            .set_max_readahead(MAX_REQUEST_BYTES)
+            .err()
+            .map(|nearest| config.set_max_readahead(nearest));
+        // Room for several readahead/writeback requests to keep all workers busy.
+        let _ = config.set_max_background(64);
+        debug!(
+            "FUSE init: abi {:?}, max_write fallback {max_write:?}, readahead fallback {readahead:?}",
+            config.kernel_abi()
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.volume.flush() {
+            warn!("flushing the backing file at unmount failed: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEntry) {
+        // The root is a regular file: there is nothing to look up in it.
+        reply.error(Errno::ENOTDIR);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        reply.attr(&ATTR_TTL, &self.attr());
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        // The plaintext has the volume's size, like a disk: truncate (and O_TRUNC) to any
+        // other size is refused rather than silently ignored.
+        if size.is_some_and(|s| s != self.volume.size_bytes()) {
+            return reply.error(Errno::EPERM);
+        }
+        // chmod/chown only change what the kernel checks under default_permissions (which
+        // has already checked that the caller may make them); setuid/setgid bits are dropped.
+        if let Some(mode) = mode {
+            self.perm.store(mode & 0o777, Ordering::Relaxed);
+        }
+        if let Some(uid) = uid {
+            self.uid.store(uid, Ordering::Relaxed);
+        }
+        if let Some(gid) = gid {
+            self.gid.store(gid, Ordering::Relaxed);
+        }
+        if let Some(t) = atime {
+            self.atime_ns.store(time_or_now(t), Ordering::Relaxed);
+        }
+        if let Some(t) = mtime {
+            self.mtime_ns.store(time_or_now(t), Ordering::Relaxed);
+        }
+        self.ctime_ns
+            .store(nanos(SystemTime::now()), Ordering::Relaxed);
+        reply.attr(&ATTR_TTL, &self.attr());
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        if self.volume.read_only() && flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        // Only this daemon changes the plaintext, so cached pages stay valid across opens.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        let len = size as usize;
+        let reply_with = |buf: &mut [u8]| match self.volume.read_at(offset, buf) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(errno(&e)),
+        };
+        REPLY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut v) if len <= REPLY_KEEP_BYTES => {
+                if v.len() < len {
+                    v.resize(len, 0);
+                }
+                reply_with(&mut v[..len]);
+            }
+            _ => reply_with(&mut vec![0u8; len]),
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.volume.write_at(offset, data) {
+            Ok(n) => {
+                self.touch_mtime();
+                // n <= data.len(), which the kernel bounded by max_write (a u32).
+                reply.written(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2) reports write-back failures; make them visible here, as a disk would on
+        // fsync, by syncing the backing file.
+        match self.volume.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                warn!("flush of the backing file failed: {e}");
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                warn!("fsync of the backing file failed: {e}");
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let blocks = self.volume.size_bytes() / 4096;
+        reply.statfs(blocks, 0, 0, 1, 0, 4096, 255, 4096);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_passes_through_space_and_read_only_only() {
+        let e = |n| errno(&io::Error::from_raw_os_error(n));
+        assert_eq!(e(libc::ENOSPC), Errno::ENOSPC);
+        assert_eq!(e(libc::EDQUOT), Errno::ENOSPC);
+        assert_eq!(e(libc::EROFS), Errno::EROFS);
+        assert_eq!(e(libc::EBADF), Errno::EIO);
+        assert_eq!(errno(&io::Error::other("x")), Errno::EIO);
+    }
+
+    #[test]
+    fn config_has_workers_and_ro_flag() {
+        let c = mount_config(true, false);
+        assert!(c.mount_options.contains(&MountOption::RO));
+        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
+        assert_eq!(c.acl, SessionACL::Owner);
+        assert!(c.n_threads.unwrap_or(1) >= 2);
+        assert_eq!(mount_config(false, true).acl, SessionACL::All);
+    }
+}

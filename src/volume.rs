@@ -1,1 +1,616 @@
 //! Header-free data path: backing file + volume key -> plaintext reads and writes by sector.
+//!
+//! The plaintext is `segment.data_size_bytes` long and may be read or written at any offset
+//! and length. Partial sectors are read-modify-written under a range lock so that two
+//! writers touching one sector cannot lose each other's bytes. Sectors never written (a hole,
+//! past the backing file's end, or all-zero ciphertext) read as zeros, the way a freshly
+//! allocated, never-encrypted LUKS data area would be treated by a sparse-file user; what we
+//! write is always real aes-xts-plain64 ciphertext, so cryptsetup reads our data.
+use crate::crypto::xts::SectorCipher;
+use crate::error::{Error, Result};
+use crate::geometry::{SectorNo, SectorSpan, Segment};
+use crate::secret::VolumeKey;
+use log::warn;
+use std::cell::RefCell;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Scratch buffers above this size are freed after use instead of kept per thread.
+const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+
+/// An unlocked data segment over an open backing file.
+pub struct Volume {
+    backing: File,
+    segment: Segment,
+    cipher: SectorCipher,
+    read_only: bool,
+    locks: RangeLocks,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("segment", &self.segment)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Volume {
+    /// Joins a backing file (opened read-write unless `read_only`) with its segment and key.
+    /// Fails with `Error::Device` for a segment this data path cannot serve or a key that is
+    /// not 32 or 64 bytes.
+    pub fn new(
+        backing: File,
+        segment: Segment,
+        key: &VolumeKey,
+        read_only: bool,
+    ) -> Result<Volume> {
+        segment
+            .validate()
+            .map_err(|e| Error::Device(format!("data segment: {e}")))?;
+        let cipher = SectorCipher::new(key.expose_secret())
+            .map_err(|e| Error::Device(format!("volume key: {e}")))?;
+        Ok(Volume {
+            backing,
+            segment,
+            cipher,
+            read_only,
+            locks: RangeLocks::default(),
+        })
+    }
+
+    /// Plaintext size in bytes; fixed for the life of the volume.
+    pub fn size_bytes(&self) -> u64 {
+        self.segment.data_size_bytes
+    }
+
+    /// The segment this volume serves.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Whether writes are refused with EROFS.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Reads plaintext at `plain_offset` into `buf`. Returns the bytes read: `buf.len()`
+    /// unless the range runs past the end (then short, and 0 at or past the end).
+    pub fn read_at(&self, plain_offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(span) = self.segment.span(plain_offset, buf.len()) else {
+            return Ok(0);
+        };
+        let ss = self.segment.sector_size_bytes();
+        let out = &mut buf[..span.len_bytes];
+        // Shared: readers may overlap each other but never a half-written sector.
+        let _guard = self.locks.lock(&span, false);
+        let res = if span.aligned(ss) {
+            // Whole sectors decrypt straight into the caller's buffer (the page-cache case).
+            self.read_sectors(span.first, out)
+        } else {
+            with_scratch(sectors_len(&span, ss), |scratch| {
+                self.read_sectors(span.first, scratch)?;
+                out.copy_from_slice(
+                    &scratch[span.head_skip_bytes..span.head_skip_bytes + span.len_bytes],
+                );
+                Ok(())
+            })
+        };
+        match res {
+            Ok(()) => Ok(span.len_bytes),
+            Err(e) => {
+                warn!(
+                    "read of sectors {}..{} failed: {e}",
+                    span.first.0,
+                    span.end().0
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `data` as plaintext at `plain_offset`. Returns the bytes written: all of
+    /// `data`, or fewer when it runs past the end of the volume (like a block device).
+    ///
+    /// Errors: EROFS on a read-only volume; ENOSPC when `plain_offset` is at or past the end
+    /// (a disk has no room beyond its last sector; EFBIG would suggest a file size limit);
+    /// the backing file's own error otherwise (ENOSPC from a full disk passes through).
+    pub fn write_at(&self, plain_offset: u64, data: &[u8]) -> io::Result<usize> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let Some(span) = self.segment.span(plain_offset, data.len()) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        };
+        let ss = self.segment.sector_size_bytes();
+        let data = &data[..span.len_bytes];
+        // Exclusive even for aligned runs: a concurrent read-modify-write of a neighbour
+        // that covers the same sector must not write back stale bytes over ours.
+        let _guard = self.locks.lock(&span, true);
+        let res = with_scratch(sectors_len(&span, ss), |buf| {
+            let last_start = buf.len() - ss;
+            if span.partial_head() {
+                self.read_sectors(span.first, &mut buf[..ss])?;
+            }
+            if span.partial_tail(ss) && (span.count_sectors > 1 || !span.partial_head()) {
+                let last = SectorNo(span.first.0 + span.count_sectors - 1);
+                self.read_sectors(last, &mut buf[last_start..])?;
+            }
+            buf[span.head_skip_bytes..span.head_skip_bytes + span.len_bytes].copy_from_slice(data);
+            self.cipher.encrypt_sectors(
+                buf,
+                ss,
+                self.segment.iv_sector(span.first),
+                self.segment.iv_step(),
+            );
+            self.backing
+                .write_all_at(buf, self.segment.backing_offset(span.first))
+        });
+        match res {
+            Ok(()) => Ok(span.len_bytes),
+            Err(e) => {
+                warn!(
+                    "write of sectors {}..{} failed: {e}",
+                    span.first.0,
+                    span.end().0
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes every completed write durable (fdatasync on the backing file).
+    pub fn flush(&self) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.backing.sync_data()
+    }
+
+    /// Reads and decrypts whole sectors starting at `first` into `buf` (a multiple of the
+    /// sector size). Bytes past the backing file's end are zeros; all-zero ciphertext
+    /// sectors are left as zeros rather than decrypted.
+    fn read_sectors(&self, first: SectorNo, buf: &mut [u8]) -> io::Result<()> {
+        let ss = self.segment.sector_size_bytes();
+        let got = read_until_eof(&self.backing, buf, self.segment.backing_offset(first))?;
+        buf[got..].fill(0);
+        // Decrypt maximal runs of non-zero sectors, so the cipher sees long runs.
+        let n = buf.len() / ss;
+        let mut i = 0;
+        while i < n {
+            if is_zero(&buf[i * ss..(i + 1) * ss]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < n && !is_zero(&buf[i * ss..(i + 1) * ss]) {
+                i += 1;
+            }
+            let run_first = SectorNo(first.0 + start as u64);
+            self.cipher.decrypt_sectors(
+                &mut buf[start * ss..i * ss],
+                ss,
+                self.segment.iv_sector(run_first),
+                self.segment.iv_step(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the whole sectors a span touches.
+fn sectors_len(span: &SectorSpan, sector_size: usize) -> usize {
+    // A span is clamped to a usize length plus at most two partial sectors, so this fits.
+    span.count_sectors as usize * sector_size
+}
+
+/// Whether a sector is all zero bytes; OR-folds 64-byte chunks so the compiler vectorizes.
+fn is_zero(sector: &[u8]) -> bool {
+    sector
+        .chunks(64)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// pread until `buf` is full or the file ends; returns the bytes read.
+fn read_until_eof(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+thread_local! {
+    /// One scratch buffer per FUSE worker thread, reused across requests so the hot path does
+    /// not allocate (and fault in) a fresh megabyte per request.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a zeroed-or-stale scratch slice of exactly `len` bytes. Callers overwrite or
+/// fill every byte they later read.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) if len <= SCRATCH_KEEP_BYTES => {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+            f(&mut v[..len])
+        }
+        // Re-entered, or too large to keep around: a one-off buffer.
+        _ => f(&mut vec![0u8; len]),
+    })
+}
+
+/// Sector-range locks: shared for reads, exclusive for writes. A request takes its whole
+/// range at once under one mutex, so there is no lock ordering and no deadlock; with a
+/// handful of FUSE threads the list of held ranges stays tiny.
+#[derive(Default)]
+struct RangeLocks {
+    held: Mutex<Vec<Held>>,
+    freed: Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Held {
+    start: u64,
+    end: u64,
+    exclusive: bool,
+    token: u64,
+}
+
+impl Held {
+    fn conflicts(&self, other: &Held) -> bool {
+        self.start < other.end && other.start < self.end && (self.exclusive || other.exclusive)
+    }
+}
+
+struct RangeGuard<'a> {
+    locks: &'a RangeLocks,
+    token: u64,
+}
+
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl RangeLocks {
+    fn held(&self) -> MutexGuard<'_, Vec<Held>> {
+        // The list is consistent after every operation, so a panic elsewhere cannot have
+        // left it half-updated: recover from poisoning.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self, span: &SectorSpan, exclusive: bool) -> RangeGuard<'_> {
+        let want = Held {
+            start: span.first.0,
+            end: span.end().0,
+            exclusive,
+            token: NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let mut held = self.held();
+        while held.iter().any(|h| h.conflicts(&want)) {
+            held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.push(want);
+        RangeGuard {
+            locks: self,
+            token: want.token,
+        }
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held();
+        held.retain(|h| h.token != self.token);
+        drop(held);
+        self.locks.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretBytes;
+    use std::sync::Arc;
+
+    /// Deterministic xorshift so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                *b = self.next() as u8;
+            }
+        }
+    }
+
+    fn key(len: usize, seed: u8) -> VolumeKey {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+        VolumeKey(SecretBytes::from_vec(bytes))
+    }
+
+    fn segment(sector_size: u32, size: u64, offset: u64, tweak: u64) -> Segment {
+        Segment {
+            data_offset_bytes: offset,
+            data_size_bytes: size,
+            sector_size,
+            iv_tweak: tweak,
+        }
+    }
+
+    fn volume(seg: Segment, k: &VolumeKey) -> (Volume, tempfile::NamedTempFile) {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let file = tmp.reopen().unwrap();
+        (Volume::new(file, seg, k, false).unwrap(), tmp)
+    }
+
+    /// Decrypts the backing file with an independent SectorCipher, treating a short file or
+    /// all-zero sectors as zeros, the same rule the volume follows.
+    fn reference_plaintext(path: &std::path::Path, seg: &Segment, k: &VolumeKey) -> Vec<u8> {
+        let raw = std::fs::read(path).unwrap();
+        let ss = seg.sector_size as usize;
+        let mut out = vec![0u8; seg.data_size_bytes as usize];
+        let cipher = SectorCipher::new(k.expose_secret()).unwrap();
+        for (i, chunk) in out.chunks_exact_mut(ss).enumerate() {
+            let off = seg.data_offset_bytes as usize + i * ss;
+            if off >= raw.len() {
+                break;
+            }
+            let end = (off + ss).min(raw.len());
+            chunk[..end - off].copy_from_slice(&raw[off..end]);
+            if chunk.iter().any(|&b| b != 0) {
+                cipher.decrypt_sectors(chunk, ss, seg.iv_sector(SectorNo(i as u64)), seg.iv_step());
+            }
+        }
+        out
+    }
+
+    fn random_ops(seg: Segment, k: &VolumeKey, seed: u64, rounds: usize) {
+        let (vol, tmp) = volume(seg, k);
+        let size = seg.data_size_bytes as usize;
+        let mut model = vec![0u8; size];
+        let mut rng = Rng(seed);
+        let ss = seg.sector_size as u64;
+        for _ in 0..rounds {
+            // Bias offsets and lengths towards sector boundaries.
+            let off = match rng.below(3) {
+                0 => rng.below(size as u64),
+                1 => rng.below(seg.sector_count()) * ss,
+                _ => (rng.below(seg.sector_count()) * ss + ss - 1 - rng.below(3))
+                    .min(size as u64 - 1),
+            } as usize;
+            let len = match rng.below(3) {
+                0 => 1 + rng.below(3 * ss) as usize,
+                1 => ss as usize * (1 + rng.below(4) as usize),
+                _ => 1 + rng.below(17) as usize,
+            };
+            if rng.below(2) == 0 {
+                let mut data = vec![0u8; len];
+                rng.fill(&mut data);
+                let n = vol.write_at(off as u64, &data).unwrap();
+                let expect = len.min(size - off);
+                assert_eq!(n, expect, "write at {off} len {len}");
+                model[off..off + n].copy_from_slice(&data[..n]);
+            } else {
+                let mut buf = vec![0xAAu8; len];
+                let n = vol.read_at(off as u64, &mut buf).unwrap();
+                let expect = len.min(size - off);
+                assert_eq!(n, expect);
+                assert_eq!(&buf[..n], &model[off..off + n], "read at {off} len {len}");
+            }
+        }
+        let mut all = vec![0u8; size];
+        assert_eq!(vol.read_at(0, &mut all).unwrap(), size);
+        assert_eq!(all, model);
+        vol.flush().unwrap();
+        assert_eq!(reference_plaintext(tmp.path(), &seg, k), model);
+    }
+
+    #[test]
+    fn random_ops_match_model_4096() {
+        random_ops(
+            segment(4096, 64 * 4096, 8192, 0),
+            &key(64, 1),
+            0x1234_5678,
+            600,
+        );
+    }
+
+    #[test]
+    fn random_ops_match_model_512_with_tweak() {
+        random_ops(
+            segment(512, 300 * 512, 1024, 77),
+            &key(32, 2),
+            0xdead_beef,
+            600,
+        );
+    }
+
+    #[test]
+    fn random_ops_match_model_2048_tweak() {
+        random_ops(segment(2048, 40 * 2048, 4096, 4096), &key(64, 3), 42, 400);
+    }
+
+    #[test]
+    fn holes_read_as_zeros() {
+        let seg = segment(4096, 1 << 20, 1 << 20, 0);
+        let k = key(64, 4);
+        let (vol, tmp) = volume(seg, &k);
+        let mut buf = vec![0xFFu8; 10_000];
+        assert_eq!(vol.read_at(123, &mut buf).unwrap(), 10_000);
+        assert!(buf.iter().all(|&b| b == 0));
+        // Write one sector in the middle; its neighbours stay zero (the file is sparse
+        // below and short above).
+        vol.write_at(5 * 4096 + 10, b"hello").unwrap();
+        let mut buf = vec![0xFFu8; 3 * 4096];
+        vol.read_at(4 * 4096, &mut buf).unwrap();
+        assert_eq!(&buf[4096 + 10..4096 + 15], b"hello");
+        buf[4096 + 10..4096 + 15].fill(0);
+        assert!(buf.iter().all(|&b| b == 0));
+        // The file ends right after the written sector: reads past it are zeros too.
+        let len = std::fs::metadata(tmp.path()).unwrap().len();
+        assert_eq!(len, (1 << 20) + 6 * 4096);
+        let mut tail = vec![0xFFu8; 4096];
+        assert_eq!(vol.read_at((1 << 20) - 4096, &mut tail).unwrap(), 4096);
+        assert!(tail.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn ciphertext_on_disk_is_real_xts() {
+        let seg = segment(512, 8 * 512, 512, 3);
+        let k = key(32, 5);
+        let (vol, tmp) = volume(seg, &k);
+        // Zeros are plaintext too: they must be encrypted, not stored as zeros.
+        let mut plain = vec![0u8; 8 * 512];
+        plain[512..1024].fill(0x5A);
+        vol.write_at(0, &plain).unwrap();
+        let raw = std::fs::read(tmp.path()).unwrap();
+        assert_eq!(raw.len(), 512 + 8 * 512);
+        assert!(
+            raw[..512].iter().all(|&b| b == 0),
+            "before the segment untouched"
+        );
+        let mut ct = raw[512..].to_vec();
+        assert_ne!(ct, plain);
+        assert!(ct.chunks(512).all(|c| c.iter().any(|&b| b != 0)));
+        let cipher = SectorCipher::new(k.expose_secret()).unwrap();
+        cipher.decrypt_sectors(&mut ct, 512, 3, 1);
+        assert_eq!(ct, plain);
+    }
+
+    #[test]
+    fn edge_offsets_and_lengths() {
+        let seg = segment(4096, 4 * 4096, 0, 0);
+        let k = key(64, 6);
+        let (vol, _tmp) = volume(seg, &k);
+        let size = 4 * 4096u64;
+        // Last byte, exact end, past end.
+        assert_eq!(vol.write_at(size - 1, b"z").unwrap(), 1);
+        assert_eq!(
+            vol.write_at(size - 2, b"xyz").unwrap(),
+            2,
+            "short write at the end"
+        );
+        let e = vol.write_at(size, b"a").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        let e = vol.write_at(u64::MAX, b"a").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(vol.write_at(size, b"").unwrap(), 0);
+        let mut b = [0u8; 4];
+        assert_eq!(vol.read_at(size - 2, &mut b).unwrap(), 2);
+        assert_eq!(&b[..2], b"xy");
+        assert_eq!(vol.read_at(size, &mut b).unwrap(), 0);
+        assert_eq!(vol.read_at(u64::MAX, &mut b).unwrap(), 0);
+        assert_eq!(vol.read_at(0, &mut []).unwrap(), 0);
+        // A write straddling a sector boundary keeps both neighbours' other bytes.
+        vol.write_at(4096 - 3, b"ABCDEF").unwrap();
+        let mut b = [0u8; 10];
+        vol.read_at(4096 - 5, &mut b).unwrap();
+        assert_eq!(&b, b"\0\0ABCDEF\0\0");
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let seg = segment(512, 4096, 0, 0);
+        let k = key(32, 7);
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let vol = Volume::new(File::open(tmp.path()).unwrap(), seg, &k, true).unwrap();
+        let e = vol.write_at(0, b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        let mut b = [1u8; 512];
+        assert_eq!(vol.read_at(0, &mut b).unwrap(), 512);
+        assert_eq!(b, [0u8; 512]);
+        vol.flush().unwrap();
+    }
+
+    #[test]
+    fn bad_segment_or_key_is_a_device_error() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let bad = segment(4096, 4096 + 512, 0, 0);
+        let e = Volume::new(tmp.reopen().unwrap(), bad, &key(64, 0), false).unwrap_err();
+        assert!(matches!(e, Error::Device(_)), "{e}");
+        let e = Volume::new(
+            tmp.reopen().unwrap(),
+            segment(512, 512, 0, 0),
+            &key(48, 0),
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Device(_)), "{e}");
+    }
+
+    #[test]
+    fn concurrent_unaligned_writers_lose_no_update() {
+        // Eight threads own disjoint, unaligned byte ranges that share sectors 1 and 2 (some
+        // straddle the boundary). A racy read-modify-write would write back a neighbour's
+        // stale bytes; at the end each range must hold its owner's last write.
+        let seg = segment(512, 8 * 512, 0, 9);
+        let k = key(64, 8);
+        let (vol, tmp) = volume(seg, &k);
+        let vol = Arc::new(vol);
+        let threads = 8usize;
+        let width = 100usize;
+        let base = 512 + 100;
+        let rounds = 400;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let vol = Arc::clone(&vol);
+                std::thread::spawn(move || {
+                    let off = (base + t * width) as u64;
+                    let mut last = vec![];
+                    for r in 0..rounds {
+                        let v = vec![(t * rounds + r) as u8 | 1; width];
+                        assert_eq!(vol.write_at(off, &v).unwrap(), width);
+                        last = v;
+                    }
+                    last
+                })
+            })
+            .collect();
+        let lasts: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut model = vec![0u8; 8 * 512];
+        for (t, v) in lasts.iter().enumerate() {
+            model[base + t * width..base + (t + 1) * width].copy_from_slice(v);
+        }
+        let mut all = vec![0u8; 8 * 512];
+        vol.read_at(0, &mut all).unwrap();
+        assert_eq!(all, model);
+        assert_eq!(reference_plaintext(tmp.path(), &seg, &k), model);
+    }
+
+    #[test]
+    fn range_locks_exclude_overlaps_only() {
+        let locks = RangeLocks::default();
+        let span = |first, count| SectorSpan {
+            first: SectorNo(first),
+            count_sectors: count,
+            head_skip_bytes: 0,
+            len_bytes: 1,
+        };
+        let a = locks.lock(&span(0, 2), true);
+        let b = locks.lock(&span(2, 2), true); // adjacent: no conflict
+        let r1 = locks.lock(&span(10, 1), false);
+        let r2 = locks.lock(&span(10, 1), false); // readers share
+        assert_eq!(locks.held().len(), 4);
+        drop((a, b, r1, r2));
+        assert!(locks.held().is_empty());
+    }
+}
