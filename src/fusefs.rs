@@ -159,6 +159,9 @@ impl Filesystem for PlainFs {
             .map(|nearest| config.set_max_readahead(nearest));
         // Room for several readahead/writeback requests to keep all workers busy.
         let _ = config.set_max_background(64);
+        // O_TRUNC then arrives as an open flag, which we ignore as a block device does, so
+        // `dd of=PLAIN` and `cp img PLAIN` work; an explicit truncate to another size is refused.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         debug!(
             "FUSE init: abi {:?}, max_write fallback {max_write:?}, readahead fallback {readahead:?}",
             config.kernel_abi()
@@ -205,8 +208,8 @@ impl Filesystem for PlainFs {
         if ino != INodeNo::ROOT {
             return reply.error(Errno::ENOENT);
         }
-        // The plaintext has the volume's size, like a disk: truncate (and O_TRUNC) to any
-        // other size is refused rather than silently ignored.
+        // The plaintext has the volume's size, like a disk: truncate to any other size is
+        // refused rather than silently ignored (O_TRUNC at open is ignored, see init).
         if size.is_some_and(|s| s != self.volume.size_bytes()) {
             return reply.error(Errno::EPERM);
         }
