@@ -628,7 +628,10 @@ mod tests {
         let spec = Spec::new(32, HashAlg::Sha1);
         let img = build(&spec);
         assert_eq!(
-            parse(&img).unwrap().keyslots.map(|k| k.key_material_offset_sectors)[..3],
+            parse(&img)
+                .unwrap()
+                .keyslots
+                .map(|k| k.key_material_offset_sectors)[..3],
             [8, 264, 520]
         );
         assert_eq!(unlock(&img, PASS, None), Some((0, spec.vk.clone())));
@@ -740,15 +743,21 @@ mod tests {
             |b| put32(b, 208 + 48 * 3 + 44, 2000),
             "keyslot 3 stripes 2000, expected 4000",
         );
+        corrupt(|b| put32(b, 208 + 48 * 6 + 44, 0), "keyslot 6 stripes 0");
         corrupt(
-            |b| put32(b, 208 + 48 * 6 + 44, 0),
-            "keyslot 6 stripes 0",
+            |b| put32(b, 208 + 40, 1),
+            "keyslot 0 key material at sector 1",
         );
-        corrupt(|b| put32(b, 208 + 40, 1), "keyslot 0 key material at sector 1");
         corrupt(|b| put32(b, 208 + 48 * 2 + 40, 520), "keyslots 1 and 2");
         corrupt(|b| put32(b, 208 + 48 * 7 + 40, 8), "keyslots 0 and 7");
-        corrupt(|b| put32(b, 104, 4035), "keyslot 7 key material ends at sector 4036");
-        corrupt(|b| put32(b, 208 + 4, 0), "keyslot 0 is enabled with 0 iterations");
+        corrupt(
+            |b| put32(b, 104, 4035),
+            "keyslot 7 key material ends at sector 4036",
+        );
+        corrupt(
+            |b| put32(b, 208 + 4, 0),
+            "keyslot 0 is enabled with 0 iterations",
+        );
         corrupt(|b| b.truncate(591), "591 bytes");
     }
 
@@ -791,7 +800,9 @@ mod tests {
         let h = parse(&img).unwrap();
         let seg = h.segment(img.len() as u64).unwrap();
         let off = seg.data_offset_bytes as usize;
-        let plain: Vec<u8> = (0..seg.data_size_bytes as usize).map(|i| (i / 512) as u8).collect();
+        let plain: Vec<u8> = (0..seg.data_size_bytes as usize)
+            .map(|i| (i / 512) as u8)
+            .collect();
         let c = SectorCipher::new(&spec.vk).unwrap();
         img[off..].copy_from_slice(&plain);
         c.encrypt_sectors(&mut img[off..], 512, seg.iv_tweak, 1);
@@ -832,7 +843,11 @@ mod tests {
     }
 
     /// The volume key from `cryptsetup luksDump --dump-volume-key` ("MK dump:" hex lines).
-    fn dumped_key(cryptsetup: &std::path::Path, img: &std::path::Path, pass: &std::path::Path) -> Vec<u8> {
+    fn dumped_key(
+        cryptsetup: &std::path::Path,
+        img: &std::path::Path,
+        pass: &std::path::Path,
+    ) -> Vec<u8> {
         let out = run(std::process::Command::new(cryptsetup)
             .args(["luksDump", "--dump-volume-key", "-q", "--key-file"])
             .arg(pass)
@@ -865,7 +880,14 @@ mod tests {
             .set_len(20 << 20)
             .unwrap();
         run(std::process::Command::new(&cryptsetup)
-            .args(["luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations", "1000"])
+            .args([
+                "luksFormat",
+                "-q",
+                "--type",
+                "luks1",
+                "--pbkdf-force-iterations",
+                "1000",
+            ])
             .arg("--key-file")
             .arg(&pass)
             .arg(&img));
@@ -903,7 +925,9 @@ mod tests {
             .arg(&q)
             .arg("16M"));
         // Known plaintext in the first 64 KiB of the virtual disk.
-        let plain: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(7) >> 3) as u8).collect();
+        let plain: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(7) >> 3) as u8)
+            .collect();
         let mut raw_bytes = plain.clone();
         raw_bytes.resize(16 << 20, 0);
         std::fs::write(&raw, &raw_bytes).unwrap();
@@ -926,12 +950,16 @@ mod tests {
         if let Some(cryptsetup) = require(name, "cryptsetup") {
             let pass = dir.path().join("pass.txt");
             std::fs::write(&pass, PASS).unwrap();
-            assert_eq!(vk.expose_secret(), dumped_key(&cryptsetup, &q, &pass).as_slice());
+            assert_eq!(
+                vk.expose_secret(),
+                dumped_key(&cryptsetup, &q, &pass).as_slice()
+            );
         }
         let len = file.len_bytes().unwrap();
         let seg = h.segment(len).unwrap();
         let mut data = vec![0u8; plain.len()];
-        file.read_exact_at(&mut data, seg.data_offset_bytes).unwrap();
+        file.read_exact_at(&mut data, seg.data_offset_bytes)
+            .unwrap();
         SectorCipher::new(vk.expose_secret())
             .unwrap()
             .decrypt_sectors(&mut data, 512, seg.iv_tweak, 1);

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 /// Bytes handled per inner batch: tweak buffer size on the stack (one 4096-byte sector, or
 /// eight 512-byte ones, per `encrypt_blocks` call).
-const BATCH_BYTES: usize = 4096;
+const BATCH_BYTES: usize = 16384;
 const BATCH_BLOCKS: usize = BATCH_BYTES / 16;
 /// Most sectors in one batch (512-byte sectors).
 const BATCH_SECTORS: usize = BATCH_BYTES / 512;
@@ -30,7 +30,7 @@ struct Halves<D, T> {
 }
 
 enum Inner {
-    Aes128(Halves<aes::Aes128, aes::Aes128Enc>),
+    Aes128(Box<Halves<aes::Aes128, aes::Aes128Enc>>),
     Aes256(Box<Halves<aes::Aes256, aes::Aes256Enc>>),
 }
 
@@ -66,10 +66,10 @@ impl SectorCipher {
         let (k1, k2) = key.split_at(key.len() / 2);
         let err = |_| CryptoError::KeySize(key.len());
         let inner = match key.len() {
-            32 => Inner::Aes128(Halves {
+            32 => Inner::Aes128(Box::new(Halves {
                 data: aes::Aes128::new_from_slice(k1).map_err(err)?,
                 tweak: aes::Aes128Enc::new_from_slice(k2).map_err(err)?,
-            }),
+            })),
             64 => Inner::Aes256(Box::new(Halves {
                 data: aes::Aes256::new_from_slice(k1).map_err(err)?,
                 tweak: aes::Aes256Enc::new_from_slice(k2).map_err(err)?,
@@ -161,7 +161,7 @@ fn check_geometry(len: usize, sector_size: usize) {
         "XTS sector size {sector_size} is not a power of two in 512..=4096"
     );
     assert!(
-        len % sector_size == 0,
+        len.is_multiple_of(sector_size),
         "XTS buffer of {len} bytes is not a whole number of {sector_size}-byte sectors"
     );
 }
@@ -183,9 +183,8 @@ fn mul_alpha(t: u128) -> u128 {
 #[inline(always)]
 fn xor_blocks(blocks: &mut [Block], tweaks: &[[u8; 16]]) {
     for (b, t) in blocks.iter_mut().zip(tweaks) {
-        for (x, y) in b.iter_mut().zip(t) {
-            *x ^= y;
-        }
+        let v = u128::from_ne_bytes(b.0) ^ u128::from_ne_bytes(*t);
+        b.0 = v.to_ne_bytes();
     }
 }
 
@@ -215,18 +214,20 @@ fn xts<D, T>(
             iv = iv.wrapping_add(iv_step);
         }
         keys.tweak.encrypt_blocks(&mut t0[..n_sectors]);
+        let n_blocks = n_sectors * blocks_per_sector;
+        let (blocks, _) = Block::slice_as_chunks_mut(batch);
+        // Generate each tweak and pre-whiten its block in the same pass (one pass saved).
         for (s, t) in t0[..n_sectors].iter().enumerate() {
             let mut x = u128::from_le_bytes(t.0);
-            let row = &mut tweaks[s * blocks_per_sector..(s + 1) * blocks_per_sector];
-            for slot in row {
+            let range = s * blocks_per_sector..(s + 1) * blocks_per_sector;
+            for (slot, b) in tweaks[range.clone()].iter_mut().zip(&mut blocks[range]) {
                 *slot = x.to_le_bytes();
+                let v = u128::from_le_bytes(b.0) ^ x;
+                b.0 = v.to_le_bytes();
                 x = mul_alpha(x);
             }
         }
-        let n_blocks = n_sectors * blocks_per_sector;
         let tw = &tweaks[..n_blocks];
-        let (blocks, _) = Block::slice_as_chunks_mut(batch);
-        xor_blocks(blocks, tw);
         match dir {
             Direction::Encrypt => keys.data.encrypt_blocks(blocks),
             Direction::Decrypt => keys.data.decrypt_blocks(blocks),
@@ -510,6 +511,10 @@ mod tests {
         );
         rate("fused encrypt 512-byte sectors, 1 thread", &mut |b| {
             c.encrypt_sectors_sequential(b, 512, 0, 1)
+        });
+        let ecb = aes::Aes256::new_from_slice(&key[..32]).unwrap();
+        rate("raw AES-256 ECB encrypt_blocks (bound)", &mut |b| {
+            ecb.encrypt_blocks(Block::slice_as_chunks_mut(b).0)
         });
         rate("xts-mode reference encrypt, 1 thread", &mut |b| {
             reference(&key, b, 4096, 0, 8, true)
