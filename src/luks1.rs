@@ -46,7 +46,7 @@ pub enum Luks1Error {
     Version(u16),
     #[error("LUKS1 header: {0} is not a NUL-terminated printable ASCII string")]
     BadString(&'static str),
-    #[error("LUKS1 header: hashSpec {0:?} not supported (sha1, sha256, sha512)")]
+    #[error("LUKS1 header: hashSpec {0:?} not supported (sha1, sha256, sha512, ripemd160)")]
     UnknownHash(String),
     #[error("LUKS1 header: keyBytes {0}, expected 1..={MAX_KEY_BYTES}")]
     KeyBytes(u32),
@@ -735,7 +735,7 @@ mod tests {
         corrupt(|b| put32(b, 108, 100_000), "keyBytes 100000");
         corrupt(|b| put32(b, 164, 0), "mkDigestIterations 0");
         corrupt(|b| put_str(b, 72, "md5\0\0\0"), "hashSpec \"md5\"");
-        corrupt(|b| put_str(b, 72, "ripemd160"), "hashSpec \"ripemd160\"");
+        corrupt(|b| put_str(b, 72, "whirlpool"), "hashSpec \"whirlpool\"");
         corrupt(|b| b[8..40].fill(b'a'), "cipherName");
         corrupt(|b| b[41] = 0x07, "cipherMode");
         corrupt(|b| b[168..208].fill(b'1'), "uuid");
@@ -873,39 +873,43 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let pass = dir.path().join("pass.txt");
-        let img = dir.path().join("v1.img");
         std::fs::write(&pass, PASS).unwrap();
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(20 << 20)
-            .unwrap();
-        run(std::process::Command::new(&cryptsetup)
-            .args([
-                "luksFormat",
-                "-q",
-                "--type",
-                "luks1",
-                "--pbkdf-force-iterations",
-                "1000",
-            ])
-            .arg("--key-file")
-            .arg(&pass)
-            .arg(&img));
-        let expected = dumped_key(&cryptsetup, &img, &pass);
-        assert_eq!(expected.len(), 64);
-        let file = std::fs::File::open(&img).unwrap();
-        let mut phdr = [0u8; 1024];
-        file.read_exact_at(&mut phdr, 0).unwrap();
-        let h = parse(&phdr).unwrap();
-        assert_eq!(h.payload_offset_sectors, 4096);
-        assert_eq!(h.hash, HashAlg::Sha256);
-        let (slot, vk) = h.unlock(&file, PASS, None).unwrap().unwrap();
-        assert_eq!(slot, 0);
-        assert_eq!(vk.expose_secret(), expected.as_slice());
-        assert!(h.unlock(&file, b"nope", None).unwrap().is_none());
-        let seg = h.segment(20 << 20).unwrap();
-        assert_eq!(seg.data_offset_bytes, 2 << 20);
-        assert_eq!(seg.data_size_bytes, 18 << 20);
+        // Default (sha256, 512-bit key), then the other hashSpecs and a 256-bit key.
+        let variants: [(&[&str], HashAlg, usize); 4] = [
+            (&[], HashAlg::Sha256, 64),
+            (&["--hash", "sha1", "--key-size", "256"], HashAlg::Sha1, 32),
+            (&["--hash", "sha512"], HashAlg::Sha512, 64),
+            (&["--hash", "ripemd160"], HashAlg::Ripemd160, 64),
+        ];
+        for (n, (extra, hash, key_bytes)) in variants.into_iter().enumerate() {
+            let img = dir.path().join(format!("v1-{n}.img"));
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(20 << 20)
+                .unwrap();
+            run(std::process::Command::new(&cryptsetup)
+                .args(["luksFormat", "-q", "--type", "luks1"])
+                .args(["--pbkdf-force-iterations", "1000"])
+                .args(extra)
+                .arg("--key-file")
+                .arg(&pass)
+                .arg(&img));
+            let expected = dumped_key(&cryptsetup, &img, &pass);
+            assert_eq!(expected.len(), key_bytes);
+            let file = std::fs::File::open(&img).unwrap();
+            let mut phdr = [0u8; 1024];
+            file.read_exact_at(&mut phdr, 0).unwrap();
+            let h = parse(&phdr).unwrap();
+            assert_eq!(h.payload_offset_sectors, 4096);
+            assert_eq!(h.hash, hash);
+            let (slot, vk) = h.unlock(&file, PASS, None).unwrap().unwrap();
+            assert_eq!(slot, 0);
+            assert_eq!(vk.expose_secret(), expected.as_slice(), "{hash}");
+            assert!(h.unlock(&file, b"nope", None).unwrap().is_none());
+            let seg = h.segment(20 << 20).unwrap();
+            assert_eq!(seg.data_offset_bytes, 2 << 20);
+            assert_eq!(seg.data_size_bytes, 18 << 20);
+        }
     }
 
     #[test]

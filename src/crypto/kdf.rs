@@ -601,6 +601,15 @@ mod tests {
     }
 
     #[test]
+    fn pbkdf2_ripemd160() {
+        // Reference: Python hashlib (OpenSSL) pbkdf2_hmac("ripemd160", ...), two blocks.
+        assert_eq!(
+            pbkdf2(HashAlg::Ripemd160, b"password", b"salt", 1000, 40),
+            "b5c5682c46fdb315930cfc54e82d0987e6ef938fee9320191bfbac2700de4ed4518152edc1ea7755"
+        );
+    }
+
+    #[test]
     fn argon2id_luks_vector() {
         // luks-format.md §10: argon2id keyslot of a cryptsetup-made header.
         let salt = STANDARD
