@@ -10,10 +10,9 @@ use aes::Block;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use rayon::prelude::*;
 
-/// Bytes handled per inner batch: tweak buffer size on the stack (one 4096-byte sector, or
-/// eight 512-byte ones, per `encrypt_blocks` call).
+/// Bytes handled per inner batch, i.e. per `encrypt_blocks` call (four 4096-byte sectors or
+/// 32 512-byte ones): measured faster than 4 KiB batches, and still L1-resident.
 const BATCH_BYTES: usize = 16384;
-const BATCH_BLOCKS: usize = BATCH_BYTES / 16;
 /// Most sectors in one batch (512-byte sectors).
 const BATCH_SECTORS: usize = BATCH_BYTES / 512;
 /// Runs at least this long are spread over the rayon pool; shorter ones stay on the caller's
@@ -203,7 +202,7 @@ fn xts<D, T>(
 {
     let blocks_per_sector = sector_size / 16;
     let sectors_per_batch = (BATCH_BYTES / sector_size).max(1);
-    let mut tweaks = [[0u8; 16]; BATCH_BLOCKS];
+    let mut tweaks = [[0u8; 16]; BATCH_BYTES / 16];
     let mut t0 = [Block::default(); BATCH_SECTORS];
     let mut iv = first_iv;
     for batch in buf.chunks_mut(sectors_per_batch * sector_size) {
@@ -234,11 +233,9 @@ fn xts<D, T>(
         }
         xor_blocks(blocks, tw);
     }
-    // Tweaks are derived from Key2 and public IVs; wipe them anyway, they are cheap to clear.
-    zeroize::Zeroize::zeroize(tweaks.as_flattened_mut());
-    for t in &mut t0 {
-        zeroize::Zeroize::zeroize(t.as_mut_slice());
-    }
+    // The tweaks are not wiped: they are AES_Key2 of public IVs, which reveal no more about
+    // Key2 than any known plaintext does, and a volatile wipe of 16 KiB per call would cost
+    // about a third of the throughput for 4 KiB requests.
 }
 
 #[cfg(test)]
@@ -500,6 +497,11 @@ mod tests {
         });
         rate("fused decrypt, 1 thread", &mut |b| {
             c.decrypt_sectors_sequential(b, 4096, 0, 8)
+        });
+        rate("fused encrypt, 4 KiB calls, 1 thread", &mut |b| {
+            for (i, s) in b.chunks_mut(4096).enumerate() {
+                c.encrypt_sectors(s, 4096, i as u64 * 8, 8)
+            }
         });
         rate(
             &format!("fused encrypt, {} threads", rayon::current_num_threads()),
