@@ -156,7 +156,12 @@ mod tests {
 
     #[test]
     fn split_merge_round_trip() {
-        for hash in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512] {
+        for hash in [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha512,
+            HashAlg::Ripemd160,
+        ] {
             for n in [16usize, 20, 32, 33, 64] {
                 let key: Vec<u8> = (0..n).map(|i| (i * 13 + 5) as u8).collect();
                 let mut material = vec![0u8; n * STRIPES + 7];

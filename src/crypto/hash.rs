@@ -17,18 +17,20 @@ pub enum HashAlg {
     Sha256,
     /// SHA-512 (64 bytes).
     Sha512,
+    /// RIPEMD-160 (20 bytes): accepted by cryptsetup for LUKS1 (`--hash ripemd160`).
+    Ripemd160,
 }
 
 impl HashAlg {
     /// Parses a LUKS hash name ("sha256"); None for names we do not support.
     ///
-    /// Matching is exact and lower-case, as cryptsetup writes the names; ripemd160 and others
-    /// are not supported.
+    /// Matching is exact and lower-case, as cryptsetup writes the names.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "sha1" => Some(HashAlg::Sha1),
             "sha256" => Some(HashAlg::Sha256),
             "sha512" => Some(HashAlg::Sha512),
+            "ripemd160" => Some(HashAlg::Ripemd160),
             _ => None,
         }
     }
@@ -39,13 +41,14 @@ impl HashAlg {
             HashAlg::Sha1 => "sha1",
             HashAlg::Sha256 => "sha256",
             HashAlg::Sha512 => "sha512",
+            HashAlg::Ripemd160 => "ripemd160",
         }
     }
 
     /// Digest length in bytes.
     pub fn output_len(self) -> usize {
         match self {
-            HashAlg::Sha1 => 20,
+            HashAlg::Sha1 | HashAlg::Ripemd160 => 20,
             HashAlg::Sha256 => 32,
             HashAlg::Sha512 => 64,
         }
@@ -62,6 +65,7 @@ impl HashAlg {
             HashAlg::Sha1 => finish::<sha1::Sha1>(parts, out),
             HashAlg::Sha256 => finish::<sha2::Sha256>(parts, out),
             HashAlg::Sha512 => finish::<sha2::Sha512>(parts, out),
+            HashAlg::Ripemd160 => finish::<ripemd::Ripemd160>(parts, out),
         }
     }
 
@@ -74,6 +78,9 @@ impl HashAlg {
             HashAlg::Sha1 => pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, salt, iterations, out),
             HashAlg::Sha256 => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, iterations, out),
             HashAlg::Sha512 => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password, salt, iterations, out),
+            HashAlg::Ripemd160 => {
+                pbkdf2::pbkdf2_hmac::<ripemd::Ripemd160>(password, salt, iterations, out)
+            }
         }
     }
 }
@@ -105,12 +112,18 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for h in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512] {
+        for h in [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha512,
+            HashAlg::Ripemd160,
+        ] {
             assert_eq!(HashAlg::from_name(h.name()), Some(h));
             assert!(h.output_len() <= MAX_OUTPUT_LEN);
         }
         assert_eq!(HashAlg::from_name("SHA256"), None);
-        assert_eq!(HashAlg::from_name("ripemd160"), None);
+        assert_eq!(HashAlg::from_name("ripemd"), None);
+        assert_eq!(HashAlg::from_name("md5"), None);
         assert_eq!(HashAlg::from_name(""), None);
     }
 
@@ -128,6 +141,9 @@ mod tests {
         let mut out = [0u8; 4];
         HashAlg::Sha512.digest_into(&[b"abc"], &mut out);
         assert_eq!(hex(&out), "ddaf35a1");
+        let mut out = [0u8; 20];
+        HashAlg::Ripemd160.digest_into(&[b"ab", b"c"], &mut out);
+        assert_eq!(hex(&out), "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc");
     }
 
     #[test]

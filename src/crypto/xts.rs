@@ -10,10 +10,9 @@ use aes::Block;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use rayon::prelude::*;
 
-/// Bytes handled per inner batch: tweak buffer size on the stack (one 4096-byte sector, or
-/// eight 512-byte ones, per `encrypt_blocks` call).
-const BATCH_BYTES: usize = 4096;
-const BATCH_BLOCKS: usize = BATCH_BYTES / 16;
+/// Bytes handled per inner batch, i.e. per `encrypt_blocks` call (four 4096-byte sectors or
+/// 32 512-byte ones): measured faster than 4 KiB batches, and still L1-resident.
+const BATCH_BYTES: usize = 16384;
 /// Most sectors in one batch (512-byte sectors).
 const BATCH_SECTORS: usize = BATCH_BYTES / 512;
 /// Runs at least this long are spread over the rayon pool; shorter ones stay on the caller's
@@ -30,7 +29,7 @@ struct Halves<D, T> {
 }
 
 enum Inner {
-    Aes128(Halves<aes::Aes128, aes::Aes128Enc>),
+    Aes128(Box<Halves<aes::Aes128, aes::Aes128Enc>>),
     Aes256(Box<Halves<aes::Aes256, aes::Aes256Enc>>),
 }
 
@@ -66,10 +65,10 @@ impl SectorCipher {
         let (k1, k2) = key.split_at(key.len() / 2);
         let err = |_| CryptoError::KeySize(key.len());
         let inner = match key.len() {
-            32 => Inner::Aes128(Halves {
+            32 => Inner::Aes128(Box::new(Halves {
                 data: aes::Aes128::new_from_slice(k1).map_err(err)?,
                 tweak: aes::Aes128Enc::new_from_slice(k2).map_err(err)?,
-            }),
+            })),
             64 => Inner::Aes256(Box::new(Halves {
                 data: aes::Aes256::new_from_slice(k1).map_err(err)?,
                 tweak: aes::Aes256Enc::new_from_slice(k2).map_err(err)?,
@@ -161,7 +160,7 @@ fn check_geometry(len: usize, sector_size: usize) {
         "XTS sector size {sector_size} is not a power of two in 512..=4096"
     );
     assert!(
-        len % sector_size == 0,
+        len.is_multiple_of(sector_size),
         "XTS buffer of {len} bytes is not a whole number of {sector_size}-byte sectors"
     );
 }
@@ -183,9 +182,8 @@ fn mul_alpha(t: u128) -> u128 {
 #[inline(always)]
 fn xor_blocks(blocks: &mut [Block], tweaks: &[[u8; 16]]) {
     for (b, t) in blocks.iter_mut().zip(tweaks) {
-        for (x, y) in b.iter_mut().zip(t) {
-            *x ^= y;
-        }
+        let v = u128::from_ne_bytes(b.0) ^ u128::from_ne_bytes(*t);
+        b.0 = v.to_ne_bytes();
     }
 }
 
@@ -204,7 +202,7 @@ fn xts<D, T>(
 {
     let blocks_per_sector = sector_size / 16;
     let sectors_per_batch = (BATCH_BYTES / sector_size).max(1);
-    let mut tweaks = [[0u8; 16]; BATCH_BLOCKS];
+    let mut tweaks = [[0u8; 16]; BATCH_BYTES / 16];
     let mut t0 = [Block::default(); BATCH_SECTORS];
     let mut iv = first_iv;
     for batch in buf.chunks_mut(sectors_per_batch * sector_size) {
@@ -215,29 +213,29 @@ fn xts<D, T>(
             iv = iv.wrapping_add(iv_step);
         }
         keys.tweak.encrypt_blocks(&mut t0[..n_sectors]);
+        let n_blocks = n_sectors * blocks_per_sector;
+        let (blocks, _) = Block::slice_as_chunks_mut(batch);
+        // Generate each tweak and pre-whiten its block in the same pass (one pass saved).
         for (s, t) in t0[..n_sectors].iter().enumerate() {
             let mut x = u128::from_le_bytes(t.0);
-            let row = &mut tweaks[s * blocks_per_sector..(s + 1) * blocks_per_sector];
-            for slot in row {
+            let range = s * blocks_per_sector..(s + 1) * blocks_per_sector;
+            for (slot, b) in tweaks[range.clone()].iter_mut().zip(&mut blocks[range]) {
                 *slot = x.to_le_bytes();
+                let v = u128::from_le_bytes(b.0) ^ x;
+                b.0 = v.to_le_bytes();
                 x = mul_alpha(x);
             }
         }
-        let n_blocks = n_sectors * blocks_per_sector;
         let tw = &tweaks[..n_blocks];
-        let (blocks, _) = Block::slice_as_chunks_mut(batch);
-        xor_blocks(blocks, tw);
         match dir {
             Direction::Encrypt => keys.data.encrypt_blocks(blocks),
             Direction::Decrypt => keys.data.decrypt_blocks(blocks),
         }
         xor_blocks(blocks, tw);
     }
-    // Tweaks are derived from Key2 and public IVs; wipe them anyway, they are cheap to clear.
-    zeroize::Zeroize::zeroize(tweaks.as_flattened_mut());
-    for t in &mut t0 {
-        zeroize::Zeroize::zeroize(t.as_mut_slice());
-    }
+    // The tweaks are not wiped: they are AES_Key2 of public IVs, which reveal no more about
+    // Key2 than any known plaintext does, and a volatile wipe of 16 KiB per call would cost
+    // about a third of the throughput for 4 KiB requests.
 }
 
 #[cfg(test)]
@@ -485,6 +483,10 @@ mod tests {
         let mut buf = vec![0x5au8; 16 * 1024 * 1024];
         let rounds = 16;
         let mb = (buf.len() * rounds) as f64 / 1e6;
+        // Start the rayon pool and let clocks settle before anything is timed.
+        for _ in 0..8 {
+            c.encrypt_sectors(&mut buf, 4096, 0, 8);
+        }
         let mut rate = |name: &str, f: &mut dyn FnMut(&mut [u8])| {
             f(&mut buf); // warm-up
             let t = Instant::now();
@@ -500,16 +502,25 @@ mod tests {
         rate("fused decrypt, 1 thread", &mut |b| {
             c.decrypt_sectors_sequential(b, 4096, 0, 8)
         });
-        rate(
-            &format!("fused encrypt, {} threads", rayon::current_num_threads()),
-            &mut |b| c.encrypt_sectors(b, 4096, 0, 8),
-        );
+        rate("fused encrypt, 4 KiB calls, 1 thread", &mut |b| {
+            for (i, s) in b.chunks_mut(4096).enumerate() {
+                c.encrypt_sectors(s, 4096, i as u64 * 8, 8)
+            }
+        });
         rate(
             &format!("fused decrypt, {} threads", rayon::current_num_threads()),
             &mut |b| c.decrypt_sectors(b, 4096, 0, 8),
         );
+        rate(
+            &format!("fused encrypt, {} threads", rayon::current_num_threads()),
+            &mut |b| c.encrypt_sectors(b, 4096, 0, 8),
+        );
         rate("fused encrypt 512-byte sectors, 1 thread", &mut |b| {
             c.encrypt_sectors_sequential(b, 512, 0, 1)
+        });
+        let ecb = aes::Aes256::new_from_slice(&key[..32]).unwrap();
+        rate("raw AES-256 ECB encrypt_blocks (bound)", &mut |b| {
+            ecb.encrypt_blocks(Block::slice_as_chunks_mut(b).0)
         });
         rate("xts-mode reference encrypt, 1 thread", &mut |b| {
             reference(&key, b, 4096, 0, 8, true)
