@@ -109,7 +109,7 @@ fn unlock_one(
     dev.read_exact_at(material.expose_secret_mut(), ks.area_offset_bytes)
         .map_err(|e| UnlockError::Io(format!("keyslot {id}: {e}")))?;
     // Keyslot areas use 512-byte units with IVs counted from the area start.
-    SectorCipher::new(derived.expose_secret())?.decrypt_sectors(
+    SectorCipher::new(derived.expose_secret())?.decrypt_sectors_sequential(
         material.expose_secret_mut(),
         512,
         0,
@@ -160,7 +160,7 @@ pub fn store(
         &mut split.expose_secret_mut()[..key_size * AF_STRIPES as usize],
     )
     .map_err(|e| UnlockError::Io(e.to_string()))?;
-    SectorCipher::new(derived.expose_secret())?.encrypt_sectors(
+    SectorCipher::new(derived.expose_secret())?.encrypt_sectors_sequential(
         split.expose_secret_mut(),
         512,
         0,

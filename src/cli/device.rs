@@ -2,6 +2,7 @@
 use crate::cli::passphrase::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
+use crate::luks1;
 use crate::luks2::{self, FormatError, ReadAt};
 use std::fs::File;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::path::Path;
 /// A header of either LUKS version.
 pub enum VolumeHeader {
     Luks2(Box<luks2::Header>),
+    Luks1(Box<luks1::Luks1Header>),
 }
 
 /// Opens `path` for reading (or read-write), mapping errors to one-line messages.
@@ -44,13 +46,16 @@ pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
             "{name} is not a LUKS volume (only {len} bytes)"
         )));
     }
-    let mut first = [0u8; 8];
+    let mut first = [0u8; 1024];
     file.read_exact_at(&mut first, 0)
         .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+    // The version field at offset 6 tells LUKS1 from LUKS2 (luks-format.md §2).
     if first[..6] == luks2::binary::PRIMARY_MAGIC && first[6..8] == [0, 1] {
-        return Err(Error::Device(format!(
-            "{name} is a LUKS1 volume, which this build cannot open yet"
-        )));
+        let header = luks1::parse(&first).map_err(|e| Error::Device(format!("{name}: {e}")))?;
+        header
+            .validate_against_device(len)
+            .map_err(|e| Error::Device(format!("{name}: {e}")))?;
+        return Ok(VolumeHeader::Luks1(Box::new(header)));
     }
     match luks2::read(file) {
         Ok(h) => Ok(VolumeHeader::Luks2(Box::new(h))),

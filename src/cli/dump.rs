@@ -7,18 +7,37 @@ use serde_json::{Value, json};
 
 pub fn run(args: &DumpArgs) -> Result<()> {
     let file = device::open_backing(&args.backing, false)?;
-    let VolumeHeader::Luks2(header) = device::read_header(&file, &args.backing)?;
-    device::warn_damaged_copy(&header, &args.backing);
-    let report = luks2_report(&header);
+    let report = match device::read_header(&file, &args.backing)? {
+        VolumeHeader::Luks2(header) => {
+            device::warn_damaged_copy(&header, &args.backing);
+            luks2_report(&header)
+        }
+        VolumeHeader::Luks1(header) => {
+            let report = header.describe_json();
+            if !args.json {
+                // LUKS1 has a flat header: pretty JSON is the readable form too.
+                return emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
+            }
+            report
+        }
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        emit(&serde_json::to_string_pretty(&report).unwrap_or_default())
     } else {
-        print!("{}", render_text(&report));
+        emit(render_text(&report).trim_end())
     }
-    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::Error::io("cannot write to stdout", e))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn copy_report(c: &CopyState) -> Value {

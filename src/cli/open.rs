@@ -4,19 +4,26 @@ use super::{OpenArgs, passphrase};
 use crate::crypto::CryptoError;
 use crate::daemon::{self, ServeSpec};
 use crate::error::{Error, Result};
+use crate::geometry::Segment;
 use crate::keyslot::{self, UnlockError};
+use crate::luks1::{Luks1Error, Luks1Header, SlotState};
 use crate::luks2::ReadAt;
+use crate::secret::VolumeKey;
+use std::fs::File;
 use std::path::Path;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
     let name = args.backing.display().to_string();
     // Read-write needs write access: find out before asking for a passphrase.
     let file = device::open_backing(&args.backing, !args.read_only)?;
-    let VolumeHeader::Luks2(header) = device::read_header(&file, &args.backing)?;
-    device::warn_damaged_copy(&header, &args.backing);
     let file_len = file
         .len_bytes()
         .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let header = match device::read_header(&file, &args.backing)? {
+        VolumeHeader::Luks2(h) => h,
+        VolumeHeader::Luks1(h) => return open_luks1(args, &h, file, file_len),
+    };
+    device::warn_damaged_copy(&header, &args.backing);
     let segment = device::luks2_segment(&header, file_len, &args.backing)?;
     if let Some(id) = args.key_slot
         && !header.metadata.keyslots.contains_key(&id)
@@ -37,7 +44,10 @@ pub fn run(args: &OpenArgs) -> Result<()> {
     drop(pass);
     log::info!("keyslot {id} of {name} opened");
     drop(file);
+    serve(args, segment, id, volume_key)
+}
 
+fn serve(args: &OpenArgs, segment: Segment, keyslot: u32, volume_key: VolumeKey) -> Result<()> {
     daemon::start(
         ServeSpec {
             backing: args.backing.clone(),
@@ -46,10 +56,61 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             read_only: args.read_only,
             foreground: args.foreground,
             allow_other: args.allow_other,
-            unlocked_by: format!("keyslot {id}"),
+            unlocked_by: format!("keyslot {keyslot}"),
         },
         volume_key,
     )
+}
+
+/// LUKS1 (cryptsetup --type luks1, qemu-img -f luks): same steps, its own header and keyslots.
+fn open_luks1(args: &OpenArgs, header: &Luks1Header, file: File, file_len: u64) -> Result<()> {
+    let name = args.backing.display().to_string();
+    let luks1_err = |e: Luks1Error| match e {
+        Luks1Error::Kdf {
+            source: CryptoError::KdfMemory(kib),
+            ..
+        } => Error::NoMemory(format!("keyslot KDF of {name} needs {kib} KiB")),
+        Luks1Error::NoSuchKeyslot(_) | Luks1Error::KeyslotDisabled(_) => {
+            Error::Usage(format!("{name}: {e}"))
+        }
+        other => Error::Device(format!("{name}: {other}")),
+    };
+    let segment = header.segment(file_len).map_err(luks1_err)?;
+    let only = match args.key_slot {
+        Some(n) if n < 8 => Some(n as u8),
+        Some(n) => {
+            return Err(Error::Usage(format!(
+                "keyslot {n} of {name} is not in use (LUKS1 has 0..7)"
+            )));
+        }
+        None => None,
+    };
+    let enabled: Vec<u32> = (0u32..8)
+        .filter(|&i| header.keyslots[i as usize].state == SlotState::Enabled)
+        .filter(|&i| only.is_none_or(|o| u32::from(o) == i))
+        .collect();
+    if enabled.is_empty() {
+        return Err(match only {
+            Some(o) => Error::Usage(format!("keyslot {o} of {name} is not in use")),
+            None => Error::Device(format!("{name}: no keyslot in use")),
+        });
+    }
+    check_plain_target(&args.plain)?;
+    daemon::ensure_backing_free(&args.backing, args.read_only)?;
+    let pass = passphrase::read(&args.key, &name, false)?;
+    let unlocked = header
+        .unlock(&file, pass.expose_secret(), only)
+        .map_err(luks1_err)?;
+    drop(pass);
+    let Some((id, volume_key)) = unlocked else {
+        return Err(unlock_error(
+            UnlockError::WrongKey { tried: enabled },
+            &args.backing,
+        ));
+    };
+    log::info!("LUKS1 keyslot {id} of {name} opened");
+    drop(file);
+    serve(args, segment, u32::from(id), volume_key)
 }
 
 /// Maps an unlock failure to the user-facing error and exit code.
