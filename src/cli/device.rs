@@ -60,7 +60,10 @@ pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
     match luks2::read(file) {
         Ok(h) => Ok(VolumeHeader::Luks2(Box::new(h))),
         Err((FormatError::BadMagic, FormatError::BadMagic)) => Err(Error::Device(format!(
-            "{name} is not a LUKS volume (no LUKS header found)"
+            "{name} is not a LUKS volume (no LUKS header found; if it was one, restore a header backup)"
+        ))),
+        Err((primary @ FormatError::Truncated(_), _)) => Err(Error::Device(format!(
+            "{name} is truncated ({len} bytes, {primary}): restore the file or a header backup"
         ))),
         Err((primary, secondary)) => Err(Error::Device(format!(
             "both header copies of {name} are damaged (primary: {primary}; secondary: {secondary}): restore a header backup"
@@ -72,7 +75,7 @@ pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
 pub fn warn_damaged_copy(header: &luks2::Header, path: &Path) {
     if let Some(bad) = header.damaged_copy() {
         log::warn!(
-            "{} header copy of {} is damaged ({}); using the {} copy — run `vaultdisk repair` or restore a header backup",
+            "{} header copy of {} is damaged ({}); using the {} copy (repair the header or restore a header backup soon)",
             bad.kind.name(),
             path.display(),
             bad.error
