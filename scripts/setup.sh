@@ -1,0 +1,35 @@
+# Shared by demo.sh and test.sh: install system packages a fresh Debian 12 machine lacks.
+# Sourced, not run.
+
+need_packages() {
+    local missing=()
+    command -v fusermount3 >/dev/null || missing+=(fuse3)
+    command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
+    command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+    command -v qemu-img >/dev/null || missing+=(qemu-utils)
+    command -v losetup >/dev/null || missing+=(util-linux)
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
+    echo "${missing[@]:-}"
+}
+
+install_system_packages() {
+    local missing
+    missing=$(need_packages)
+    if [ -n "$missing" ]; then
+        echo "== installing: $missing"
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "setup: need root to install: $missing" >&2
+            return 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+    # python3-cryptography from Debian is not visible to a pyenv python: fall back to pip.
+    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+    # Kernel modules: best effort (they are built in on many kernels).
+    [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+    [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+}
