@@ -134,25 +134,25 @@ pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
         Ok(cli) => Ok(Some(cli)),
         Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp
-            | clap::error::ErrorKind::DisplayVersion
-            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                // Help to stdout, exit 0 (missing subcommand is still a usage error).
-                let missing =
-                    e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                 let _ = e.print();
-                if missing {
-                    Err(Error::Usage("no command given (see --help)".into()))
-                } else {
-                    Ok(None)
-                }
+                Ok(None)
             }
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(Error::Usage(
+                "no command given: format, open, close or dump (see --help)".into(),
+            )),
             _ => {
-                // One line: clap's first line without its "error: " prefix.
+                // One line: clap's first paragraph (message plus the names it lists), without
+                // its "error: " prefix, usage block and tips.
                 let text = e.render().to_string();
-                let first = text.lines().next().unwrap_or("invalid arguments");
-                let first = first.strip_prefix("error: ").unwrap_or(first);
-                Err(Error::Usage(format!("{first} (see --help)")))
+                let first: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                let line = first.join(" ");
+                let line = line.strip_prefix("error: ").unwrap_or(&line);
+                Err(Error::Usage(format!("{line} (see --help)")))
             }
         },
     }
