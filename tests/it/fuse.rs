@@ -1,0 +1,1 @@
+//! FUSE behaviour of PLAIN (owned by another helper; placeholder until merged).
