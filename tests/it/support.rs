@@ -450,7 +450,13 @@ impl Vol {
         let backing = dir.path().join("disk.img");
         let key = write_key(dir.path(), "pass", PASS);
         let plain = dir.path().join("plain");
-        format_with(&backing, &key, size, kdf, extra).ok();
+        let out = format_with(&backing, &key, size, kdf, extra).ok();
+        assert!(
+            fs::metadata(&backing).is_ok_and(|m| m.len() > DATA_OFFSET / 2),
+            "format returned 0 but made no volume at {}:\n{}",
+            backing.display(),
+            out.describe()
+        );
         Vol {
             dir,
             backing,
