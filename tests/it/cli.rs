@@ -83,14 +83,14 @@ fn run_table(dir: &Path, rows: &[Row]) {
         if let Err(e) = out.check_error(r.codes) {
             failures.push(format!("[{}] {e}", r.name));
         }
-        if let Some(want) = r.says {
-            if !out.stderr.to_lowercase().contains(&want.to_lowercase()) {
-                failures.push(format!(
-                    "[{}] stderr should mention {want:?}:\n{}",
-                    r.name,
-                    out.describe()
-                ));
-            }
+        if let Some(want) = r.says
+            && !out.stderr.to_lowercase().contains(&want.to_lowercase())
+        {
+            failures.push(format!(
+                "[{}] stderr should mention {want:?}:\n{}",
+                r.name,
+                out.describe()
+            ));
         }
         let diff = snapshot_diff(&before, &after);
         if !diff.is_empty() {
@@ -104,7 +104,7 @@ fn run_table(dir: &Path, rows: &[Row]) {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} rows failed:\n{}",
+        "{} failure(s) in a table of {} rows:\n{}",
         failures.len(),
         rows.len(),
         failures.join("\n\n")

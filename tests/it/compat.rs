@@ -193,8 +193,59 @@ struct Foreign {
     key: PathBuf,
     data_offset: u64,
     plain: Vec<u8>,
-    /// Checks the volume holds `expected` after vaultdisk wrote it (oracle or qemu-img).
-    verify: Box<dyn Fn(&Path, &[u8])>,
+    /// How to check the volume holds some plaintext, independently of vaultdisk.
+    verify: Verify,
+}
+
+/// Independent readers of a volume's plaintext.
+enum Verify {
+    /// Volume key from `cryptsetup luksDump --dump-volume-key`, data through tests/oracle/xts.py.
+    Oracle {
+        key: PathBuf,
+        offset: u64,
+        sector: u32,
+    },
+    /// `qemu-img convert` of the image to raw.
+    Qemu { secret: String, scratch: PathBuf },
+}
+
+impl Foreign {
+    /// Panics unless the independent reader sees exactly `expected`.
+    fn verify(&self, expected: &[u8]) {
+        let img = &self.img;
+        match &self.verify {
+            Verify::Oracle {
+                key,
+                offset,
+                sector,
+            } => {
+                let vk = cryptsetup_volume_key(img, key);
+                let dec = oracle_decrypt(&vk, img, *offset, expected.len() as u64, *sector, 0);
+                assert!(dec == expected, "the oracle sees different plaintext");
+            }
+            Verify::Qemu { secret, scratch } => {
+                let opts = format!("driver=luks,key-secret=s0,file.filename={}", s(img));
+                sys(
+                    "qemu-img",
+                    &[
+                        "convert",
+                        "--object",
+                        secret,
+                        "--image-opts",
+                        &opts,
+                        "-O",
+                        "raw",
+                        s(scratch),
+                    ],
+                )
+                .ok();
+                assert!(
+                    read_plain(scratch) == expected,
+                    "qemu-img sees different plaintext"
+                );
+            }
+        }
+    }
 }
 
 /// vaultdisk reads `f` exactly read-only (file untouched) and read-write, writes through PLAIN,
@@ -227,20 +278,11 @@ fn read_and_write_foreign(f: &Foreign, luks2: bool) {
         "writing data changed the header area"
     );
     assert!(cryptsetup_accepts(&f.img, &f.key));
-    (f.verify)(&f.img, &expected);
+    f.verify(&expected);
 
     let (j, _) = dump_json(&f.img);
     assert_eq!(j["version"], if luks2 { 2 } else { 1 });
     assert_eq!(j["uuid"], cryptsetup_uuid(&f.img));
-}
-
-/// Oracle check of the data area, given the volume key from cryptsetup.
-fn oracle_verify(key: PathBuf, offset: u64, sector: u32) -> Box<dyn Fn(&Path, &[u8])> {
-    Box::new(move |img, expected| {
-        let vk = cryptsetup_volume_key(img, &key);
-        let dec = oracle_decrypt(&vk, img, offset, expected.len() as u64, sector, 0);
-        assert!(dec == expected, "oracle does not see vaultdisk's writes");
-    })
 }
 
 /// cryptsetup encrypts known plaintext in place (`reencrypt --encrypt`, luks-format.md §10),
@@ -275,7 +317,11 @@ fn reencrypted(dir: &Path, reduce_mib: u64, vk_len: usize, flags: &[&str]) -> Fo
     assert_eq!(j["segments"]["0"]["size"], "dynamic");
     set_len(&img, data_offset + plain.len() as u64);
     Foreign {
-        verify: oracle_verify(key.clone(), data_offset, sector),
+        verify: Verify::Oracle {
+            key: key.clone(),
+            offset: data_offset,
+            sector,
+        },
         img,
         key,
         data_offset,
@@ -458,7 +504,11 @@ fn luksformat_fixture(
     let plain_file = data_file(dir, "plain.bin", &plain);
     oracle_encrypt_into(&hex(&vk), &plain_file, &img, data_offset, sector);
     Foreign {
-        verify: oracle_verify(key.clone(), data_offset, sector),
+        verify: Verify::Oracle {
+            key: key.clone(),
+            offset: data_offset,
+            sector,
+        },
         img,
         key,
         data_offset,
@@ -570,34 +620,15 @@ fn qemu_fixture(dir: &Path) -> Foreign {
         "{}",
         out.stdout
     );
-    let verify_dir = dir.clone();
     Foreign {
+        verify: Verify::Qemu {
+            secret,
+            scratch: dir.join("back.raw"),
+        },
         img,
         key,
         data_offset: 4040 * 512,
         plain,
-        verify: Box::new(move |img, expected| {
-            let back = verify_dir.join("back.raw");
-            let opts = format!("driver=luks,key-secret=s0,file.filename={}", s(img));
-            sys(
-                "qemu-img",
-                &[
-                    "convert",
-                    "--object",
-                    &secret,
-                    "--image-opts",
-                    &opts,
-                    "-O",
-                    "raw",
-                    s(&back),
-                ],
-            )
-            .ok();
-            assert!(
-                read_plain(&back) == expected,
-                "qemu-img does not see the expected plaintext"
-            );
-        }),
     }
 }
 
@@ -638,7 +669,7 @@ fn foreign_fixtures_self_check() {
         qemu_fixture(&mk("q")),
     ];
     for f in &fixtures {
-        (f.verify)(&f.img, &f.plain);
+        f.verify(&f.plain);
         assert!(cryptsetup_accepts(&f.img, &f.key), "{}", f.img.display());
     }
     assert_eq!(fixtures[0].data_offset, 2 * MIB);
@@ -797,7 +828,7 @@ fn oracle_decrypts_cryptsetup_ciphertext() {
                 &bits,
             ],
         );
-        (f.verify)(&f.img, &f.plain);
+        f.verify(&f.plain);
         assert_eq!(
             cryptsetup_volume_key(&f.img, &f.key),
             hex(&pattern(vk_len, 55))

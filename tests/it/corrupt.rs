@@ -241,30 +241,32 @@ fn damage_both_json_areas(p: &Path) {
     flip(p, (HDR + BIN_HDR) as u64 + 10);
 }
 
-/// Mutations after which exactly one copy (the named one) is bad.
-const ONE_COPY_BAD: &[(&str, fn(&Path), &str)] = &[
-    ("primary magic", damage_primary_magic, "primary"),
-    ("primary checksum", damage_primary_checksum, "primary"),
-    ("primary JSON byte", damage_primary_json_byte, "primary"),
-    (
-        "primary JSON padding",
-        damage_primary_json_padding,
-        "primary",
-    ),
-    (
-        "primary JSON structure",
-        damage_primary_json_structure,
-        "primary",
-    ),
-    ("primary seqid field", damage_primary_seqid_field, "primary"),
-    ("secondary magic", damage_secondary_magic, "secondary"),
+/// A named way to damage a header in place.
+struct Damage {
+    name: &'static str,
+    apply: fn(&Path),
+}
+
+const fn damage(name: &'static str, apply: fn(&Path)) -> Damage {
+    Damage { name, apply }
+}
+
+/// Mutations after which exactly one copy is bad (cryptsetup still reads the other).
+const ONE_COPY_BAD: &[Damage] = &[
+    damage("primary magic", damage_primary_magic),
+    damage("primary checksum", damage_primary_checksum),
+    damage("primary JSON byte", damage_primary_json_byte),
+    damage("primary JSON padding", damage_primary_json_padding),
+    damage("primary JSON structure", damage_primary_json_structure),
+    damage("primary seqid field", damage_primary_seqid_field),
+    damage("secondary magic", damage_secondary_magic),
 ];
 
 /// Mutations after which no copy is usable.
-const BOTH_BAD: &[(&str, fn(&Path))] = &[
-    ("both magics", damage_both_magics),
-    ("both checksums", damage_both_checksums),
-    ("both JSON areas", damage_both_json_areas),
+const BOTH_BAD: &[Damage] = &[
+    damage("both magics", damage_both_magics),
+    damage("both checksums", damage_both_checksums),
+    damage("both JSON areas", damage_both_json_areas),
 ];
 
 fn fallback_test(test: &str, damage: fn(&Path), bad: &str) {
@@ -366,10 +368,10 @@ fn higher_seqid_copy_wins() {
 
 #[test]
 fn both_copies_damaged_refused() {
-    for (name, damage) in BOTH_BAD {
+    for d in BOTH_BAD {
         let v = Vol::new("1M", &[]);
-        damage(&v.backing);
-        eprintln!("case: {name}");
+        (d.apply)(&v.backing);
+        eprintln!("case: {}", d.name);
         expect_refused_both(&v);
     }
 }
@@ -512,9 +514,9 @@ fn mutations_judged_by_cryptsetup() {
         std::fs::copy(&base, &p).unwrap();
         p
     };
-    for (name, damage, _) in ONE_COPY_BAD {
-        let p = fresh("one.img");
-        damage(&p);
+    for d in ONE_COPY_BAD {
+        let (name, p) = (d.name, fresh("one.img"));
+        (d.apply)(&p);
         let out = sys("cryptsetup", &["luksDump", "--dump-json-metadata", s(&p)]);
         assert_eq!(
             out.code,
@@ -523,9 +525,9 @@ fn mutations_judged_by_cryptsetup() {
             out.describe()
         );
     }
-    for (name, damage) in BOTH_BAD {
-        let p = fresh("both.img");
-        damage(&p);
+    for d in BOTH_BAD {
+        let (name, p) = (d.name, fresh("both.img"));
+        (d.apply)(&p);
         let out = sys("cryptsetup", &["luksDump", s(&p)]);
         assert_ne!(
             out.code,

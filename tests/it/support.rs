@@ -312,12 +312,11 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// SHA-256 of a whole file. Uses coreutils `sha256sum` (dependencies are unoptimized in test
 /// builds, where the sha2 crate manages only ~30 MB/s); falls back to sha2.
 pub fn sha256_file(path: &Path) -> String {
-    if let Some(out) = try_run("sha256sum", &[path], None, TIMEOUT) {
-        if out.code == 0 {
-            if let Some(h) = out.stdout.split_whitespace().next() {
-                return h.to_string();
-            }
-        }
+    if let Some(out) = try_run("sha256sum", &[path], None, TIMEOUT)
+        && out.code == 0
+        && let Some(h) = out.stdout.split_whitespace().next()
+    {
+        return h.to_string();
     }
     let mut f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut h = Sha256::new();
