@@ -101,10 +101,7 @@ mod tests {
     #[test]
     fn debug_is_redacted() {
         let s = SecretBytes::from_slice(b"hunter2");
-        let shown = format!(
-            "{s:?} {:?}",
-            Passphrase(SecretBytes::from_slice(b"hunter2"))
-        );
+        let shown = format!("{s:?} {:?}", Passphrase(SecretBytes::from_slice(b"hunter2")));
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redacted"));
     }

@@ -7,12 +7,6 @@ pub fn compute(volume_key: &[u8], hash: HashAlg, iterations: u32, salt: &[u8], o
 }
 
 /// True when `volume_key` matches `expected` (length = expected.len()), in constant time.
-pub fn verify(
-    volume_key: &[u8],
-    hash: HashAlg,
-    iterations: u32,
-    salt: &[u8],
-    expected: &[u8],
-) -> bool {
+pub fn verify(volume_key: &[u8], hash: HashAlg, iterations: u32, salt: &[u8], expected: &[u8]) -> bool {
     todo!("{volume_key:?}{hash:?}{iterations}{salt:?}{expected:?}")
 }

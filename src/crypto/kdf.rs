@@ -6,20 +6,9 @@ use super::hash::HashAlg;
 /// A keyslot KDF with its cost parameters (salt kept separately).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kdf {
-    Pbkdf2 {
-        hash: HashAlg,
-        iterations: u32,
-    },
-    Argon2i {
-        time: u32,
-        memory_kib: u32,
-        cpus: u32,
-    },
-    Argon2id {
-        time: u32,
-        memory_kib: u32,
-        cpus: u32,
-    },
+    Pbkdf2 { hash: HashAlg, iterations: u32 },
+    Argon2i { time: u32, memory_kib: u32, cpus: u32 },
+    Argon2id { time: u32, memory_kib: u32, cpus: u32 },
 }
 
 /// Which KDF family to calibrate.
