@@ -917,7 +917,7 @@ fn key_file_exact_stdin_line_stripped() {
     format_with(&b, &key_nl, "1M", &[], &[]).ok();
     let before = fingerprint(&b);
     // a stdin line "pw\n" means passphrase "pw", not "pw\n"
-    vd_in(&["open", s(&b), s(&plain)], b"pw\n").fails_with(2);
+    open_fails(&["open", s(&b), s(&plain)], Some(b"pw\n"), &plain, 2);
     open_volume(&b, &plain, &key, &[]).close();
     let m = Mount::new(&plain);
     let out = vd_in(&["open", s(&b), s(&plain), "--key-file", "-"], b"pw\n").ok();
@@ -930,7 +930,12 @@ fn key_file_exact_stdin_line_stripped() {
     let mut args = vec!["format", s(&b2), "--size", "1M"];
     args.extend_from_slice(CHEAP_PBKDF2);
     vd_in(&args, b"pw\n").ok();
-    vd(&["open", s(&b2), s(&plain), "--key-file", s(&key_nl)]).fails_with(2);
+    open_fails(
+        &["open", s(&b2), s(&plain), "--key-file", s(&key_nl)],
+        None,
+        &plain,
+        2,
+    );
     open_volume(&b2, &plain, &key, &[]).close();
     let m = Mount::new(&plain);
     vd_in(&["open", s(&b2), s(&plain), "--key-file", "-"], b"pw").ok();

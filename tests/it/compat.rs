@@ -709,18 +709,27 @@ fn cryptsetup_second_keyslot() {
     assert_eq!(read_plain(&plain).len() as u64, 4 * MIB);
     m.close();
     open_volume(&img, &plain, &key2, &["--key-slot", "1"]).close();
-    let out = vd(&[
-        "open",
-        s(&img),
-        s(&plain),
-        "--key-file",
-        s(&key2),
-        "--key-slot",
-        "0",
-    ])
-    .fails_with(2);
+    let out = open_fails(
+        &[
+            "open",
+            s(&img),
+            s(&plain),
+            "--key-file",
+            s(&key2),
+            "--key-slot",
+            "0",
+        ],
+        None,
+        &plain,
+        2,
+    );
     assert!(out.stderr.contains("tried 0)"), "{}", out.describe());
-    let out = vd(&["open", s(&img), s(&plain), "--key-file", s(&wrong)]).fails_with(2);
+    let out = open_fails(
+        &["open", s(&img), s(&plain), "--key-file", s(&wrong)],
+        None,
+        &plain,
+        2,
+    );
     assert!(out.stderr.contains("tried 0, 1"), "{}", out.describe());
     assert!(!plain.exists());
     assert_eq!(

@@ -889,3 +889,51 @@ pub fn patched(v: &[u8], offset: usize, patch: &[u8]) -> Vec<u8> {
     out[offset..offset + patch.len()].copy_from_slice(patch);
     out
 }
+
+/// Runs an `open` that must fail with `code`: a mount it made anyway is cleaned up, and a PLAIN
+/// that did not exist before must not exist after.
+pub fn open_fails(args: &[&str], stdin: Option<&[u8]>, plain: &Path, code: i32) -> Out {
+    let existed = plain.exists();
+    let out = match stdin {
+        Some(input) => vd_in(args, input),
+        None => vd(args),
+    };
+    let _guard = Mount::new(plain);
+    let out = out.fails_with(code);
+    assert!(!is_mounted(plain), "a failed open left a mount");
+    if !existed {
+        assert!(!plain.exists(), "a failed open left PLAIN behind");
+    }
+    out
+}
+
+/// The helpers themselves: mountinfo parsing (with an escaped space), lazy unmount, the
+/// MK dump parser, the one-line rule.
+#[test]
+fn support_helpers_self_check() {
+    assert!(one_error_line("vaultdisk: bad size\n").is_ok());
+    assert!(one_error_line("vaultdisk: a\nvaultdisk: b\n").is_err());
+    assert!(one_error_line("error: bad\n").is_err());
+    assert!(one_error_line("").is_err());
+    let dump = "LUKS header information for x\nMK bits:       \t256\nMK dump:\t00 01 02 03 \n\t\t0a 0B ff 10 \nOther:\n";
+    assert_eq!(parse_mk_dump(dump).as_deref(), Some("000102030a0bff10"));
+    assert_eq!(pattern(16, 1), pattern(16, 1));
+    assert_ne!(pattern(16, 1), pattern(16, 2));
+    if !require("support_helpers_self_check", &["root"]) {
+        return;
+    }
+    let t = temp();
+    let src = t.path().join("src file");
+    let dst = t.path().join("dst file");
+    write_file(&src, b"x");
+    write_file(&dst, b"");
+    assert!(!is_mounted(&dst));
+    sys("mount", &["--bind", s(&src), s(&dst)]).ok();
+    let guard = Mount::new(&dst);
+    assert!(
+        is_mounted(&dst),
+        "bind mount over a file not seen in mountinfo"
+    );
+    drop(guard); // `vaultdisk close` cannot unmount a bind mount: the lazy fallback must
+    assert!(!is_mounted(&dst), "Mount guard left the mount");
+}
