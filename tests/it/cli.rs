@@ -471,6 +471,7 @@ fn bad_volume_table() {
     let v = Vol::new("4M", &[]);
     let d = v.dir.path();
     assert_eq!(v.backing, d.join("disk.img"));
+    write_key(d, "key", PASS);
     write_key(d, "wrong", b"wrong passphrase");
     write_key(d, "pass-nl", &[PASS, b"\n"].concat());
     copy_prefix(&v.backing, &d.join("trunc.img"), 8 * KIB);
@@ -918,7 +919,14 @@ fn key_file_exact_stdin_line_stripped() {
     let before = fingerprint(&b);
     // a stdin line "pw\n" means passphrase "pw", not "pw\n"
     open_fails(&["open", s(&b), s(&plain)], Some(b"pw\n"), &plain, 2);
-    open_volume(&b, &plain, &key, &[]).close();
+    // a key file "pw" is not "pw\n"; the exact bytes "pw\n" open
+    open_fails(
+        &["open", s(&b), s(&plain), "--key-file", s(&key)],
+        None,
+        &plain,
+        2,
+    );
+    open_volume(&b, &plain, &key_nl, &[]).close();
     let m = Mount::new(&plain);
     let out = vd_in(&["open", s(&b), s(&plain), "--key-file", "-"], b"pw\n").ok();
     assert!(is_mounted(&plain), "{}", out.describe());
