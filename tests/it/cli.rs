@@ -991,6 +991,11 @@ fn open_close_round_trip() {
         !v.plain.exists(),
         "close must remove a PLAIN created by open"
     );
+    assert_eq!(
+        holders(&v.backing),
+        Vec::<u32>::new(),
+        "close returned while a process still holds the backing file"
+    );
 
     // PLAIN exists beforehand: it stays after close
     write_file(&v.plain, b"");

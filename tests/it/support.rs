@@ -936,4 +936,28 @@ fn support_helpers_self_check() {
     );
     drop(guard); // `vaultdisk close` cannot unmount a bind mount: the lazy fallback must
     assert!(!is_mounted(&dst), "Mount guard left the mount");
+    let f = File::open(&src).unwrap();
+    assert!(holders(&src).contains(&std::process::id()));
+    drop(f);
+    assert!(!holders(&src).contains(&std::process::id()));
+}
+
+/// Pids of processes that hold `path` open (scans /proc/*/fd): after `close` returns, the
+/// daemon must be gone, so nobody may hold the backing file.
+pub fn holders(path: &Path) -> Vec<u32> {
+    let target = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let fds = entry.path().join("fd");
+        for fd in fs::read_dir(fds).into_iter().flatten().flatten() {
+            if fs::read_link(fd.path()).is_ok_and(|l| l == target) {
+                pids.push(pid);
+                break;
+            }
+        }
+    }
+    pids
 }
