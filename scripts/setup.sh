@@ -1,6 +1,9 @@
 # Shared by demo.sh and test.sh: install system packages a fresh Debian 12 machine lacks.
 # Sourced, not run.
 
+# losetup, mkfs.ext4 and cryptsetup live in sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 need_packages() {
     local missing=()
     command -v fusermount3 >/dev/null || missing+=(fuse3)
@@ -8,6 +11,7 @@ need_packages() {
     command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v losetup >/dev/null || missing+=(util-linux)
+    command -v sha256sum >/dev/null || missing+=(coreutils)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
@@ -28,7 +32,9 @@ install_system_packages() {
         apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
     # python3-cryptography from Debian is not visible to a pyenv python: fall back to pip.
-    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography \
+        || python3 -m pip install -q --break-system-packages cryptography
+    python3 -c 'import cryptography' || { echo "setup: python3 cannot import cryptography" >&2; return 1; }
     # Kernel modules: best effort (they are built in on many kernels).
     [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
     [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true

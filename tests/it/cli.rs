@@ -1,568 +1,1072 @@
 //! The CLI contract: a table of bad inputs (exit code, one stderr line, files untouched) and
-//! the happy paths of format / open / close / dump.
-use crate::support::*;
-use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+//! happy-path round trips of format / open / close / dump.
 
-/// One bad input: arguments (with `{vol}`, `{dir}`, `{pass}` placeholders), stdin, exit code.
+use crate::support::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const UUID: &str = "0badc0de-1234-4cde-8f00-123456789abc";
+
+/// One bad input: `args` with `@name` placeholders for fixture paths, optional stdin, the
+/// accepted exit codes (one, except where the contract leaves a choice; see README) and an
+/// optional substring the error line must contain.
 struct Row {
     name: &'static str,
-    args: &'static str,
+    args: &'static [&'static str],
     stdin: Option<&'static [u8]>,
-    code: i32,
+    codes: &'static [i32],
+    says: Option<&'static str>,
 }
 
-const fn row(name: &'static str, args: &'static str, code: i32) -> Row {
+const fn row(name: &'static str, args: &'static [&'static str], code: &'static [i32]) -> Row {
     Row {
         name,
         args,
         stdin: None,
-        code,
+        codes: code,
+        says: None,
     }
 }
 
-const TABLE: &[Row] = &[
-    row("no command", "", 1),
-    row("unknown command", "frobnicate {vol}", 1),
-    row("unknown flag", "dump {vol} --bogus", 1),
-    row(
-        "format without --size",
-        "format {dir}/new.img --key-file {pass}",
-        1,
-    ),
-    row(
-        "size zero",
-        "format {dir}/new.img --size 0 --key-file {pass}",
-        1,
-    ),
-    row(
-        "size with bad suffix",
-        "format {dir}/new.img --size 12Q --key-file {pass}",
-        1,
-    ),
-    row(
-        "size negative",
-        "format {dir}/new.img --size=-1 --key-file {pass}",
-        1,
-    ),
-    row(
-        "size fraction",
-        "format {dir}/new.img --size 1.5G --key-file {pass}",
-        1,
-    ),
-    row(
-        "size not a sector multiple",
-        "format {dir}/new.img --size 1000 --key-file {pass}",
-        1,
-    ),
-    row(
-        "size overflows",
-        "format {dir}/new.img --size 99999999999P --key-file {pass}",
-        1,
-    ),
-    row(
-        "sector size 1000",
-        "format {dir}/new.img --size 4M --sector-size 1000 --key-file {pass}",
-        1,
-    ),
-    row(
-        "sector size 8192",
-        "format {dir}/new.img --size 4M --sector-size 8192 --key-file {pass}",
-        1,
-    ),
-    row(
-        "key size 128",
-        "format {dir}/new.img --size 4M --key-size 128 --key-file {pass}",
-        1,
-    ),
-    row(
-        "pbkdf scrypt",
-        "format {dir}/new.img --size 4M --pbkdf scrypt --key-file {pass}",
-        1,
-    ),
-    row(
-        "pbkdf2 iterations below 1000",
-        "format {dir}/new.img --size 4M --pbkdf pbkdf2 --pbkdf-force-iterations 10 --key-file {pass}",
-        1,
-    ),
-    row(
-        "argon2 time below 4",
-        "format {dir}/new.img --size 4M --pbkdf argon2id --pbkdf-force-iterations 1 --key-file {pass}",
-        1,
-    ),
-    row(
-        "argon2 memory too small",
-        "format {dir}/new.img --size 4M --pbkdf-memory 1 --key-file {pass}",
-        1,
-    ),
-    row(
-        "argon2 memory too large",
-        "format {dir}/new.img --size 4M --pbkdf-memory 9999999 --key-file {pass}",
-        1,
-    ),
-    row(
-        "argon2 parallel 9",
-        "format {dir}/new.img --size 4M --pbkdf-parallel 9 --key-file {pass}",
-        1,
-    ),
-    row(
-        "iter-time 0",
-        "format {dir}/new.img --size 4M --iter-time 0 --key-file {pass}",
-        1,
-    ),
-    row(
-        "iter-time not a number",
-        "format {dir}/new.img --size 4M --iter-time soon --key-file {pass}",
-        1,
-    ),
-    row(
-        "bad uuid",
-        "format {dir}/new.img --size 4M --uuid not-a-uuid --key-file {pass}",
-        1,
-    ),
-    row(
-        "label too long",
-        "format {dir}/new.img --size 4M --label aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa --key-file {pass}",
-        1,
-    ),
-    row(
-        "format key file missing",
-        "format {dir}/new.img --size 4M --key-file {dir}/nokey",
-        1,
-    ),
-    row(
-        "format key file is a directory",
-        "format {dir}/new.img --size 4M --key-file {dir}",
-        1,
-    ),
+const fn row_says(
+    name: &'static str,
+    args: &'static [&'static str],
+    code: &'static [i32],
+    says: &'static str,
+) -> Row {
     Row {
-        name: "format empty passphrase on stdin",
-        args: "format {dir}/new.img --size 4M --pbkdf pbkdf2 --pbkdf-force-iterations 1000",
-        stdin: Some(b"\n"),
-        code: 1,
-    },
-    row(
-        "format onto a directory",
-        "format {dir} --size 4M --key-file {pass}",
-        1,
-    ),
-    row(
-        "format onto an existing volume",
-        "format {vol} --size 4M --key-file {pass}",
-        5,
-    ),
-    row(
-        "format in a missing directory",
-        "format {dir}/no/such/new.img --size 4M --key-file {pass} --pbkdf pbkdf2 --pbkdf-force-iterations 1000",
-        4,
-    ),
-    row(
-        "open wrong passphrase",
-        "open {vol} {dir}/plain.img --key-file {dir}/wrong",
-        2,
-    ),
-    Row {
-        name: "open wrong passphrase on stdin",
-        args: "open {vol} {dir}/plain.img",
-        stdin: Some(b"nope\n"),
-        code: 2,
-    },
-    Row {
-        name: "open empty key on stdin",
-        args: "open {vol} {dir}/plain.img --key-file -",
-        stdin: Some(b""),
-        code: 2,
-    },
-    Row {
-        name: "open passphrase plus newline via --key-file -",
-        args: "open {vol} {dir}/plain.img --key-file -",
-        stdin: Some(b"testpass\n"),
-        code: 2,
-    },
-    row(
-        "open missing backing",
-        "open {dir}/missing.img {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open random bytes",
-        "open {dir}/random.img {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open empty file",
-        "open {dir}/empty.img {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open truncated header",
-        "open {dir}/trunc.img {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open truncated data",
-        "open {dir}/short.img {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open a directory",
-        "open {dir} {dir}/plain.img --key-file {pass}",
-        4,
-    ),
-    row(
-        "open key file missing",
-        "open {vol} {dir}/plain.img --key-file {dir}/nokey",
-        1,
-    ),
-    row(
-        "open empty keyslot",
-        "open {vol} {dir}/plain.img --key-slot 31 --key-file {pass}",
-        1,
-    ),
-    row(
-        "open keyslot beyond 31",
-        "open {vol} {dir}/plain.img --key-slot 99 --key-file {pass}",
-        1,
-    ),
-    row(
-        "open keyslot not a number",
-        "open {vol} {dir}/plain.img --key-slot one --key-file {pass}",
-        1,
-    ),
-    row(
-        "open plain in a missing directory",
-        "open {vol} {dir}/no/such/plain.img --key-file {pass}",
-        1,
-    ),
-    row(
-        "open plain is a directory",
-        "open {vol} {dir} --key-file {pass}",
-        1,
-    ),
-    row("open without plain", "open {vol}", 1),
-    row("close not open", "close {dir}/plain.img", 1),
-    row("close without path", "close", 1),
-    row("dump missing", "dump {dir}/missing.img", 4),
-    row("dump random bytes", "dump {dir}/random.img", 4),
-    row("dump empty file", "dump {dir}/empty.img", 4),
-    row("dump truncated header", "dump {dir}/trunc.img", 4),
-];
+        name,
+        args,
+        stdin: None,
+        codes: code,
+        says: Some(says),
+    }
+}
 
-#[test]
-fn bad_inputs_table() {
-    let v = Vol::new();
-    v.format("4M", &[]);
-    let dir = v.dir.path();
-    fs::write(dir.join("wrong"), b"wrong").unwrap();
-    fs::write(dir.join("random.img"), pattern(MIB as usize, 7)).unwrap();
-    fs::write(dir.join("empty.img"), b"").unwrap();
-    let full = fs::read(&v.backing).unwrap();
-    fs::write(dir.join("trunc.img"), &full[..8192]).unwrap();
-    // Header intact, data area cut short of one sector.
-    fs::write(dir.join("short.img"), &full[..(16 * MIB + 1000) as usize]).unwrap();
+const fn row_stdin(
+    name: &'static str,
+    args: &'static [&'static str],
+    stdin: &'static [u8],
+    code: &'static [i32],
+) -> Row {
+    Row {
+        name,
+        args,
+        stdin: Some(stdin),
+        codes: code,
+        says: None,
+    }
+}
 
-    let watched = [
-        "disk.img",
-        "random.img",
-        "empty.img",
-        "trunc.img",
-        "short.img",
-        "pass",
-    ];
+/// Runs every row in `dir`, replacing `@x` args by `dir/x`, and checks that no file in
+/// `dir` was created, removed or modified (content, length, mtime, mode) by any row.
+/// Collects all failures so one broken row does not hide the others.
+fn run_table(dir: &Path, rows: &[Row]) {
     let mut failures = Vec::new();
-    for r in TABLE {
-        let before: Vec<_> = watched.iter().map(|f| fingerprint(&dir.join(f))).collect();
-        let args_text = r
+    for r in rows {
+        let args: Vec<String> = r
             .args
-            .replace("{vol}", Vol::s(&v.backing))
-            .replace("{dir}", Vol::s(dir))
-            .replace("{pass}", Vol::s(&v.pass));
-        let args: Vec<&str> = args_text.split_whitespace().collect();
-        let run = vaultdisk(&args, r.stdin);
-        let lines: Vec<&str> = run.stderr.lines().collect();
-        let after: Vec<_> = watched.iter().map(|f| fingerprint(&dir.join(f))).collect();
-        let mut why = Vec::new();
-        if run.code != r.code {
-            why.push(format!("exit {} (wanted {})", run.code, r.code));
+            .iter()
+            .map(|a| match a.strip_prefix('@') {
+                Some(name) => dir.join(name).to_string_lossy().into_owned(),
+                None => a.to_string(),
+            })
+            .collect();
+        let before = dir_snapshot(dir);
+        let out = match r.stdin {
+            Some(input) => vd_in(&args, input),
+            None => vd(&args),
+        };
+        let after = dir_snapshot(dir);
+        if let Err(e) = out.check_error(r.codes) {
+            failures.push(format!("[{}] {e}", r.name));
         }
-        if lines.len() != 1 || !lines[0].starts_with("vaultdisk: ") {
-            why.push(format!(
-                "stderr is not one 'vaultdisk:' line: {:?}",
-                run.stderr
+        if let Some(want) = r.says
+            && !out.stderr.to_lowercase().contains(&want.to_lowercase())
+        {
+            failures.push(format!(
+                "[{}] stderr should mention {want:?}:\n{}",
+                r.name,
+                out.describe()
             ));
         }
-        if lines.iter().any(|l| l.contains("testpass")) {
-            why.push("stderr shows the passphrase".into());
+        let diff = snapshot_diff(&before, &after);
+        if !diff.is_empty() {
+            failures.push(format!("[{}] files changed: {diff:?}", r.name));
         }
-        if before != after {
-            why.push("a file changed".into());
+        if dir.join("plain").exists() {
+            failures.push(format!("[{}] PLAIN was left behind", r.name));
+            force_unmount(&dir.join("plain"));
+            let _ = fs::remove_file(dir.join("plain"));
         }
-        if dir.join("new.img").exists() || dir.join("plain.img").exists() {
-            why.push("left a file behind".into());
-            let _ = fs::remove_file(dir.join("new.img"));
-            let _ = vaultdisk(&["close", Vol::s(&dir.join("plain.img"))], None);
-        }
-        if !why.is_empty() {
-            failures.push(format!("{}: {}", r.name, why.join("; ")));
-        }
-        println!(
-            "{:<45} exit {} {}",
-            r.name,
-            run.code,
-            lines.first().unwrap_or(&"")
-        );
     }
     assert!(
         failures.is_empty(),
-        "bad-input table:\n{}",
-        failures.join("\n")
+        "{} failure(s) in a table of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n\n")
     );
-    assert!(TABLE.len() >= 40);
 }
 
-#[test]
-fn format_writes_the_requested_header_and_dump_reports_it() {
-    let v = Vol::new();
-    let uuid = "12345678-9abc-4def-8123-456789abcdef";
-    v.format(
-        "8M",
-        &[
-            "--uuid",
-            uuid,
-            "--label",
-            "backup-disk",
-            "--sector-size",
-            "512",
-            "--key-size",
-            "256",
-        ],
-    );
-    let len = fs::metadata(&v.backing).unwrap().len();
-    assert_eq!(len, 16 * MIB + 8 * MIB);
-    let r = vaultdisk(&["dump", Vol::s(&v.backing), "--json"], None).ok("dump --json");
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
-    assert_eq!(j["version"], 2);
-    assert_eq!(j["uuid"], uuid);
-    assert_eq!(j["label"], "backup-disk");
-    assert_eq!(j["header"]["hdr_size"], 16384);
-    assert_eq!(j["header"]["current"], "primary");
-    for c in j["header"]["copies"].as_array().unwrap() {
-        assert_eq!(c["valid"], true, "{c}");
-    }
-    assert_eq!(j["config"]["json_size"], 12288);
-    assert_eq!(j["config"]["keyslots_size"], 16744448);
-    let seg = &j["segments"][0];
-    assert_eq!(seg["offset"], 16777216);
-    assert_eq!(seg["size"], "dynamic");
-    assert_eq!(seg["sector_size"], 512);
-    assert_eq!(seg["encryption"], "aes-xts-plain64");
-    let ks = &j["keyslots"][0];
-    assert_eq!(ks["id"], 0);
-    assert_eq!(ks["key_size"], 32);
-    assert_eq!(ks["kdf"]["type"], "pbkdf2");
-    assert_eq!(ks["kdf"]["iterations"], 1000);
-    assert_eq!(ks["area"]["offset"], 32768);
-    assert_eq!(ks["area"]["size"], 131072);
-    assert_eq!(j["digests"][0]["keyslots"][0], 0);
-    // No key material anywhere in the dump: not the passphrase, no "key" values beyond sizes.
-    assert!(!r.stdout.contains("testpass"));
-    let text = vaultdisk(&["dump", Vol::s(&v.backing)], None).ok("dump");
-    assert!(text.stdout.contains(uuid) && text.stdout.contains("pbkdf2"));
+/// Fixture files that need no working `format`: random bytes, an empty file, a key file, a
+/// non-empty non-LUKS file, a directory.
+fn plain_fixtures(dir: &Path) {
+    write_file(&dir.join("random.img"), &pattern(MIB as usize, 1));
+    write_file(&dir.join("empty.img"), b"");
+    write_file(&dir.join("existing.img"), &pattern(64 * KIB as usize, 2));
+    write_key(dir, "key", PASS);
+    fs::create_dir(dir.join("adir")).unwrap();
 }
 
+/// Bad inputs that do not need a LUKS volume. Nothing may be created (`@new`, `@plain`).
 #[test]
-fn default_format_is_argon2id_4096_and_512_bit() {
-    let v = Vol::new();
-    v.format("4M", &CHEAP_ARGON2ID);
-    let r = vaultdisk(&["dump", Vol::s(&v.backing), "--json"], None).ok("dump");
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(j["segments"][0]["sector_size"], 4096);
-    assert_eq!(j["keyslots"][0]["key_size"], 64);
-    assert_eq!(j["keyslots"][0]["kdf"]["type"], "argon2id");
-    assert_eq!(j["keyslots"][0]["kdf"]["memory"], 32);
-    assert_eq!(j["keyslots"][0]["kdf"]["cpus"], 1);
-    assert_eq!(j["keyslots"][0]["kdf"]["time"], 4);
+fn bad_usage_table() {
+    let t = temp();
+    plain_fixtures(t.path());
+    let rows = [
+        row("no arguments", &[], &[1]),
+        row("unknown subcommand", &["frobnicate"], &[1]),
+        row("unknown global flag", &["--bogus"], &[1]),
+        row("only -v", &["-v"], &[1]),
+        row("format without args", &["format"], &[1]),
+        row(
+            "format without --size",
+            &["format", "@new", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "format unknown flag",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--key-file",
+                "@key",
+                "--bogus",
+            ],
+            &[1],
+        ),
+        row(
+            "size 0",
+            &["format", "@new", "--size", "0", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size 12Q",
+            &["format", "@new", "--size", "12Q", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size -1",
+            &["format", "@new", "--size=-1", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size empty",
+            &["format", "@new", "--size", "", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size suffix only",
+            &["format", "@new", "--size", "M", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size double suffix",
+            &["format", "@new", "--size", "4MM", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size overflows u64",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "99999999999T",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "size 1000 not a multiple of 4096",
+            &["format", "@new", "--size", "1000", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size 1M+512 not a multiple of 4096",
+            &["format", "@new", "--size", "1049088", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "size 1000 not a multiple of 512",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "1000",
+                "--sector-size",
+                "512",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "sector size 1000",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--sector-size",
+                "1000",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "sector size 0",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--sector-size",
+                "0",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "key size 128",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--key-size",
+                "128",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "key size 384",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--key-size",
+                "384",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "pbkdf scrypt",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--pbkdf",
+                "scrypt",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "pbkdf iterations not a number",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "many",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "iter-time negative",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--iter-time=-5",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "argon2 memory above 4 GiB",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--pbkdf",
+                "argon2id",
+                "--pbkdf-force-iterations",
+                "4",
+                "--pbkdf-memory",
+                "8388608",
+                "--pbkdf-parallel",
+                "1",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "uuid malformed",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--uuid",
+                "not-a-uuid",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "label longer than 47 bytes",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--label",
+                "this-label-is-far-too-long-for-the-48-byte-luks2-label-field",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row(
+            "format key file missing",
+            &[
+                "format",
+                "@new",
+                "--size",
+                "4M",
+                "--key-file",
+                "@missing.key",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+            ],
+            &[1],
+        ),
+        row_says(
+            "format onto existing non-empty file",
+            &[
+                "format",
+                "@existing.img",
+                "--size",
+                "4M",
+                "--key-file",
+                "@key",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+            ],
+            &[5],
+            "existing.img",
+        ),
+        row("open without args", &["open"], &[1]),
+        row(
+            "open without PLAIN",
+            &["open", "@random.img", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "open non-LUKS random bytes",
+            &["open", "@random.img", "@plain", "--key-file", "@key"],
+            &[4],
+        ),
+        row(
+            "open empty file",
+            &["open", "@empty.img", "@plain", "--key-file", "@key"],
+            &[4],
+        ),
+        // contract: missing file is a bad parameter (1) or a wrong device (4, cryptsetup's code)
+        row(
+            "open missing file",
+            &["open", "@missing.img", "@plain", "--key-file", "@key"],
+            &[1, 4],
+        ),
+        row(
+            "open a directory",
+            &["open", "@adir", "@plain", "--key-file", "@key"],
+            &[1, 4],
+        ),
+        row(
+            "open read-only non-LUKS",
+            &[
+                "open",
+                "@random.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--read-only",
+            ],
+            &[4],
+        ),
+        row("dump without args", &["dump"], &[1]),
+        row("dump non-LUKS", &["dump", "@random.img"], &[4]),
+        row(
+            "dump --json non-LUKS",
+            &["dump", "--json", "@random.img"],
+            &[4],
+        ),
+        row("dump empty file", &["dump", "@empty.img"], &[4]),
+        row("dump missing file", &["dump", "@missing.img"], &[1, 4]),
+        row(
+            "dump unknown flag",
+            &["dump", "@random.img", "--bogus"],
+            &[1],
+        ),
+        row("close without args", &["close"], &[1]),
+        row(
+            "close a path that is not open",
+            &["close", "@random.img"],
+            &[1, 4],
+        ),
+        row("close a missing path", &["close", "@plain"], &[1, 4]),
+        row(
+            "close extra argument",
+            &["close", "@random.img", "@empty.img"],
+            &[1],
+        ),
+    ];
+    run_table(t.path(), &rows);
 }
 
+/// Bad inputs against a real (closed) volume; the volume must stay byte-identical.
 #[test]
-fn one_terabyte_format_is_sparse() {
-    let v = Vol::new();
-    v.format("1T", &[]);
-    let m = fs::metadata(&v.backing).unwrap();
-    assert_eq!(m.len(), (1 << 40) + 16 * MIB);
-    let on_disk = m.blocks() * 512;
-    assert!(on_disk < 20 * MIB, "1T volume uses {on_disk} bytes on disk");
-    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+fn bad_volume_table() {
+    let v = Vol::new("4M", &[]);
+    let d = v.dir.path();
+    assert_eq!(v.backing, d.join("disk.img"));
+    write_key(d, "key", PASS);
+    write_key(d, "wrong", b"wrong passphrase");
+    write_key(d, "pass-nl", &[PASS, b"\n"].concat());
+    copy_prefix(&v.backing, &d.join("trunc.img"), 8 * KIB);
+    copy_prefix(&v.backing, &d.join("hdr-only.img"), DATA_OFFSET - 4096);
+    let rows = [
+        row_says(
+            "wrong passphrase",
+            &["open", "@disk.img", "@plain", "--key-file", "@wrong"],
+            &[2],
+            "no keyslot",
+        ),
+        row_says(
+            "wrong passphrase names tried slots",
+            &["open", "@disk.img", "@plain", "--key-file", "@wrong"],
+            &[2],
+            "tried 0",
+        ),
+        row(
+            "wrong passphrase read-only",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@wrong",
+                "--read-only",
+            ],
+            &[2],
+        ),
+        row(
+            "key file with extra newline",
+            &["open", "@disk.img", "@plain", "--key-file", "@pass-nl"],
+            &[2],
+        ),
+        row_stdin(
+            "wrong stdin line",
+            &["open", "@disk.img", "@plain"],
+            b"nope\n",
+            &[2],
+        ),
+        row_stdin(
+            "key-file - keeps the newline",
+            &["open", "@disk.img", "@plain", "--key-file", "-"],
+            b"correct horse battery\n",
+            &[2],
+        ),
+        row_stdin(
+            "empty stdin",
+            &["open", "@disk.img", "@plain"],
+            b"",
+            &[1, 2],
+        ),
+        // contract leaves the code of an inactive requested slot open: 2 (no keyslot opened)
+        // or 1 (cryptsetup 2.6: "No usable keyslot is available", exit 1)
+        row(
+            "key slot 31 empty",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-slot",
+                "31",
+            ],
+            &[1, 2],
+        ),
+        row(
+            "key slot 1 empty",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-slot",
+                "1",
+            ],
+            &[1, 2],
+        ),
+        row(
+            "key slot 32 out of range",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-slot",
+                "32",
+            ],
+            &[1],
+        ),
+        row(
+            "key slot -1",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-slot=-1",
+            ],
+            &[1],
+        ),
+        row(
+            "key slot not a number",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-slot",
+                "zero",
+            ],
+            &[1],
+        ),
+        row(
+            "open key file missing",
+            &["open", "@disk.img", "@plain", "--key-file", "@missing.key"],
+            &[1],
+        ),
+        row(
+            "open unknown flag",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--key-file",
+                "@key",
+                "--key-size",
+                "256",
+            ],
+            &[1],
+        ),
+        row(
+            "open truncated volume (8 KiB)",
+            &["open", "@trunc.img", "@plain", "--key-file", "@key"],
+            &[4],
+        ),
+        row("dump truncated volume", &["dump", "@trunc.img"], &[4]),
+        row(
+            "open header without data area",
+            &["open", "@hdr-only.img", "@plain", "--key-file", "@key"],
+            &[4],
+        ),
+        row_says(
+            "format existing volume without --force",
+            &[
+                "format",
+                "@disk.img",
+                "--size",
+                "4M",
+                "--key-file",
+                "@key",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+            ],
+            &[5],
+            "disk.img",
+        ),
+        row(
+            "format --force with a bad size writes nothing",
+            &[
+                "format",
+                "@disk.img",
+                "--size",
+                "12Q",
+                "--key-file",
+                "@key",
+                "--force",
+            ],
+            &[1],
+        ),
+        row(
+            "format --force with a bad pbkdf writes nothing",
+            &[
+                "format",
+                "@disk.img",
+                "--size",
+                "4M",
+                "--pbkdf",
+                "scrypt",
+                "--key-file",
+                "@key",
+                "--force",
+            ],
+            &[1],
+        ),
+        row(
+            "format --force with a missing key file writes nothing",
+            &[
+                "format",
+                "@disk.img",
+                "--size",
+                "4M",
+                "--key-file",
+                "@missing.key",
+                "--force",
+            ],
+            &[1],
+        ),
+        row("close the backing file", &["close", "@disk.img"], &[1, 4]),
+        row("dump unknown flag", &["dump", "@disk.img", "--bogus"], &[1]),
+    ];
+    run_table(d, &rows);
 }
 
+/// Bad inputs while the volume is open: a second read-write open is busy (5), the first mount
+/// keeps working, and the failed attempt changes nothing.
 #[test]
-fn force_overwrites_and_a_failed_format_leaves_nothing() {
-    let v = Vol::new();
-    v.format("4M", &[]);
-    let first = sha256_file(&v.backing);
-    v.format("4M", &["--force"]);
-    assert_ne!(
-        first,
-        sha256_file(&v.backing),
-        "--force did not write a new volume"
-    );
-    let leftovers: Vec<_> = fs::read_dir(v.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-}
-
-#[test]
-fn key_input_follows_cryptsetup_rules() {
-    let test = "key_input_follows_cryptsetup_rules";
-    if !require_fuse(test) {
+fn second_open_is_busy() {
+    if !require_fuse("second_open_is_busy") {
         return;
     }
-    let v = Vol::new();
-    // The key file holds "pw\n": the newline is part of the passphrase.
-    fs::write(&v.pass, b"pw\n").unwrap();
-    v.format("4M", &[]);
-    let b = Vol::s(&v.backing);
-    let p = Vol::s(&v.plain);
-    // A line on stdin loses its newline: "pw" does not open it.
-    vaultdisk(&["open", b, p], Some(b"pw\n")).expect(2, "stdin line");
-    // --key-file - takes stdin exactly.
-    vaultdisk(&["open", b, p, "--key-file", "-"], Some(b"pw\n")).ok("--key-file -");
-    vaultdisk(&["close", p], None).ok("close");
-    // And a volume formatted from a stdin line opens with the same line.
-    let w = Vol::new();
-    let wb = Vol::s(&w.backing);
-    let mut args = vec!["format", wb, "--size", "4M"];
-    args.extend(CHEAP_PBKDF2);
-    vaultdisk(&args, Some(b"line-pass\n")).ok("format from stdin");
-    vaultdisk(&["open", wb, Vol::s(&w.plain)], Some(b"line-pass\n")).ok("open from stdin");
-    vaultdisk(&["close", Vol::s(&w.plain)], None).ok("close");
+    let v = Vol::new("4M", &[]);
+    let m = v.open();
+    let before = fingerprint(&v.backing);
+    let other = v.dir.path().join("plain2");
+    let out = vd(&["open", s(&v.backing), s(&other), "--key-file", s(&v.key)]);
+    let _guard = Mount::new(&other);
+    out.fails_with(5);
+    assert!(!other.exists(), "failed open left {}", other.display());
+    assert_eq!(fingerprint(&v.backing), before);
+    // same PLAIN again: also refused
+    vd(&["open", s(&v.backing), s(&v.plain), "--key-file", s(&v.key)]).fails_with(5);
+    assert_eq!(read_plain(&v.plain).len() as u64, 4 * MIB);
+    m.close();
 }
 
+/// close refuses (5) while PLAIN is attached to a loop device, and works after detaching.
 #[test]
-fn open_close_lifecycle() {
-    let test = "open_close_lifecycle";
-    if !require_fuse(test) {
+fn close_busy_while_loop_attached() {
+    if !require("close_busy_while_loop_attached", &["fuse", "loop"]) {
         return;
     }
-    let v = Vol::new();
-    v.format("8M", &[]);
-    let g = v.open(&[]);
-    let m = fs::metadata(&v.plain).unwrap();
-    assert!(m.is_file());
-    assert_eq!(m.len(), 8 * MIB);
-    assert_eq!(m.permissions().mode() & 0o777, 0o600);
-    assert_eq!(m.uid(), vaultdisk::sys::geteuid());
-    // A fresh volume reads as zeros everywhere.
-    let all = fs::read(&v.plain).unwrap();
-    assert!(all.iter().all(|&b| b == 0), "fresh volume is not zero");
-    // A second read-write open of the same backing file is refused (exit 5).
-    let other = v.path("other.img");
-    let r = vaultdisk(
-        &[
-            "open",
-            Vol::s(&v.backing),
-            Vol::s(&other),
-            "--key-file",
-            Vol::s(&v.pass),
-        ],
-        None,
-    )
-    .expect(5, "second open");
-    assert!(r.stderr.contains("already open"), "{}", r.stderr);
-    assert!(!other.exists());
-    // Unaligned write, read back after close and reopen.
-    let data = pattern(10_000, 3);
-    let f = fs::OpenOptions::new().write(true).open(&v.plain).unwrap();
-    f.write_all_at(&data, 4095).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    g.close();
+    let v = Vol::new("4M", &[]);
+    let m = v.open();
+    let lo = LoopDev::attach(&v.plain);
+    vd(&["close", s(&v.plain)]).fails_with(5);
+    assert!(is_mounted(&v.plain), "a refused close must leave the mount");
+    lo.detach();
+    m.close();
     assert!(
         !v.plain.exists(),
-        "open created PLAIN, close must remove it"
+        "PLAIN created by open must be removed by close"
     );
-    // A PLAIN that existed before open is kept at close.
-    fs::write(&v.plain, b"").unwrap();
-    let g = v.open(&["--read-only"]);
-    let mut back = vec![0u8; data.len()];
-    fs::File::open(&v.plain)
-        .unwrap()
-        .read_exact_at(&mut back, 4095)
-        .unwrap();
-    assert_eq!(back, data);
-    let e = fs::OpenOptions::new()
-        .write(true)
-        .open(&v.plain)
-        .unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    g.close();
-    assert!(v.plain.exists(), "PLAIN existed before open and must stay");
 }
 
-#[test]
-fn close_refuses_while_a_loop_device_holds_plain() {
-    let test = "close_refuses_while_a_loop_device_holds_plain";
-    if !require_fuse(test) || !require_root(test) || !require_tools(test, &["losetup"]) {
-        return;
-    }
-    let v = Vol::new();
-    v.format("8M", &[]);
-    let g = v.open(&[]);
-    let r = tool("losetup", &["-f", "--show", Vol::s(&v.plain)]).ok("losetup");
-    let lo = LoopGuard(r.stdout.trim().to_owned());
-    let busy = vaultdisk(&["close", Vol::s(&v.plain)], None).expect(5, "close while busy");
-    assert_eq!(busy.stderr.lines().count(), 1, "{}", busy.stderr);
-    assert!(v.plain.exists());
-    drop(lo);
-    g.close();
+fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) => &v[i],
+        Err(_) => &v[k],
+    })
 }
 
+fn check(v: &Value, path: &str, want: Value) {
+    assert_eq!(field(v, path), &want, "dump --json field {path} in {v:#}");
+}
+
+/// Format with pbkdf2, label and uuid; dump --json carries the documented shape and values.
 #[test]
-fn ext4_on_a_loop_device_survives_close_and_reopen() {
-    let test = "ext4_on_a_loop_device_survives_close_and_reopen";
-    if !require_fuse(test)
-        || !require_root(test)
-        || !require_tools(test, &["mkfs.ext4", "mount", "umount", "e2fsck"])
+fn format_dump_json_fields() {
+    let v = Vol::new("4M", &["--label", "test-label", "--uuid", UUID]);
+    assert_eq!(
+        fs::metadata(&v.backing).unwrap().len(),
+        DATA_OFFSET + 4 * MIB
+    );
+    let (j, out) = dump_json(&v.backing);
+    assert_eq!(out.stderr, "", "a clean dump prints no warning");
+    check(&j, "version", 2.into());
+    check(&j, "uuid", UUID.into());
+    check(&j, "label", "test-label".into());
+    check(&j, "header.hdr_size", 16384.into());
+    check(&j, "header.current", "primary".into());
+    check(&j, "header.copies.0.name", "primary".into());
+    check(&j, "header.copies.0.offset", 0.into());
+    check(&j, "header.copies.0.valid", true.into());
+    check(&j, "header.copies.0.error", Value::Null);
+    check(&j, "header.copies.1.name", "secondary".into());
+    check(&j, "header.copies.1.offset", 16384.into());
+    check(&j, "header.copies.1.valid", true.into());
+    let seq0 = field(&j, "header.copies.0.seqid").as_u64().expect("seqid");
+    check(&j, "header.copies.1.seqid", seq0.into());
+    check(&j, "config.json_size", 12288.into());
+    check(&j, "config.keyslots_size", 16744448.into());
+    check(&j, "segments.0.id", 0.into());
+    check(&j, "segments.0.type", "crypt".into());
+    check(&j, "segments.0.offset", 16777216.into());
+    check(&j, "segments.0.iv_tweak", 0.into());
+    check(&j, "segments.0.encryption", "aes-xts-plain64".into());
+    check(&j, "segments.0.sector_size", 4096.into());
+    let size = field(&j, "segments.0.size");
+    assert!(size == "dynamic" || size == 4 * MIB, "segment size {size}");
+    assert_eq!(j["keyslots"].as_array().map(Vec::len), Some(1));
+    check(&j, "keyslots.0.id", 0.into());
+    check(&j, "keyslots.0.type", "luks2".into());
+    check(&j, "keyslots.0.key_size", 64.into());
+    check(&j, "keyslots.0.kdf.type", "pbkdf2".into());
+    check(&j, "keyslots.0.kdf.hash", "sha256".into());
+    check(&j, "keyslots.0.kdf.iterations", 1000.into());
+    check(&j, "keyslots.0.area.offset", 32768.into());
+    check(&j, "keyslots.0.area.size", 258048.into());
+    check(&j, "keyslots.0.area.encryption", "aes-xts-plain64".into());
+    check(&j, "keyslots.0.area.key_size", 64.into());
+    check(&j, "keyslots.0.af.type", "luks1".into());
+    check(&j, "keyslots.0.af.stripes", 4000.into());
+    check(&j, "keyslots.0.af.hash", "sha256".into());
+    assert_eq!(j["tokens"], serde_json::json!([]));
+    check(&j, "digests.0.type", "pbkdf2".into());
+    check(&j, "digests.0.hash", "sha256".into());
+    check(&j, "digests.0.keyslots", serde_json::json!([0]));
+    check(&j, "digests.0.segments", serde_json::json!([0]));
+    assert!(field(&j, "digests.0.iterations").as_u64() >= Some(1000));
+    // the backing file is never written by dump
+    let before = fingerprint(&v.backing);
+    let text = vd(&["dump", s(&v.backing)]).ok();
+    assert!(text.stdout.contains(UUID), "text dump: {}", text.stdout);
+    assert!(text.stdout.contains("aes-xts-plain64"), "{}", text.stdout);
+    assert!(text.stdout.contains("test-label"), "{}", text.stdout);
+    assert_eq!(fingerprint(&v.backing), before);
+}
+
+/// Argon2id, 256-bit key, 512-byte sectors show up in the dump as given.
+#[test]
+fn format_argon2id_small_key_512_sectors() {
+    let v = Vol::with_kdf(
+        "4M",
+        CHEAP_ARGON2ID,
+        &["--key-size", "256", "--sector-size", "512"],
+    );
+    let (j, _) = dump_json(&v.backing);
+    check(&j, "keyslots.0.kdf.type", "argon2id".into());
+    check(&j, "keyslots.0.kdf.time", 4.into());
+    check(&j, "keyslots.0.kdf.memory", 32.into());
+    check(&j, "keyslots.0.kdf.cpus", 1.into());
+    check(&j, "keyslots.0.key_size", 32.into());
+    check(&j, "keyslots.0.area.key_size", 32.into());
+    check(&j, "keyslots.0.area.size", 131072.into());
+    check(&j, "segments.0.sector_size", 512.into());
+    check(&j, "label", "".into());
+}
+
+/// argon2i is accepted as well.
+#[test]
+fn format_argon2i() {
+    let v = Vol::with_kdf(
+        "1M",
+        &[
+            "--pbkdf",
+            "argon2i",
+            "--pbkdf-force-iterations",
+            "4",
+            "--pbkdf-memory",
+            "32",
+            "--pbkdf-parallel",
+            "1",
+        ],
+        &[],
+    );
+    let (j, _) = dump_json(&v.backing);
+    check(&j, "keyslots.0.kdf.type", "argon2i".into());
+}
+
+/// SIZE in bytes and with binary suffixes sets the backing length to 16 MiB + SIZE.
+#[test]
+fn format_size_suffixes() {
+    let t = temp();
+    let key = write_key(t.path(), "pass", PASS);
+    for (i, (size, bytes)) in [
+        ("4M", 4 * MIB),
+        ("4096K", 4 * MIB),
+        ("4194304", 4 * MIB),
+        ("8K", 8 * KIB),
+        ("1G", 1 << 30),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        return;
-    }
-    let v = Vol::new();
-    v.format("64M", &CHEAP_ARGON2ID);
-    let mnt = v.path("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let g = v.open(&[]);
-    tool("mkfs.ext4", &["-q", "-F", Vol::s(&v.plain)]).ok("mkfs.ext4");
-    tool("mount", &["-o", "loop", Vol::s(&v.plain), Vol::s(&mnt)]).ok("mount");
-    let m = MountGuard(mnt.clone());
-    let files: Vec<(String, Vec<u8>)> = (0..5)
-        .map(|i| {
-            (
-                format!("f{i}.bin"),
-                pattern(1_000_000 + i * 77_777, i as u64),
-            )
-        })
-        .collect();
-    for (name, data) in &files {
-        fs::write(mnt.join(name), data).unwrap();
-    }
-    // Mounted: close must refuse and leave everything working.
-    vaultdisk(&["close", Vol::s(&v.plain)], None).expect(5, "close while mounted");
-    drop(m);
-    g.close();
-    let g = v.open(&[]);
-    tool("e2fsck", &["-fn", Vol::s(&v.plain)]).ok("e2fsck -fn");
-    tool("mount", &["-o", "loop", Vol::s(&v.plain), Vol::s(&mnt)]).ok("remount");
-    let m = MountGuard(mnt.clone());
-    for (name, data) in &files {
+        let b = t.path().join(format!("v{i}.img"));
+        format_with(&b, &key, size, &[], &[]).ok();
         assert_eq!(
-            &fs::read(mnt.join(name)).unwrap(),
-            data,
-            "{name} differs after reopen"
+            fs::metadata(&b).unwrap().len(),
+            DATA_OFFSET + bytes,
+            "--size {size}"
         );
     }
-    drop(m);
-    g.close();
+    // 512-byte multiples are fine with --sector-size 512
+    let b = t.path().join("odd.img");
+    format_with(&b, &key, "1049088", &[], &["--sector-size", "512"]).ok();
+    assert_eq!(fs::metadata(&b).unwrap().len(), DATA_OFFSET + 1049088);
+}
+
+/// A 1 TiB volume is sparse: a few MiB on disk.
+#[test]
+fn format_1t_is_sparse() {
+    let t = temp();
+    let key = write_key(t.path(), "pass", PASS);
+    let b = t.path().join("big.img");
+    format_with(&b, &key, "1T", &[], &[]).ok();
+    let m = fs::metadata(&b).unwrap();
+    assert_eq!(m.len(), DATA_OFFSET + (1 << 40));
+    let on_disk = m.blocks() * 512;
+    assert!(on_disk < 20 * MIB, "1T volume uses {on_disk} bytes on disk");
+    let (j, _) = dump_json(&b);
+    let size = field(&j, "segments.0.size");
+    assert!(
+        size == "dynamic" || size == 1u64 << 40,
+        "segment size {size}"
+    );
+}
+
+/// An existing empty file may be formatted without --force; --force overwrites a volume.
+#[test]
+fn format_empty_file_and_force() {
+    let t = temp();
+    let key = write_key(t.path(), "pass", PASS);
+    let b = t.path().join("v.img");
+    write_file(&b, b"");
+    format_with(&b, &key, "1M", &[], &["--uuid", UUID]).ok();
+    let (j, _) = dump_json(&b);
+    check(&j, "uuid", UUID.into());
+    let other = "11111111-2222-4333-8444-555555555555";
+    format_with(&b, &key, "2M", &[], &["--uuid", other, "--force"]).ok();
+    let (j, _) = dump_json(&b);
+    check(&j, "uuid", other.into());
+    assert_eq!(fs::metadata(&b).unwrap().len(), DATA_OFFSET + 2 * MIB);
+}
+
+/// Key-file bytes are exact; a stdin line loses its newline; `--key-file -` reads stdin exactly.
+#[test]
+fn key_file_exact_stdin_line_stripped() {
+    if !require_fuse("key_file_exact_stdin_line_stripped") {
+        return;
+    }
+    let t = temp();
+    let key_nl = write_key(t.path(), "pw-nl", b"pw\n");
+    let key = write_key(t.path(), "pw", b"pw");
+    let b = t.path().join("v.img");
+    let plain = t.path().join("plain");
+    format_with(&b, &key_nl, "1M", &[], &[]).ok();
+    let before = fingerprint(&b);
+    // a stdin line "pw\n" means passphrase "pw", not "pw\n"
+    open_fails(&["open", s(&b), s(&plain)], Some(b"pw\n"), &plain, 2);
+    // a key file "pw" is not "pw\n"; the exact bytes "pw\n" open
+    open_fails(
+        &["open", s(&b), s(&plain), "--key-file", s(&key)],
+        None,
+        &plain,
+        2,
+    );
+    open_volume(&b, &plain, &key_nl, &[]).close();
+    let m = Mount::new(&plain);
+    let out = vd_in(&["open", s(&b), s(&plain), "--key-file", "-"], b"pw\n").ok();
+    assert!(is_mounted(&plain), "{}", out.describe());
+    m.close();
+    assert_eq!(fingerprint(&b).sha256, before.sha256);
+
+    // formatted from a stdin line: the passphrase is "pw" without newline
+    let b2 = t.path().join("v2.img");
+    let mut args = vec!["format", s(&b2), "--size", "1M"];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd_in(&args, b"pw\n").ok();
+    open_fails(
+        &["open", s(&b2), s(&plain), "--key-file", s(&key_nl)],
+        None,
+        &plain,
+        2,
+    );
+    open_volume(&b2, &plain, &key, &[]).close();
+    let m = Mount::new(&plain);
+    vd_in(&["open", s(&b2), s(&plain), "--key-file", "-"], b"pw").ok();
+    m.close();
+}
+
+/// open creates PLAIN (0600, exactly SIZE, zeros), writes persist across close/reopen,
+/// close removes a PLAIN that open created and keeps one that existed.
+#[test]
+fn open_close_round_trip() {
+    if !require_fuse("open_close_round_trip") {
+        return;
+    }
+    let v = Vol::new("4M", &[]);
+    assert!(!v.plain.exists());
+    let out = vd(&[
+        "-v",
+        "open",
+        s(&v.backing),
+        s(&v.plain),
+        "--key-file",
+        s(&v.key),
+    ]);
+    let m = Mount::new(&v.plain);
+    let out = out.ok();
+    assert!(
+        out.stderr.contains("keyslot 0"),
+        "-v should log the keyslot:\n{}",
+        out.describe()
+    );
+    let meta = fs::metadata(&v.plain).unwrap();
+    assert!(meta.is_file(), "PLAIN must be a regular file");
+    assert_eq!(meta.len(), 4 * MIB);
+    assert_eq!(mode_of(&v.plain), 0o600);
+    let data = read_plain(&v.plain);
+    assert!(
+        data.iter().all(|&b| b == 0),
+        "never-written sectors read as zeros"
+    );
+    let chunk = pattern(10_000, 7);
+    write_plain(&v.plain, 12_345, &chunk);
+    write_plain(&v.plain, 4 * MIB - 100, &chunk[..100]);
+    m.close();
+    assert!(
+        !v.plain.exists(),
+        "close must remove a PLAIN created by open"
+    );
+    assert_eq!(
+        holders(&v.backing),
+        Vec::<u32>::new(),
+        "close returned while a process still holds the backing file"
+    );
+
+    // PLAIN exists beforehand: it stays after close
+    write_file(&v.plain, b"");
+    let m = v.open();
+    let data = read_plain(&v.plain);
+    assert_eq!(data.len() as u64, 4 * MIB);
+    assert_eq!(&data[12_345..22_345], &chunk[..]);
+    assert_eq!(&data[4 * MIB as usize - 100..], &chunk[..100]);
+    assert!(data[..12_345].iter().all(|&b| b == 0));
+    assert!(data[22_345..4 * MIB as usize - 100].iter().all(|&b| b == 0));
+    m.close();
+    assert!(
+        v.plain.exists(),
+        "a PLAIN that existed before open must stay"
+    );
+    assert_eq!(fs::metadata(&v.plain).unwrap().len(), 0);
+}
+
+/// --read-only: reads work, writes fail with EROFS, the backing file is untouched.
+#[test]
+fn read_only_refuses_writes() {
+    if !require_fuse("read_only_refuses_writes") {
+        return;
+    }
+    let v = Vol::new("1M", &[]);
+    let m = v.open();
+    write_plain(&v.plain, 0, b"hello");
+    m.close();
+    let before = fingerprint(&v.backing);
+    let m = v.open_ro();
+    assert_eq!(&read_plain(&v.plain)[..5], b"hello");
+    let err = write_at(&v.plain, 0, b"HELLO").expect_err("write to a read-only open");
+    assert_eq!(err.raw_os_error(), Some(30), "want EROFS, got {err}");
+    m.close();
+    assert_eq!(fingerprint(&v.backing), before);
+}
+
+/// --key-slot 0 opens the only slot.
+#[test]
+fn key_slot_zero_opens() {
+    if !require_fuse("key_slot_zero_opens") {
+        return;
+    }
+    let v = Vol::new("1M", &[]);
+    open_volume(&v.backing, &v.plain, &v.key, &["--key-slot", "0"]).close();
+}
+
+/// `-q` keeps a successful run quiet; errors still print their one line.
+#[test]
+fn quiet_flag() {
+    let t = temp();
+    let key = write_key(t.path(), "pass", PASS);
+    let b = t.path().join("v.img");
+    let mut args = vec!["-q", "format", s(&b), "--size", "1M", "--key-file", s(&key)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    let out = vd(&args).ok();
+    assert_eq!(out.stderr, "", "-q format: {}", out.describe());
+    vd(&["-q", "dump", s(&t.path().join("nope.img"))])
+        .check_error(&[1, 4])
+        .unwrap();
+}
+
+/// --help works and names the four verbs.
+#[test]
+fn help_lists_verbs() {
+    let out = vd(&["--help"]).ok();
+    for verb in ["format", "open", "close", "dump"] {
+        assert!(
+            out.stdout.contains(verb),
+            "--help lacks {verb}:\n{}",
+            out.stdout
+        );
+    }
 }

@@ -1,6 +1,9 @@
-//! The one integration-test binary (architecture.md "Tests").
+//! The one integration-test binary: runs the built `vaultdisk` against real files, FUSE,
+//! loop devices, ext4, cryptsetup, qemu-img and an independent Python XTS oracle.
+
 mod cli;
 mod compat;
 mod corrupt;
+mod ext4;
 mod fuse;
 mod support;
