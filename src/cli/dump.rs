@@ -46,6 +46,7 @@ fn copy_report(c: &CopyState) -> Value {
         "offset": c.offset,
         "seqid": c.seqid,
         "valid": c.error.is_none(),
+        "stale": c.stale,
         "error": c.error.as_ref().map(ToString::to_string),
     })
 }
@@ -260,10 +261,12 @@ pub fn render_text(r: &Value) -> String {
             "  {:<9} at {:>7}: {}, seqid {}{}",
             text(&c["name"]),
             text(&c["offset"]),
-            if c["valid"] == Value::Bool(true) {
-                "valid".to_owned()
-            } else {
+            if c["valid"] != Value::Bool(true) {
                 format!("INVALID ({})", text(&c["error"]))
+            } else if c["stale"] == Value::Bool(true) {
+                "valid but stale".to_owned()
+            } else {
+                "valid".to_owned()
             },
             text(&c["seqid"]),
             if current { " (current)" } else { "" }

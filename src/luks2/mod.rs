@@ -79,6 +79,8 @@ pub struct CopyState {
     pub seqid: Option<u64>,
     /// None when valid.
     pub error: Option<FormatError>,
+    /// Valid but behind the other copy (lower seqid): an interrupted update left it.
+    pub stale: bool,
 }
 
 /// Both header copies read from a device, with the current one chosen (luks-format.md §2).
@@ -98,7 +100,7 @@ impl Header {
     pub fn damaged_copy(&self) -> Option<&CopyState> {
         [&self.primary, &self.secondary]
             .into_iter()
-            .find(|c| c.error.is_some())
+            .find(|c| c.error.is_some() || c.stale)
     }
 }
 
@@ -176,6 +178,7 @@ fn check_copy(
         offset,
         seqid: None,
         error: None,
+        stale: false,
     };
     match read_checked_binary(dev, offset) {
         Err((seqid, e)) => {
@@ -245,6 +248,7 @@ pub fn read(dev: &(impl ReadAt + ?Sized)) -> Result<Header, (FormatError, Format
             offset: candidates.first().copied().unwrap_or(0x4000),
             seqid: None,
             error: Some(FormatError::BadMagic),
+            stale: false,
         },
         None,
     ));
@@ -278,16 +282,11 @@ pub fn read(dev: &(impl ReadAt + ?Sized)) -> Result<Header, (FormatError, Format
         && header.secondary.error.is_none()
         && p != s
     {
-        let stale = if p < s {
-            &mut header.primary
+        if p < s {
+            header.primary.stale = true;
         } else {
-            &mut header.secondary
-        };
-        stale.error = Some(FormatError::Invalid(format!(
-            "stale copy (seqid {} behind {})",
-            p.min(s),
-            p.max(s)
-        )));
+            header.secondary.stale = true;
+        }
     }
     Ok(header)
 }

@@ -257,7 +257,7 @@ fn copy_selection() {
     let dev = device(good, good, 3, 4);
     let h = read(dev.as_slice()).expect("valid");
     assert_eq!(h.current, CopyKind::Secondary);
-    assert!(h.primary.error.is_some());
+    assert!(h.primary.error.is_none() && h.primary.stale);
 
     // Both damaged: an error for each.
     let mut dev = device(good, good, 3, 3);
