@@ -152,35 +152,11 @@ fn check_kdf(id: u32, kdf: &json::Kdf) -> Result<(Kdf, Vec<u8>), String> {
     Ok((parsed, salt))
 }
 
-/// Caps against hostile headers (luks-format.md §9), checked before any KDF work.
+/// Caps against hostile headers (luks-format.md §9), checked before any KDF work. A cost
+/// this machine cannot afford (KdfMemory) is not a header fault: unlock reports it (exit 3).
 fn check_kdf_caps(what: &str, kdf: &Kdf) -> Result<(), String> {
-    use crate::crypto::kdf::{MAX_ARGON2_CPUS, MAX_ARGON2_MEMORY_KIB, MIN_ARGON2_MEMORY_KIB};
-    match *kdf {
-        Kdf::Pbkdf2 { iterations: 0, .. } => Err(format!("{what} has 0 iterations")),
-        Kdf::Argon2i {
-            time,
-            memory_kib,
-            cpus,
-        }
-        | Kdf::Argon2id {
-            time,
-            memory_kib,
-            cpus,
-        } => {
-            if !(MIN_ARGON2_MEMORY_KIB..=MAX_ARGON2_MEMORY_KIB).contains(&memory_kib) {
-                Err(format!(
-                    "{what} memory {memory_kib} KiB is outside {MIN_ARGON2_MEMORY_KIB}..{MAX_ARGON2_MEMORY_KIB} KiB"
-                ))
-            } else if !(1..=MAX_ARGON2_CPUS).contains(&cpus) {
-                Err(format!(
-                    "{what} cpus {cpus} is outside 1..{MAX_ARGON2_CPUS}"
-                ))
-            } else if time == 0 {
-                Err(format!("{what} time is 0"))
-            } else {
-                Ok(())
-            }
-        }
+    match kdf.check_limits() {
+        Err(crate::crypto::CryptoError::KdfLimits(why)) => Err(format!("{what}: {why}")),
         _ => Ok(()),
     }
 }
