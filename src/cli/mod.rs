@@ -3,9 +3,11 @@ mod close;
 mod device;
 mod dump;
 mod format;
+mod mount;
 mod open;
 pub mod passphrase;
 pub mod size;
+mod status;
 
 use crate::error::{Error, Result};
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +40,12 @@ pub enum Command {
     Close(CloseArgs),
     /// Show the header: both copies, segments, keyslots, tokens, digests. No key material.
     Dump(DumpArgs),
+    /// Unlock a volume and mount its filesystem on a directory (loop device, or fuse2fs without root).
+    Mount(MountArgs),
+    /// Unmount a `vaultdisk mount`, detach its loop device and close the volume.
+    Umount(UmountArgs),
+    /// List open volumes: backing, plain file, mount point, loop device, mode, keyslot, pid.
+    Status(StatusArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -129,6 +137,41 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The LUKS2 or LUKS1 backing file.
+    pub backing: PathBuf,
+    /// An existing directory to mount the filesystem on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Open the volume and mount its filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Filesystem type passed to mount -t.
+    #[arg(long, value_name = "FS", default_value = "ext4")]
+    pub fs_type: String,
+    /// Make this filesystem first if the volume holds none (never over an existing one).
+    #[arg(long, value_name = "FS")]
+    pub mkfs: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mount point given to `vaultdisk mount`.
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An array of objects for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
 pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
@@ -165,6 +208,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Open(args) => open::run(&args).map(|()| 0),
         Command::Close(args) => close::run(&args).map(|()| 0),
         Command::Dump(args) => dump::run(&args).map(|()| 0),
+        Command::Mount(args) => mount::run(&args).map(|()| 0),
+        Command::Umount(args) => mount::run_umount(&args).map(|()| 0),
+        Command::Status(args) => status::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }
