@@ -126,8 +126,14 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             );
         } else {
             let mkfs = format!("mkfs.{fs_type}");
-            run_tool(&mkfs, &["-q".as_ref(), device.as_os_str()])
-                .map_err(|e| step_error(&mkfs, e))?;
+            let mut args: Vec<&OsStr> = vec![OsStr::new("-q")];
+            // The root directory belongs to whoever formats (not root:root), so that a
+            // rootless fuse2fs mount is writable by its user.
+            if matches!(fs_type.as_str(), "ext2" | "ext3" | "ext4") {
+                args.extend([OsStr::new("-E"), OsStr::new("root_owner")]);
+            }
+            args.push(device.as_os_str());
+            run_tool(&mkfs, &args).map_err(|e| step_error(&mkfs, e))?;
         }
     }
 
