@@ -13,4 +13,5 @@ pub mod luks2;
 pub mod mount;
 pub mod secret;
 pub mod sys;
+pub mod verify;
 pub mod volume;
