@@ -8,3 +8,4 @@ mod ext4;
 mod fuse;
 mod mount;
 mod support;
+mod verify;
