@@ -9,6 +9,7 @@ need_packages() {
     command -v fusermount3 >/dev/null || missing+=(fuse3)
     command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
     command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+    command -v fuse2fs >/dev/null || missing+=(fuse2fs)
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v losetup >/dev/null || missing+=(util-linux)
     command -v sha256sum >/dev/null || missing+=(coreutils)

@@ -10,6 +10,8 @@ pub mod geometry;
 pub mod keyslot;
 pub mod luks1;
 pub mod luks2;
+pub mod mount;
 pub mod secret;
 pub mod sys;
+pub mod verify;
 pub mod volume;

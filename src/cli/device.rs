@@ -89,13 +89,24 @@ pub fn warn_damaged_copy(header: &luks2::Header, path: &Path) {
 
 /// The data segment of a LUKS2 header as served geometry, checked against the file length.
 pub fn luks2_segment(header: &luks2::Header, file_len: u64, path: &Path) -> Result<Segment> {
+    luks2_segment_in(header, file_len, path, false)
+}
+
+/// `luks2_segment` for data in `path` whose header may be kept apart (`detached`): then a
+/// data offset of 0 is expected, as `cryptsetup luksFormat --header` writes it.
+pub fn luks2_segment_in(
+    header: &luks2::Header,
+    file_len: u64,
+    path: &Path,
+    detached: bool,
+) -> Result<Segment> {
     let name = path.display();
     let seg = header.metadata.data_segment().map_err(|why| {
         Error::Device(format!(
             "{name} uses what vaultdisk does not support: {why}"
         ))
     })?;
-    if seg.offset_bytes == 0 {
+    if seg.offset_bytes == 0 && !detached {
         return Err(Error::Device(format!(
             "{name} has a detached header (data offset 0), which open does not support yet"
         )));

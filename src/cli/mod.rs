@@ -3,9 +3,12 @@ mod close;
 mod device;
 mod dump;
 mod format;
+mod mount;
 mod open;
 pub mod passphrase;
 pub mod size;
+mod status;
+mod verify;
 
 use crate::error::{Error, Result};
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +41,17 @@ pub enum Command {
     Close(CloseArgs),
     /// Show the header: both copies, segments, keyslots, tokens, digests. No key material.
     Dump(DumpArgs),
+    /// Unlock a volume and mount its filesystem on a directory (loop device, or fuse2fs without root).
+    Mount(MountArgs),
+    /// Unmount a `vaultdisk mount`, detach its loop device and close the volume.
+    Umount(UmountArgs),
+    /// List open volumes: backing, plain file, mount point, loop device, mode, keyslot, pid.
+    Status(StatusArgs),
+    /// Restore verification, read-only: header copies, which key opens which keyslot, and
+    /// optionally a plaintext digest and e2fsck. Exit 6 when damage is found.
+    Verify(VerifyArgs),
+    /// Print the SHA-256 of the plaintext as `<sha256>  <backing>` (read-only).
+    Digest(DigestArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -129,6 +143,83 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The LUKS2 or LUKS1 backing file.
+    pub backing: PathBuf,
+    /// An existing directory to mount the filesystem on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Open the volume and mount its filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Filesystem type passed to mount -t.
+    #[arg(long, value_name = "FS", default_value = "ext4")]
+    pub fs_type: String,
+    /// Make this filesystem first if the volume holds none (never over an existing one).
+    #[arg(long, value_name = "FS")]
+    pub mkfs: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mount point given to `vaultdisk mount`.
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An array of objects for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The LUKS2 or LUKS1 backing file (opened read-only, never written).
+    pub backing: PathBuf,
+    /// A key file to check (bytes taken exactly); may repeat. Without one, --digest and
+    /// --fsck read a passphrase from stdin or the terminal.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Vec<PathBuf>,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// A detached header (LUKS2 or LUKS1) to read header and keyslots from; data stays in BACKING.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Run `e2fsck -fn` on the plaintext (served read-only for the check).
+    #[arg(long)]
+    pub fsck: bool,
+    /// SHA-256 of the whole plaintext.
+    #[arg(long)]
+    pub digest: bool,
+    /// Compare the plaintext SHA-256 with this one (implies --digest).
+    #[arg(long, value_name = "HEX")]
+    pub expect_digest: Option<String>,
+    /// The findings as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The LUKS2 or LUKS1 backing file (opened read-only).
+    pub backing: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// A detached header to read header and keyslots from.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+}
+
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
 pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
@@ -165,6 +256,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Open(args) => open::run(&args).map(|()| 0),
         Command::Close(args) => close::run(&args).map(|()| 0),
         Command::Dump(args) => dump::run(&args).map(|()| 0),
+        Command::Mount(args) => mount::run(&args).map(|()| 0),
+        Command::Umount(args) => mount::run_umount(&args).map(|()| 0),
+        Command::Status(args) => status::run(&args).map(|()| 0),
+        Command::Verify(args) => verify::run(&args),
+        Command::Digest(args) => verify::run_digest(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

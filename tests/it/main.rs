@@ -6,4 +6,6 @@ mod compat;
 mod corrupt;
 mod ext4;
 mod fuse;
+mod mount;
 mod support;
+mod verify;

@@ -1,0 +1,58 @@
+//! `vaultdisk mount` / `umount`: a volume's filesystem on a directory (see `crate::mount`).
+use super::{MountArgs, UmountArgs, open};
+use crate::daemon;
+use crate::error::{Error, Result};
+use crate::mount::{self, MountSpec};
+
+pub fn run(args: &MountArgs) -> Result<()> {
+    if args.read_only && args.mkfs.is_some() {
+        return Err(Error::Usage(
+            "--mkfs cannot be combined with --read-only".into(),
+        ));
+    }
+    if let Some(fs) = &args.mkfs
+        && fs != &args.fs_type
+    {
+        return Err(Error::Usage(format!(
+            "--mkfs {fs} does not match --fs-type {}",
+            args.fs_type
+        )));
+    }
+    let unlocked = open::unlock(
+        &args.backing,
+        &args.key,
+        args.key_slot,
+        args.read_only,
+        &mut || {
+            mount::check_mountpoint(&args.mountpoint)?;
+            daemon::ensure_backing_free(&args.backing, args.read_only)
+        },
+    )?;
+    let record = mount::mount(
+        &MountSpec {
+            backing: args.backing.clone(),
+            mountpoint: args.mountpoint.clone(),
+            segment: unlocked.segment,
+            read_only: args.read_only,
+            fs_type: args.fs_type.clone(),
+            mkfs: args.mkfs.clone(),
+            unlocked_by: format!("keyslot {}", unlocked.keyslot),
+        },
+        unlocked.volume_key,
+    )?;
+    log::info!(
+        "{} mounted on {}{}",
+        args.backing.display(),
+        record.mountpoint.display(),
+        record
+            .loop_device
+            .as_deref()
+            .map(|d| format!(" via {d}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn run_umount(args: &UmountArgs) -> Result<()> {
+    mount::umount(&args.mountpoint)
+}

@@ -1,0 +1,373 @@
+//! `vaultdisk mount` / `umount` / `status`: ext4 through a loop device (root) or fuse2fs
+//! (an unprivileged user), unwinding of failed mounts, busy umount, status fields.
+
+use crate::support::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A volume with its own runtime directory (so parallel tests do not see each other's
+/// entries) and a mount point; on drop runs `vaultdisk umount`, then lazy unmounts.
+struct Setup {
+    v: Vol,
+    rt: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Setup {
+    fn new(size: &str) -> Setup {
+        let v = Vol::new(size, &[]);
+        let rt = v.dir.path().join("rt");
+        let mnt = v.dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        Setup { v, rt, mnt }
+    }
+
+    /// Runs vaultdisk with VAULTDISK_RUNTIME_DIR pointing at this test's own directory.
+    fn vd(&self, args: &[&str]) -> Out {
+        let rt = format!("VAULTDISK_RUNTIME_DIR={}", s(&self.rt));
+        let mut all = vec![rt.as_str(), BIN];
+        all.extend_from_slice(args);
+        run("env", &all, None)
+    }
+
+    fn mount(&self, extra: &[&str]) -> Out {
+        let mut args = vec![
+            "mount",
+            s(&self.v.backing),
+            s(&self.mnt),
+            "--key-file",
+            s(&self.v.key),
+        ];
+        args.extend_from_slice(extra);
+        self.vd(&args)
+    }
+
+    fn umount(&self) -> Out {
+        self.vd(&["umount", s(&self.mnt)])
+    }
+
+    fn status_json(&self) -> Vec<serde_json::Value> {
+        let out = self.vd(&["status", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("status --json");
+        v.as_array().expect("array").clone()
+    }
+
+    /// Runtime files left behind besides the daemon log.
+    fn runtime_leftovers(&self) -> Vec<String> {
+        fs::read_dir(&self.rt)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "daemon.log")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn loop_devices(&self) -> String {
+        let out = sys("losetup", &["-a"]).ok();
+        out.stdout
+            .lines()
+            .filter(|l| l.contains(s(&self.rt)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let rt = format!("VAULTDISK_RUNTIME_DIR={}", s(&self.rt));
+            let _ = try_run(
+                "env",
+                &[rt.as_str(), BIN, "umount", s(&self.mnt)],
+                None,
+                Duration::from_secs(30),
+            );
+        }
+        if is_mounted(&self.mnt) {
+            force_unmount(&self.mnt);
+        }
+        // whatever is still served from the runtime dir
+        if let Ok(d) = fs::read_dir(&self.rt) {
+            for e in d.flatten() {
+                let p = e.path();
+                if is_mounted(&p) {
+                    // only the loop devices over our own file, never others' (`losetup -D`)
+                    if let Some(out) = try_run(
+                        tool("losetup"),
+                        &["-j", s(&p)],
+                        None,
+                        Duration::from_secs(30),
+                    ) {
+                        for dev in out.stdout.lines().filter_map(|l| l.split(':').next()) {
+                            let _ = try_run(
+                                tool("losetup"),
+                                &["-d", dev],
+                                None,
+                                Duration::from_secs(30),
+                            );
+                        }
+                    }
+                    force_unmount(&p);
+                }
+            }
+        }
+    }
+}
+
+const ROOT_NEEDS: &[&str] = &["root", "fuse", "loop", "mkfs.ext4", "mount", "blkid"];
+
+#[test]
+fn mount_mkfs_files_survive_umount_and_mount() {
+    if !require("mount_mkfs_files_survive_umount_and_mount", ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("64M");
+    t.mount(&["--mkfs", "ext4"]).ok();
+    assert!(is_mounted(&t.mnt));
+    let data = pattern(300_000, 7);
+    fs::write(t.mnt.join("a.bin"), &data).unwrap();
+    fs::create_dir(t.mnt.join("sub")).unwrap();
+    fs::write(t.mnt.join("sub/b.txt"), b"hello\n").unwrap();
+    t.umount().ok();
+    assert!(!is_mounted(&t.mnt));
+    assert_eq!(t.loop_devices(), "", "loop device left after umount");
+    assert!(
+        t.runtime_leftovers().is_empty(),
+        "{:?}",
+        t.runtime_leftovers()
+    );
+    assert!(t.status_json().is_empty());
+
+    // --mkfs never formats over an existing filesystem
+    t.mount(&["--mkfs", "ext4"]).ok();
+    assert_eq!(sha256_file(&t.mnt.join("a.bin")), sha256(&data));
+    assert_eq!(fs::read(t.mnt.join("sub/b.txt")).unwrap(), b"hello\n");
+    t.umount().ok();
+
+    // and plain mount (no --mkfs), read-only
+    t.mount(&["--read-only"]).ok();
+    assert_eq!(sha256_file(&t.mnt.join("a.bin")), sha256(&data));
+    assert!(
+        fs::write(t.mnt.join("c"), b"x").is_err(),
+        "read-only mount took a write"
+    );
+    let st = t.status_json();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0]["read_only"], true);
+    t.umount().ok();
+    assert!(
+        t.runtime_leftovers().is_empty(),
+        "{:?}",
+        t.runtime_leftovers()
+    );
+}
+
+#[test]
+fn mount_status_fields_and_busy_umount() {
+    if !require("mount_status_fields_and_busy_umount", ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("32M");
+    let out = t.vd(&["status"]).ok();
+    assert_eq!(out.stdout.trim(), "no open volumes");
+    assert_eq!(t.vd(&["status", "--json"]).ok().stdout.trim(), "[]");
+
+    t.mount(&["--mkfs", "ext4"]).ok();
+    let st = t.status_json();
+    assert_eq!(st.len(), 1, "{st:?}");
+    let e = &st[0];
+    assert_eq!(e["backing"], s(&t.v.backing.canonicalize().unwrap()));
+    assert_eq!(e["mountpoint"], s(&t.mnt.canonicalize().unwrap()));
+    assert!(e["plain"].as_str().unwrap().starts_with(s(&t.rt)), "{e}");
+    assert!(
+        e["loop_device"].as_str().unwrap().starts_with("/dev/loop"),
+        "{e}"
+    );
+    assert_eq!(e["read_only"], false);
+    assert_eq!(e["unlocked_by"], "keyslot 0");
+    assert!(e["pid"].as_u64().unwrap() > 1);
+    let text = t.vd(&["status"]).ok().stdout;
+    assert!(text.starts_with("BACKING"), "{text}");
+    assert!(text.contains(s(&t.mnt.canonicalize().unwrap())), "{text}");
+    assert!(text.contains("keyslot 0"), "{text}");
+
+    // a file held open under the mount point: busy, exit 5, still mounted
+    let held = fs::File::create(t.mnt.join("held")).unwrap();
+    t.umount().fails_with(5);
+    assert!(is_mounted(&t.mnt));
+    drop(held);
+    t.umount().ok();
+    assert!(!is_mounted(&t.mnt));
+
+    // not a vaultdisk mount: exit 1
+    t.umount().fails_with(1);
+    t.vd(&["umount", s(t.v.dir.path())]).fails_with(1);
+}
+
+#[test]
+fn failed_mount_unwinds_everything() {
+    if !require("failed_mount_unwinds_everything", ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("32M");
+    let before = fingerprint(&t.v.backing);
+    // no filesystem and no --mkfs: mount(8) fails
+    let out = t.mount(&[]).fails_with(4);
+    assert!(out.stderr.contains("mount failed"), "{}", out.describe());
+    assert!(!is_mounted(&t.mnt));
+    assert_eq!(
+        t.loop_devices(),
+        "",
+        "loop device left after a failed mount"
+    );
+    assert!(
+        t.runtime_leftovers().is_empty(),
+        "{:?}",
+        t.runtime_leftovers()
+    );
+    assert!(t.status_json().is_empty());
+    assert_eq!(fingerprint(&t.v.backing).sha256, before.sha256);
+
+    // wrong passphrase: exit 2, nothing started
+    let bad = write_key(t.v.dir.path(), "bad", b"nope");
+    t.vd(&["mount", s(&t.v.backing), s(&t.mnt), "--key-file", s(&bad)])
+        .fails_with(2);
+    // mount point missing: exit 1
+    t.vd(&[
+        "mount",
+        s(&t.v.backing),
+        s(&t.v.dir.path().join("nowhere")),
+        "--key-file",
+        s(&t.v.key),
+    ])
+    .fails_with(1);
+    // --mkfs with --read-only: exit 1
+    t.mount(&["--mkfs", "ext4", "--read-only"]).fails_with(1);
+    assert!(
+        t.runtime_leftovers().is_empty(),
+        "{:?}",
+        t.runtime_leftovers()
+    );
+
+    // the volume is still usable afterwards
+    t.mount(&["--mkfs", "ext4"]).ok();
+    t.umount().ok();
+}
+
+/// An unprivileged user for the rootless test; removed on drop.
+struct TestUser(String);
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = try_run(tool("userdel"), &[self.0.as_str()], None, TIMEOUT);
+    }
+}
+
+fn path_reachable_by_others(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.ancestors()
+        .skip(1)
+        .all(|a| fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+#[test]
+fn rootless_mount_via_fuse2fs() {
+    let name = "rootless_mount_via_fuse2fs";
+    if !require(
+        name,
+        &["root", "fuse", "fuse2fs", "useradd", "runuser", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    if !path_reachable_by_others(Path::new(BIN)) {
+        eprintln!("SKIP {name}: {BIN} is not reachable by other users");
+        println!("SKIP {name}: {BIN} is not reachable by other users");
+        return;
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata("/dev/fuse").map_or(0, |m| m.permissions().mode());
+        if mode & 0o006 != 0o006 {
+            let why = format!(
+                "/dev/fuse has mode {:o}: other users cannot mount FUSE",
+                mode & 0o777
+            );
+            eprintln!("SKIP {name}: {why}");
+            println!("SKIP {name}: {why}");
+            return;
+        }
+    }
+    let user = format!("vdit{}", std::process::id() % 100_000);
+    let _ = try_run(tool("userdel"), &[user.as_str()], None, TIMEOUT);
+    let made = run(
+        tool("useradd"),
+        &["-M", "-s", "/bin/sh", user.as_str()],
+        None,
+    );
+    if made.code != 0 {
+        eprintln!("SKIP {name}: useradd failed: {}", made.stderr.trim());
+        println!("SKIP {name}: useradd failed");
+        return;
+    }
+    let _guard = TestUser(user.clone());
+    let t = Setup::new("32M");
+    run(
+        "chown",
+        &["-R", &format!("{user}:"), s(t.v.dir.path())],
+        None,
+    )
+    .ok();
+    run("chmod", &["755", s(t.v.dir.path())], None).ok();
+    let as_user = |args: &[&str]| {
+        let rt = format!("VAULTDISK_RUNTIME_DIR={}", s(&t.rt));
+        let mut all = vec!["-u", user.as_str(), "--", "env", rt.as_str(), BIN];
+        all.extend_from_slice(args);
+        run(tool("runuser"), &all, None)
+    };
+    let mount = |extra: &[&str]| {
+        let mut a = vec![
+            "mount",
+            s(&t.v.backing),
+            s(&t.mnt),
+            "--key-file",
+            s(&t.v.key),
+        ];
+        a.extend_from_slice(extra);
+        as_user(&a)
+    };
+    mount(&["--mkfs", "ext4"]).ok();
+    assert!(is_mounted(&t.mnt));
+    let st: serde_json::Value =
+        serde_json::from_str(&as_user(&["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(st[0]["loop_device"], serde_json::Value::Null, "{st}");
+    run(
+        tool("runuser"),
+        &[
+            "-u",
+            user.as_str(),
+            "--",
+            "sh",
+            "-c",
+            &format!("echo rootless > {}/f", s(&t.mnt)),
+        ],
+        None,
+    )
+    .ok();
+    as_user(&["umount", s(&t.mnt)]).ok();
+    assert!(!is_mounted(&t.mnt));
+    mount(&[]).ok();
+    // root cannot look into a user's FUSE mount (no allow_other): read it as the user
+    let f = t.mnt.join("f");
+    let out = run(
+        tool("runuser"),
+        &["-u", user.as_str(), "--", "cat", s(&f)],
+        None,
+    )
+    .ok();
+    assert_eq!(out.stdout, "rootless\n");
+    as_user(&["umount", s(&t.mnt)]).ok();
+    assert!(!is_mounted(&t.mnt));
+}
