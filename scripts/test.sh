@@ -14,4 +14,10 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # Integration tests mount FUSE and attach loop devices: keep them to two at a time on a
 # two-core machine so a slow KDF never races a timeout.
+skips=target/tmp/skipped-tests.txt
+rm -f "$skips"
 cargo test --quiet -- --test-threads="${VAULTDISK_TEST_THREADS:-2}"
+if [ -s "$skips" ]; then
+    echo "== skipped tests (they ran no check here):"
+    sort -u "$skips"
+fi

@@ -24,7 +24,7 @@ fn require(test: &str, ok: bool, reason: &str) -> bool {
     if std::env::var("VAULTDISK_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("{test}: {reason} (VAULTDISK_REQUIRE_ALL=1)");
     }
-    println!("SKIP {test}: {reason}");
+    crate::support::note_skip(test, reason);
     false
 }
 

@@ -283,8 +283,7 @@ fn rootless_mount_via_fuse2fs() {
         return;
     }
     if !path_reachable_by_others(Path::new(BIN)) {
-        eprintln!("SKIP {name}: {BIN} is not reachable by other users");
-        println!("SKIP {name}: {BIN} is not reachable by other users");
+        crate::support::note_skip(name, &format!("{BIN} is not reachable by other users"));
         return;
     }
     {
@@ -295,8 +294,7 @@ fn rootless_mount_via_fuse2fs() {
                 "/dev/fuse has mode {:o}: other users cannot mount FUSE",
                 mode & 0o777
             );
-            eprintln!("SKIP {name}: {why}");
-            println!("SKIP {name}: {why}");
+            crate::support::note_skip(name, &why.to_string());
             return;
         }
     }
@@ -308,8 +306,7 @@ fn rootless_mount_via_fuse2fs() {
         None,
     );
     if made.code != 0 {
-        eprintln!("SKIP {name}: useradd failed: {}", made.stderr.trim());
-        println!("SKIP {name}: useradd failed");
+        crate::support::note_skip(name, &format!("useradd failed: {}", made.stderr.trim()));
         return;
     }
     let _guard = TestUser(user.clone());

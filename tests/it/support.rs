@@ -281,14 +281,31 @@ fn missing(what: &str) -> Option<String> {
 /// True if every item of `what` (a tool name, or "root", "fuse", "loop",
 /// "python3-cryptography") is present. Otherwise prints `SKIP <test>: <reason>` and returns
 /// false, or panics when VAULTDISK_REQUIRE_ALL=1 (CI), so nothing is skipped silently there.
+/// Where skipped tests are listed, so scripts/test.sh can print them after cargo's (captured)
+/// output: a skip must be loud, never silently green.
+pub const SKIP_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.txt");
+
+/// Reports a skipped test on stdout/stderr and appends it to `SKIP_LOG`.
+pub fn note_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("SKIP {test}: {reason}");
+    println!("SKIP {test}: {reason}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(SKIP_LOG)
+    {
+        let _ = writeln!(f, "SKIP {test}: {reason}");
+    }
+}
+
 pub fn require(test: &str, what: &[&str]) -> bool {
     for w in what {
         if let Some(reason) = missing(w) {
             if std::env::var("VAULTDISK_REQUIRE_ALL").as_deref() == Ok("1") {
                 panic!("{test}: required {w} is missing ({reason}) and VAULTDISK_REQUIRE_ALL=1");
             }
-            eprintln!("SKIP {test}: {reason}");
-            println!("SKIP {test}: {reason}");
+            note_skip(test, &reason);
             return false;
         }
     }
