@@ -1,0 +1,179 @@
+//! `vaultdisk header backup | restore`: the whole header area (both copies and the keyslots
+//! area, 2·hdr_size + keyslots_size bytes), interchangeable with cryptsetup luksHeaderBackup.
+use super::keys::Backing;
+use super::passphrase::plain_io;
+use super::{HeaderBackupArgs, HeaderRestoreArgs};
+use crate::daemon;
+use crate::error::{Error, Result};
+use crate::luks2::write::WriteAt;
+use crate::luks2::{self, Header, ReadAt};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const CHUNK: u64 = 1 << 20;
+
+/// Bytes from offset 0 that make up the header: both copies plus the keyslots area.
+fn header_area_len(h: &Header, name: &str) -> Result<u64> {
+    h.binary
+        .hdr_size
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(h.metadata.wire.config.keyslots_size))
+        .ok_or_else(|| Error::Device(format!("{name}: header size overflows")))
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "header".into());
+    path.with_file_name(format!(".{name}.vaultdisk-{}.tmp", std::process::id()))
+}
+
+fn write_err(path: &Path, e: std::io::Error) -> Error {
+    let what = format!("cannot write {}: {}", path.display(), plain_io(&e));
+    match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            Error::Busy(format!("{} exists: choose a new file", path.display()))
+        }
+        std::io::ErrorKind::PermissionDenied => Error::Permission(what),
+        _ => Error::Device(what),
+    }
+}
+
+pub fn backup(args: &HeaderBackupArgs) -> Result<()> {
+    let dev = Backing::open(&args.backing, false)?;
+    let name = dev.name();
+    let header = dev.luks2_header()?;
+    let len = header_area_len(&header, &name)?;
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    if file_len < len {
+        return Err(Error::Device(format!(
+            "{name} is truncated: the header area needs {len} bytes, the file has {file_len}"
+        )));
+    }
+    if std::fs::symlink_metadata(&args.file).is_ok() {
+        return Err(Error::Busy(format!(
+            "{} exists: choose a new file",
+            args.file.display()
+        )));
+    }
+    let tmp = temp_beside(&args.file);
+    let result = (|| -> Result<()> {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| write_err(&args.file, e))?;
+        let mut done = 0u64;
+        let mut buf = vec![0u8; CHUNK as usize];
+        while done < len {
+            let n = (len - done).min(CHUNK) as usize;
+            dev.read_exact_at(&mut buf[..n], done)
+                .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| write_err(&args.file, e))?;
+            done += n as u64;
+        }
+        out.sync_all().map_err(|e| write_err(&args.file, e))?;
+        // hard_link refuses an existing target: no clobbering even if FILE appeared meanwhile.
+        std::fs::hard_link(&tmp, &args.file).map_err(|e| write_err(&args.file, e))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result?;
+    if let Some(dir) = args.file.parent().filter(|p| !p.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    println!(
+        "header of {name} ({len} bytes) saved to {}",
+        args.file.display()
+    );
+    Ok(())
+}
+
+pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
+    let src = args.file.display().to_string();
+    let mut f = std::fs::File::open(&args.file).map_err(|e| {
+        let what = format!("cannot open {src}: {}", plain_io(&e));
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::Permission(what),
+            _ => Error::Usage(what),
+        }
+    })?;
+    // Largest possible header area: two 4 MiB copies plus a 128 MiB keyslots area.
+    let cap = 2 * 0x40_0000 + luks2::metadata::MAX_KEYSLOTS_SIZE;
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("cannot read {src}"), e))?;
+    let backup = luks2::read(bytes.as_slice()).map_err(|(p, s)| {
+        Error::Device(format!(
+            "{src} is not a LUKS2 header backup (primary: {p}; secondary: {s})"
+        ))
+    })?;
+    let len = header_area_len(&backup, &src)?;
+    if (bytes.len() as u64) < len {
+        return Err(Error::Device(format!(
+            "{src} is truncated: the header area needs {len} bytes, the file has {}",
+            bytes.len()
+        )));
+    }
+    let dev = Backing::open(&args.backing, true)?;
+    let name = dev.name();
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let data_offset = backup
+        .metadata
+        .segments
+        .values()
+        .map(|s| s.offset_bytes)
+        .min()
+        .unwrap_or(len);
+    if file_len < len.max(data_offset) {
+        return Err(Error::Device(format!(
+            "{name} ({file_len} bytes) is too small for the header in {src}"
+        )));
+    }
+    if let Ok(current) = dev.luks2_header() {
+        if current.binary.uuid != backup.binary.uuid && !args.force {
+            return Err(Error::Device(format!(
+                "{src} is the header of volume {}, but {name} is volume {}: --force to restore it anyway",
+                backup.binary.uuid, current.binary.uuid
+            )));
+        }
+        let current_len = header_area_len(&current, &name)?;
+        if current_len != len && !args.force {
+            return Err(Error::Device(format!(
+                "{src} has a {len}-byte header area but {name} has {current_len}: --force to restore it anyway"
+            )));
+        }
+    }
+    daemon::ensure_backing_free(&args.backing, false)?;
+    // Keyslots area first, then the secondary, then the primary, each synced: until the
+    // primary lands, the reader still finds a consistent copy (old or new).
+    let hdr = backup.binary.hdr_size;
+    let wr = |from: u64, to: u64| -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(CHUNK);
+            dev.write_all_at(&bytes[at as usize..(at + n) as usize], at)
+                .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
+            at += n;
+        }
+        dev.sync_data()
+            .map_err(|e| Error::io(format!("cannot sync {name}"), e))
+    };
+    wr(2 * hdr, len)?;
+    wr(hdr, 2 * hdr)?;
+    wr(0, hdr)?;
+    println!("header of {name} restored from {src}");
+    Ok(())
+}
