@@ -82,7 +82,7 @@ pub fn write_header(
         .binary
         .seqid
         .checked_add(1)
-        .ok_or_else(|| WriteError::Invalid(FormatError::Field("seqid overflow")))?;
+        .ok_or(WriteError::Invalid(FormatError::Field("seqid overflow")))?;
     let copies = [
         (CopyKind::Secondary, hdr_size, fresh_salts[1]),
         (CopyKind::Primary, 0, fresh_salts[0]),
