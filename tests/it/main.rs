@@ -6,4 +6,5 @@ mod compat;
 mod corrupt;
 mod ext4;
 mod fuse;
+mod keys;
 mod support;
