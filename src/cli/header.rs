@@ -97,6 +97,14 @@ pub fn backup(args: &HeaderBackupArgs) -> Result<()> {
     Ok(())
 }
 
+/// True if the primary magic is at 0 (LUKS2, not LUKS1) or the secondary magic at `hdr_size`.
+fn has_luks_magic(dev: &Backing, hdr_size: u64) -> bool {
+    let mut m = [0u8; 8];
+    let at = |off: u64, m: &mut [u8; 8]| dev.read_exact_at(m, off).is_ok();
+    (at(0, &mut m) && m[..6] == luks2::binary::PRIMARY_MAGIC && m[6..8] == [0, 2])
+        || (at(hdr_size, &mut m) && m[..6] == luks2::binary::SECONDARY_MAGIC)
+}
+
 pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
     let src = args.file.display().to_string();
     let mut f = std::fs::File::open(&args.file).map_err(|e| {
@@ -142,17 +150,26 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
             "{name} ({file_len} bytes) is too small for the header in {src}"
         )));
     }
-    if let Ok(current) = dev.luks2_header() {
-        if current.binary.uuid != backup.binary.uuid && !args.force {
-            return Err(Error::Device(format!(
-                "{src} is the header of volume {}, but {name} is volume {}: --force to restore it anyway",
-                backup.binary.uuid, current.binary.uuid
-            )));
+    match dev.luks2_header() {
+        Ok(current) => {
+            if current.binary.uuid != backup.binary.uuid && !args.force {
+                return Err(Error::Device(format!(
+                    "{src} is the header of volume {}, but {name} is volume {}: --force to restore it anyway",
+                    backup.binary.uuid, current.binary.uuid
+                )));
+            }
+            let current_len = header_area_len(&current, &name)?;
+            if current_len != len && !args.force {
+                return Err(Error::Device(format!(
+                    "{src} has a {len}-byte header area but {name} has {current_len}: --force to restore it anyway"
+                )));
+            }
         }
-        let current_len = header_area_len(&current, &name)?;
-        if current_len != len && !args.force {
+        // Both copies damaged: exactly what a restore is for, as long as it looks like LUKS.
+        Err(_) if args.force || has_luks_magic(&dev, backup.binary.hdr_size) => {}
+        Err(_) => {
             return Err(Error::Device(format!(
-                "{src} has a {len}-byte header area but {name} has {current_len}: --force to restore it anyway"
+                "{name} holds no LUKS2 header (LUKS1 or not LUKS at all): --force to write {src} over it"
             )));
         }
     }

@@ -382,6 +382,20 @@ fn header_backup_and_restore_interchange_with_cryptsetup() {
     assert_eq!(sha256_file(b), before);
     vd(&["header", "restore", s(b), s(&other_hdr), "--force"]).ok();
     agree(b, &[(&t.k[0], Some(0))]);
+    // Both copies damaged: restore brings the volume back without --force.
+    vd(&["header", "restore", s(b), s(&ours), "--force"]).ok();
+    poke(b, 100, b"xx");
+    poke(b, 16384 + 100, b"xx");
+    vd(&["test-key", s(b), "--key-file", s(&t.k[0])]).fails_with(4);
+    vd(&["header", "restore", s(b), s(&ours)]).ok();
+    agree(b, &[(&t.k[0], Some(0))]);
+    // A file with no LUKS header at all needs --force.
+    let blank = dir.join("blank.img");
+    set_len(&blank, 20 * MIB);
+    let out = vd(&["header", "restore", s(&blank), s(&ours)]).fails_with(4);
+    assert!(out.stderr.contains("no LUKS2 header"), "{}", out.describe());
+    vd(&["header", "restore", s(&blank), s(&ours), "--force"]).ok();
+    vd(&["header", "restore", s(b), s(&other_hdr), "--force"]).ok();
     let uuid = |p: &Path| cryptsetup_json(p)["config"].clone();
     assert_eq!(uuid(b), uuid(&other.vol.backing));
 }
