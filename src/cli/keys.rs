@@ -280,7 +280,13 @@ fn add_keyslot(
     digest.sort_by_key(|v| v.as_str().and_then(|s| s.parse::<u32>().ok()));
     // Refuse before touching the disk if the header would not be valid or not fit.
     luks2::Metadata::check(new.clone(), header.binary.hdr_size)
-        .map_err(|e| Error::Busy(format!("cannot add a keyslot to {name}: {e}")))?;
+        .map_err(|e| Error::Device(format!("cannot add a keyslot to {name}: {e}")))?;
+    let json_len = luks2::json::encode(&new).map_err(internal)?.len() as u64;
+    if json_len >= header.binary.hdr_size - luks2::binary::BINARY_SIZE as u64 {
+        return Err(Error::Busy(format!(
+            "all keyslots of {name} are used (the JSON area has no room for another keyslot)"
+        )));
+    }
     // Material first, synced: the header must never point to an area not yet written.
     dev.write_all_at(&slot.material, area_offset)
         .and_then(|()| dev.sync_data())

@@ -593,3 +593,80 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
         "expected at least 12 crash points, got {total}"
     );
 }
+
+#[test]
+fn all_32_keyslots_used() {
+    if !require("all_32_keyslots_used", &["cryptsetup"]) {
+        return;
+    }
+    let t = volume();
+    let b = &t.vol.backing;
+    for _ in 1..32 {
+        add_key(b, &t.k[0], &t.k[1], &[]).ok();
+    }
+    assert_eq!(keyslot_ids(b).len(), 32);
+    let before = sha256_file(b);
+    let out = add_key(b, &t.k[0], &t.k[2], &[]).fails_with(5);
+    assert!(out.stderr.contains("all keyslots"), "{}", out.describe());
+    assert_eq!(sha256_file(b), before);
+    assert!(cs_opens(b, &t.k[1], Some(31)));
+    assert_eq!(
+        vd(&[
+            "test-key",
+            s(b),
+            "--key-file",
+            s(&t.k[1]),
+            "--key-slot",
+            "31"
+        ])
+        .ok()
+        .stdout
+        .trim(),
+        format!("keyslot 31 opens {}", s(b))
+    );
+    // Free one in the middle: the next add-key takes it.
+    vd(&["remove-key", s(b), "--key-slot", "17"]).ok();
+    add_key(b, &t.k[0], &t.k[2], &[]).ok();
+    agree(b, &[(&t.k[2], Some(17))]);
+}
+
+#[test]
+fn key_verbs_refuse_a_volume_open_read_write() {
+    if !require_fuse("key_verbs_refuse_a_volume_open_read_write") {
+        return;
+    }
+    let t = volume();
+    let b = &t.vol.backing;
+    let m = t.vol.open();
+    let before = sha256_range(b, 0, DATA_OFFSET);
+    add_key(b, &t.k[0], &t.k[1], &[]).fails_with(5);
+    vd(&["remove-key", s(b), "--key-slot", "0", "--force"]).fails_with(5);
+    // test-key and header backup only read.
+    vd(&["test-key", s(b), "--key-file", s(&t.k[0])]).ok();
+    vd(&["header", "backup", s(b), s(&t.vol.dir.path().join("h"))]).ok();
+    assert_eq!(sha256_range(b, 0, DATA_OFFSET), before);
+    m.close();
+}
+
+#[test]
+fn crash_during_repair_leaves_a_valid_header() {
+    if !require("crash_during_repair_leaves_a_valid_header", &["cryptsetup"]) {
+        return;
+    }
+    let t = volume();
+    let base = &t.vol.backing;
+    poke(base, 16384 + 6000, b"garbage");
+    let work = t.vol.dir.path().join("work.img");
+    let keys = [t.k[0].as_path(), t.k[1].as_path()];
+    let points = crash_verb(
+        "repair",
+        base,
+        &work,
+        &["repair", s(&work)],
+        &keys,
+        &[Some(0), None],
+        &[Some(0), None],
+        None,
+    );
+    assert_eq!(points, 2, "one write and one sync");
+}
