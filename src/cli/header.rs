@@ -97,6 +97,64 @@ pub fn backup(args: &HeaderBackupArgs) -> Result<()> {
     Ok(())
 }
 
+/// Which keyslot-area byte ranges a restore must write, before and after the header copies.
+struct RestorePlan {
+    before: Vec<(u64, u64)>,
+    after: Vec<(u64, u64)>,
+}
+
+/// Splits [start, end) at every area edge and at CHUNK, skips ranges whose bytes are already
+/// equal, and puts ranges used only by the current header's keyslots after the header write.
+fn restore_plan(
+    dev: &Backing,
+    bytes: &[u8],
+    start: u64,
+    end: u64,
+    current: &[(u64, u64)],
+    backup: &[(u64, u64)],
+) -> std::io::Result<RestorePlan> {
+    let mut edges: Vec<u64> = vec![start, end];
+    for &(o, l) in current.iter().chain(backup) {
+        edges.extend(
+            [o, o.saturating_add(l)]
+                .into_iter()
+                .filter(|&e| e > start && e < end),
+        );
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    let inside = |areas: &[(u64, u64)], at: u64| {
+        areas
+            .iter()
+            .any(|&(o, l)| at >= o && at < o.saturating_add(l))
+    };
+    let mut plan = RestorePlan {
+        before: Vec::new(),
+        after: Vec::new(),
+    };
+    let mut disk = vec![0u8; CHUNK as usize];
+    for pair in edges.windows(2) {
+        let (mut at, to) = (pair[0], pair[1]);
+        // Each piece between edges is wholly inside or outside every area.
+        let old_only = inside(current, at) && !inside(backup, at);
+        while at < to {
+            let n = (to - at).min(CHUNK);
+            let want = &bytes[at as usize..(at + n) as usize];
+            let have = &mut disk[..n as usize];
+            let same = dev.read_exact_at(have, at).is_ok() && *have == *want;
+            if !same {
+                if old_only {
+                    plan.after.push((at, at + n));
+                } else {
+                    plan.before.push((at, at + n));
+                }
+            }
+            at += n;
+        }
+    }
+    Ok(plan)
+}
+
 /// True if the primary magic is at 0 (LUKS2, not LUKS1) or the secondary magic at `hdr_size`.
 fn has_luks_magic(dev: &Backing, hdr_size: u64) -> bool {
     let mut m = [0u8; 8];
@@ -150,8 +208,11 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
             "{name} ({file_len} bytes) is too small for the header in {src}"
         )));
     }
+    // Keyslot areas the header on disk uses now (none when it is unreadable).
+    let mut current_areas = Vec::new();
     match dev.luks2_header() {
         Ok(current) => {
+            current_areas = super::keys::used_areas(&current.metadata.wire);
             if current.binary.uuid != backup.binary.uuid && !args.force {
                 return Err(Error::Device(format!(
                     "{src} is the header of volume {}, but {name} is volume {}: --force to restore it anyway",
@@ -174,23 +235,31 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
         }
     }
     daemon::ensure_backing_free(&args.backing, false)?;
-    // Keyslots area first, then the secondary, then the primary, each synced: until the
-    // primary lands, the reader still finds a consistent copy (old or new).
     let hdr = backup.binary.hdr_size;
-    let wr = |from: u64, to: u64| -> Result<()> {
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(CHUNK);
-            dev.write_all_at(&bytes[at as usize..(at + n) as usize], at)
+    let backup_areas = super::keys::used_areas(&backup.metadata.wire);
+    let plan = restore_plan(&dev, &bytes, 2 * hdr, len, &current_areas, &backup_areas)
+        .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+    let wr = |ranges: &[(u64, u64)]| -> Result<()> {
+        for &(from, to) in ranges {
+            dev.write_all_at(&bytes[from as usize..to as usize], from)
                 .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
-            at += n;
         }
         dev.sync_data()
             .map_err(|e| Error::io(format!("cannot sync {name}"), e))
     };
-    wr(2 * hdr, len)?;
-    wr(hdr, 2 * hdr)?;
-    wr(0, hdr)?;
+    // Order (crash safety): first the keyslot bytes the current header does not use, then the
+    // secondary copy, then the primary, then the bytes only the old header used. Until the
+    // primary lands the old header still finds its material intact, except where old and new
+    // keyslot areas overlap with different contents (unavoidable in place; rare in practice,
+    // since equal bytes are skipped).
+    if !plan.before.is_empty() {
+        wr(&plan.before)?;
+    }
+    wr(&[(hdr, 2 * hdr)])?;
+    wr(&[(0, hdr)])?;
+    if !plan.after.is_empty() {
+        wr(&plan.after)?;
+    }
     println!("header of {name} restored from {src}");
     Ok(())
 }

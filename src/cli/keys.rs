@@ -213,7 +213,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 /// (offset, size) of every keyslot area in the wire metadata.
-fn used_areas(wire: &luks2::json::Metadata) -> Vec<(u64, u64)> {
+pub(super) fn used_areas(wire: &luks2::json::Metadata) -> Vec<(u64, u64)> {
     let num = |v: &serde_json::Value| v.as_str().and_then(luks2::json::u64_string::parse);
     wire.keyslots
         .values()

@@ -670,3 +670,40 @@ fn crash_during_repair_leaves_a_valid_header() {
     );
     assert_eq!(points, 2, "one write and one sync");
 }
+
+#[test]
+fn crash_during_header_restore_leaves_old_or_restored_keys_working() {
+    if !require(
+        "crash_during_header_restore_leaves_old_or_restored_keys_working",
+        &["cryptsetup"],
+    ) {
+        return;
+    }
+    let t = volume();
+    let base = &t.vol.backing;
+    let hdr = t.vol.dir.path().join("old.hdr");
+    vd(&["header", "backup", s(base), s(&hdr)]).ok();
+    let mut chg = vec![
+        "change-key",
+        s(base),
+        "--key-file",
+        s(&t.k[0]),
+        "--new-key-file",
+        s(&t.k[1]),
+    ];
+    chg.extend_from_slice(CHEAP_PBKDF2);
+    vd(&chg).ok();
+    let work = t.vol.dir.path().join("work.img");
+    let keys = [t.k[0].as_path(), t.k[1].as_path()];
+    let points = crash_verb(
+        "header restore",
+        base,
+        &work,
+        &["header", "restore", s(&work), s(&hdr)],
+        &keys,
+        &[None, Some(1)],
+        &[Some(0), None],
+        None,
+    );
+    assert!(points >= 6, "{points}");
+}
