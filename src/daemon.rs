@@ -864,12 +864,21 @@ fn process_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start_time))
 }
 
-/// Whether `pid` is still the running process that registered (zombies count as gone).
+/// Whether `pid` is still the running process that registered. A zombie counts as gone
+/// only once its other threads have exited too: a killed multi-threaded daemon shows its
+/// leader as Z while workers are still tearing down and still hold the backing file's lock.
 fn process_alive(pid: u32, start_time: u64) -> bool {
     match process_stat(pid) {
-        Some((state, started)) => started == start_time && state != 'Z' && state != 'X',
+        Some((_, started)) if started != start_time => false,
+        Some(('Z' | 'X', _)) => threads_left(pid) > 1,
+        Some(_) => true,
         None => false,
     }
+}
+
+/// Threads still listed for `pid` (its leader included); 0 when it is gone.
+fn threads_left(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 fn wait_for_exit(pid: u32, start_time: u64, timeout: Duration) -> std::result::Result<(), ()> {

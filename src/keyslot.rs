@@ -222,3 +222,22 @@ pub fn store(
         material,
     })
 }
+
+/// Overwrites a keyslot area (`size` bytes at `offset`) with random bytes and syncs it, so the
+/// AF material can no longer be merged (cryptsetup wipes with random data too).
+pub fn wipe_area(
+    dev: &(impl crate::luks2::write::WriteAt + ?Sized),
+    offset: u64,
+    size: u64,
+) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(CHUNK) as usize;
+        let mut noise = vec![0u8; n];
+        crate::crypto::random::fill(&mut noise)?;
+        dev.write_all_at(&noise, offset + done)?;
+        done += n as u64;
+    }
+    dev.sync_data()
+}

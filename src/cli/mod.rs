@@ -3,6 +3,8 @@ mod close;
 mod device;
 mod dump;
 mod format;
+mod header;
+mod keys;
 mod mount;
 mod open;
 pub mod passphrase;
@@ -52,6 +54,18 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the SHA-256 of the plaintext as `<sha256>  <backing>` (read-only).
     Digest(DigestArgs),
+    /// Add a keyslot: unlock with an existing key, store the volume key under a new one.
+    AddKey(AddKeyArgs),
+    /// Remove a keyslot (the one KEY opens, or --key-slot N) and wipe its area.
+    RemoveKey(RemoveKeyArgs),
+    /// Replace a key: add the new keyslot, then remove the old one.
+    ChangeKey(ChangeKeyArgs),
+    /// Say which keyslot a key opens; changes nothing.
+    TestKey(TestKeyArgs),
+    /// Back up or restore the header area (both copies and the keyslots area).
+    Header(HeaderArgs),
+    /// Rewrite a damaged or stale header copy from the valid current one.
+    Repair(RepairArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -220,6 +234,125 @@ pub struct DigestArgs {
     pub header: Option<PathBuf>,
 }
 
+/// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
+#[derive(Debug, Args)]
+pub struct PbkdfArgs {
+    /// Keyslot KDF: argon2id (default), argon2i or pbkdf2.
+    #[arg(long, value_name = "KDF", default_value = "argon2id")]
+    pub pbkdf: String,
+    /// Target unlock time in milliseconds for the KDF benchmark.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub iter_time: u32,
+    /// Argon2 memory ceiling in KiB (default 1048576, at most half of free RAM).
+    #[arg(long, value_name = "KIB")]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 threads (default min(4, CPUs)).
+    #[arg(long, value_name = "N")]
+    pub pbkdf_parallel: Option<u32>,
+    /// Skip the benchmark: argon2 time cost or pbkdf2 iterations.
+    #[arg(long, value_name = "N")]
+    pub pbkdf_force_iterations: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddKeyArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// The existing key (as for open).
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The new key, bytes taken exactly; "-" reads stdin. Default: prompt twice on the tty.
+    #[arg(long, value_name = "PATH")]
+    pub new_key_file: Option<PathBuf>,
+    /// Put the new key in this keyslot (default: the lowest free one).
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveKeyArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// Remove the keyslot this key opens.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Remove this keyslot instead (no key needed).
+    #[arg(long, value_name = "N", conflicts_with = "key_file")]
+    pub key_slot: Option<u32>,
+    /// Allow removing the last keyslot (all access to the data is lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeKeyArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// The old key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The new key, bytes taken exactly; "-" reads stdin. Default: prompt twice on the tty.
+    #[arg(long, value_name = "PATH")]
+    pub new_key_file: Option<PathBuf>,
+    /// Only try the old key on this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TestKeyArgs {
+    /// The backing file (LUKS2 or LUKS1).
+    pub backing: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot.
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct HeaderArgs {
+    #[command(subcommand)]
+    pub action: HeaderCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeaderCommand {
+    /// Save the header area to a new file (0600), like cryptsetup luksHeaderBackup.
+    Backup(HeaderBackupArgs),
+    /// Write a header backup back to BACKING, like cryptsetup luksHeaderRestore.
+    Restore(HeaderRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HeaderBackupArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// The backup file to create (must not exist).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HeaderRestoreArgs {
+    /// The backing file to write the header to.
+    pub backing: PathBuf,
+    /// A header backup (ours or cryptsetup's).
+    pub file: PathBuf,
+    /// Restore even if the backup belongs to another volume (different UUID or layout).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+}
+
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
 pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
@@ -230,7 +363,7 @@ pub fn parse_args() -> Result<Option<Cli>> {
                 Ok(None)
             }
             clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(Error::Usage(
-                "no command given: format, open, close or dump (see --help)".into(),
+                "no command given (see --help for the list)".into(),
             )),
             _ => {
                 // One line: clap's first paragraph (message plus the names it lists), without
@@ -261,6 +394,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status(args) => status::run(&args).map(|()| 0),
         Command::Verify(args) => verify::run(&args),
         Command::Digest(args) => verify::run_digest(&args).map(|()| 0),
+        Command::AddKey(args) => keys::add_key(&args).map(|()| 0),
+        Command::RemoveKey(args) => keys::remove_key(&args).map(|()| 0),
+        Command::ChangeKey(args) => keys::change_key(&args).map(|()| 0),
+        Command::TestKey(args) => keys::test_key(&args).map(|()| 0),
+        Command::Header(HeaderArgs {
+            action: HeaderCommand::Backup(args),
+        }) => header::backup(&args).map(|()| 0),
+        Command::Header(HeaderArgs {
+            action: HeaderCommand::Restore(args),
+        }) => header::restore(&args).map(|()| 0),
+        Command::Repair(args) => keys::repair(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

@@ -36,6 +36,7 @@ pub mod binary;
 pub mod json;
 pub mod layout;
 pub mod metadata;
+pub mod write;
 
 use binary::{ALLOWED_HDR_SIZES, BINARY_SIZE, BinaryHeader, CopyKind};
 pub use metadata::Metadata;
@@ -110,7 +111,7 @@ struct ValidCopy {
     metadata: Metadata,
 }
 
-fn read_binary(
+pub(crate) fn read_binary(
     dev: &(impl ReadAt + ?Sized),
     offset: u64,
 ) -> Result<[u8; BINARY_SIZE], FormatError> {
