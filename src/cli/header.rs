@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const CHUNK: u64 = 1 << 20;
 
 /// Bytes from offset 0 that make up the header: both copies plus the keyslots area.
-fn header_area_len(h: &Header, name: &str) -> Result<u64> {
+pub(super) fn header_area_len(h: &Header, name: &str) -> Result<u64> {
     h.binary
         .hdr_size
         .checked_mul(2)

@@ -2,8 +2,8 @@
 //! crash-safe header writes (luks-format.md §2 "Writing", §5 "Adding/Removing").
 use super::device::{self, VolumeHeader};
 use super::{
-    AddKeyArgs, ChangeKeyArgs, KeyArgs, PbkdfArgs, RemoveKeyArgs, RepairArgs, TestKeyArgs,
-    passphrase,
+    AddKeyArgs, AddRecoveryKeyArgs, ChangeKeyArgs, KeyArgs, PbkdfArgs, RemoveKeyArgs, RepairArgs,
+    TestKeyArgs, passphrase,
 };
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::{self, CalibrationRequest, Kdf, KdfKind};
@@ -45,6 +45,11 @@ impl Backing {
             crash_after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
             ops: Cell::new(0),
         })
+    }
+
+    /// The open backing file (for length changes; header writes go through `WriteAt`).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     pub fn name(&self) -> String {
@@ -104,7 +109,7 @@ impl WriteAt for Backing {
     }
 }
 
-fn random_salts() -> Result<[[u8; 64]; 2]> {
+pub(super) fn random_salts() -> Result<[[u8; 64]; 2]> {
     let mut s = [[0u8; 64]; 2];
     for salt in &mut s {
         random::fill(salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
@@ -113,7 +118,7 @@ fn random_salts() -> Result<[[u8; 64]; 2]> {
 }
 
 /// Opens BACKING for a metadata update: read-write, LUKS2, supported, not served read-write.
-fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
+pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
     let dev = Backing::open(path, true)?;
     let header = dev.luks2_header()?;
     device::warn_damaged_copy(&header, path);
@@ -222,7 +227,9 @@ pub(super) fn used_areas(wire: &luks2::json::Metadata) -> Vec<(u64, u64)> {
 }
 
 /// Stores `volume_key` under `pass` in a new keyslot (id `want` or the lowest free one), linked
-/// into digest `digest_id`. The material is written and synced before the header points to it.
+/// into digest `digest_id`, with a token of `token_type` linked to it when given. The material
+/// is written and synced before the header points to it.
+#[allow(clippy::too_many_arguments)]
 fn add_keyslot(
     dev: &Backing,
     header: &Header,
@@ -231,6 +238,7 @@ fn add_keyslot(
     pass: &[u8],
     kdf: Kdf,
     want: Option<u32>,
+    token_type: Option<&str>,
 ) -> Result<(u32, Header)> {
     let name = dev.name();
     let wire = &header.metadata.wire;
@@ -278,6 +286,16 @@ fn add_keyslot(
         .ok_or_else(|| Error::Device(format!("{name}: digest {digest_id} has no keyslots")))?;
     digest.push(serde_json::Value::String(id.to_string()));
     digest.sort_by_key(|v| v.as_str().and_then(|s| s.parse::<u32>().ok()));
+    if let Some(kind) = token_type {
+        // A token linked to the keyslot, written in the same header update as the keyslot.
+        let token_id = (0..MAX_OBJECTS)
+            .find(|n| !new.tokens.contains_key(&n.to_string()))
+            .ok_or_else(|| Error::Busy(format!("all token ids of {name} are used")))?;
+        new.tokens.insert(
+            token_id.to_string(),
+            serde_json::json!({ "type": kind, "keyslots": [id.to_string()] }),
+        );
+    }
     // Refuse before touching the disk if the header would not be valid or not fit.
     luks2::Metadata::check(new.clone(), header.binary.hdr_size)
         .map_err(|e| Error::Device(format!("cannot add a keyslot to {name}: {e}")))?;
@@ -363,6 +381,7 @@ fn digest_id_of(header: &Header, keyslot: u32, name: &str) -> Result<u32> {
 pub fn add_key(args: &AddKeyArgs) -> Result<()> {
     let new_key = KeyArgs {
         key_file: args.new_key_file.clone(),
+        ..KeyArgs::default()
     };
     if from_stdin(&args.key) && from_stdin(&new_key) {
         return Err(Error::Usage(
@@ -396,8 +415,50 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
         pass.expose_secret(),
         kdf,
         args.key_slot,
+        None,
     )?;
     println!("added keyslot {id} to {name}");
+    Ok(())
+}
+
+/// LUKS2 token type marking a recovery keyslot (ours; `dump` and tools can tell it apart).
+pub const RECOVERY_TOKEN: &str = "vaultdisk-recovery";
+/// PBKDF2 iterations of a recovery keyslot: the key carries 256 bits of entropy, so the KDF
+/// adds nothing against guessing; cryptsetup's minimum keeps unlock instant.
+const RECOVERY_PBKDF2_ITERATIONS: u32 = 1000;
+
+pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
+    let (dev, header) = open_for_update(&args.backing)?;
+    let name = dev.name();
+    let (opened, vk) = unlock(&dev, &header, &args.key, None)?;
+    let digest = digest_id_of(&header, opened, &name)?;
+    let recovery = passphrase::generate_recovery_key()?;
+    let kdf = Kdf::Pbkdf2 {
+        hash: HashAlg::Sha256,
+        iterations: RECOVERY_PBKDF2_ITERATIONS,
+    };
+    let (id, _) = add_keyslot(
+        &dev,
+        &header,
+        &vk,
+        digest,
+        recovery.expose_secret(),
+        kdf,
+        None,
+        Some(RECOVERY_TOKEN),
+    )?;
+    // Printed once, on stdout alone, so `> file` or a pipe captures exactly the key.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(recovery.expose_secret())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("cannot print the recovery key", e))?;
+    }
+    eprintln!(
+        "added recovery keyslot {id} to {name}: keep the key above safe, it is not shown again (open --recovery-key)"
+    );
     Ok(())
 }
 
@@ -426,6 +487,7 @@ pub fn remove_key(args: &RemoveKeyArgs) -> Result<()> {
 pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
     let new_key = KeyArgs {
         key_file: args.new_key_file.clone(),
+        ..KeyArgs::default()
     };
     if from_stdin(&args.key) && from_stdin(&new_key) {
         return Err(Error::Usage(
@@ -441,7 +503,16 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
     let digest = digest_id_of(&header, old, &name)?;
     // cryptsetup luksChangeKey's order: the new keyslot is committed before the old one goes,
     // so a crash at any point leaves the old key or the new one working.
-    let (new_id, after) = add_keyslot(&dev, &header, &vk, digest, pass.expose_secret(), kdf, None)?;
+    let (new_id, after) = add_keyslot(
+        &dev,
+        &header,
+        &vk,
+        digest,
+        pass.expose_secret(),
+        kdf,
+        None,
+        None,
+    )?;
     remove_keyslot(&dev, &after, old)?;
     println!("changed the key of {name}: keyslot {old} replaced by keyslot {new_id}");
     Ok(())

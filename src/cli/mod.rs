@@ -2,12 +2,14 @@
 mod close;
 mod device;
 mod dump;
+mod erase;
 mod format;
 mod header;
 mod keys;
 mod mount;
 mod open;
 pub mod passphrase;
+mod resize;
 pub mod size;
 mod status;
 mod verify;
@@ -66,17 +68,34 @@ pub enum Command {
     Header(HeaderArgs),
     /// Rewrite a damaged or stale header copy from the valid current one.
     Repair(RepairArgs),
+    /// Add a random recovery key (printed once) in a new keyslot, marked by a
+    /// `vaultdisk-recovery` token.
+    AddRecoveryKey(AddRecoveryKeyArgs),
+    /// Wipe every keyslot area and both header copies: the data is gone for good.
+    Erase(EraseArgs),
+    /// Grow (or with --force shrink) the plaintext size, offline.
+    Resize(ResizeArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
 }
 
 /// Where a passphrase or key comes from (cryptsetup's --key-file semantics).
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct KeyArgs {
     /// Read the key from this file, bytes taken exactly; "-" reads all of stdin.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+    /// Read at most N bytes of the key file (cryptsetup --keyfile-size; fewer is an error).
+    #[arg(long, value_name = "BYTES", requires = "key_file")]
+    pub keyfile_size: Option<u64>,
+    /// Skip N bytes at the start of the key file (cryptsetup --keyfile-offset).
+    #[arg(long, value_name = "BYTES", requires = "key_file")]
+    pub keyfile_offset: Option<u64>,
+    /// The key is a recovery key (from `add-recovery-key`): read from the terminal, stdin or
+    /// --key-file, spaces and dashes normalised.
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +372,36 @@ pub struct RepairArgs {
     pub backing: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct AddRecoveryKeyArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// An existing key (as for open).
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub batch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// The LUKS2 backing file (not open).
+    pub backing: PathBuf,
+    /// The new plaintext size, with K/M/G/T suffixes; a multiple of the sector size.
+    #[arg(long, value_name = "SIZE")]
+    pub size: String,
+    /// Allow shrinking (the data past SIZE is lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
 pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
@@ -405,6 +454,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             action: HeaderCommand::Restore(args),
         }) => header::restore(&args).map(|()| 0),
         Command::Repair(args) => keys::repair(&args).map(|()| 0),
+        Command::AddRecoveryKey(args) => keys::add_recovery_key(&args).map(|()| 0),
+        Command::Erase(args) => erase::run(&args).map(|()| 0),
+        Command::Resize(args) => resize::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

@@ -191,7 +191,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
     let sources: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
         if want_digest || args.fsck {
-            vec![("passphrase".into(), KeyArgs { key_file: None })]
+            vec![("passphrase".into(), KeyArgs::default())]
         } else {
             Vec::new()
         }
@@ -203,6 +203,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                     p.display().to_string(),
                     KeyArgs {
                         key_file: Some(p.clone()),
+                        ..KeyArgs::default()
                     },
                 )
             })

@@ -1,0 +1,72 @@
+//! `vaultdisk erase`: wipes every keyslot area and both header copies, after confirmation.
+//! Afterwards the volume key cannot be recovered by anyone: the data is gone for good.
+use super::EraseArgs;
+use super::keys::Backing;
+use crate::daemon;
+use crate::error::{Error, Result};
+use crate::luks2::ReadAt;
+use crate::luks2::write::WriteAt;
+use std::io::{BufRead, IsTerminal, Write};
+
+const CHUNK: u64 = 1 << 20;
+
+pub fn run(args: &EraseArgs) -> Result<()> {
+    let dev = Backing::open(&args.backing, true)?;
+    let name = dev.name();
+    let header = dev.luks2_header()?;
+    let len = super::header::header_area_len(&header, &name)?;
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let len = len.min(file_len);
+    daemon::ensure_backing_free(&args.backing, false)?;
+    if !args.batch {
+        confirm(&name)?;
+    }
+    // Pass 1, random: the keyslot areas (AF material) and both copies become noise, synced
+    // before anything else, so no crash can leave material behind a header that was zeroed.
+    // Pass 2, zeros: the area reads as blank, so blkid/cryptsetup see no LUKS signature.
+    wipe(&dev, len, true).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
+    wipe(&dev, len, false).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
+    println!("erased {name}: {len} bytes of header and keyslots wiped; the data is gone for good");
+    Ok(())
+}
+
+/// Asks for "YES" on the terminal; refuses (exit 1) without a terminal.
+fn confirm(name: &str) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(format!(
+            "erase {name} needs confirmation on a terminal: --batch to erase without asking"
+        )));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "This wipes every key of {name}: its data will be unreadable for good.\nType YES to erase: "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("cannot read the confirmation", e))?;
+    if line.trim_end_matches(['\n', '\r']) != "YES" {
+        return Err(Error::Usage(format!("erase of {name} not confirmed")));
+    }
+    Ok(())
+}
+
+fn wipe(dev: &Backing, len: u64, random: bool) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK) as usize;
+        let mut buf = vec![0u8; n];
+        if random {
+            crate::crypto::random::fill(&mut buf)?;
+        }
+        dev.write_all_at(&buf, done)?;
+        done += n as u64;
+    }
+    dev.sync_data()
+}
