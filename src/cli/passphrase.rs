@@ -71,8 +71,11 @@ fn read_all(src: &mut impl Read, name: &str, key: &KeyArgs) -> Result<Passphrase
         .unwrap_or(MAX_KEY_FILE_BYTES)
         .min(MAX_KEY_FILE_BYTES)
         .saturating_add(key.keyfile_offset.unwrap_or(0));
+    // With --keyfile-size the rest of the file is simply not read (cryptsetup); without it a
+    // key longer than the cap is refused rather than cut.
+    let extra = u64::from(key.keyfile_size.is_none());
     let res = src
-        .take(limit.saturating_add(1))
+        .take(limit.saturating_add(extra))
         .read_to_end(&mut buf)
         .map_err(|e| Error::io(format!("cannot read the key from {name}"), e));
     let secret = SecretBytes::from_vec(buf);
