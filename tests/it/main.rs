@@ -7,6 +7,7 @@ mod corrupt;
 mod ext4;
 mod fuse;
 mod keys;
+mod lifecycle;
 mod mount;
 mod support;
 mod verify;

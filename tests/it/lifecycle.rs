@@ -1,0 +1,259 @@
+//! Key and volume lifecycle beyond add/remove: recovery keys, --keyfile-size/--keyfile-offset,
+//! erase and offline resize — cryptsetup as second opinion, bad inputs leave the file unchanged.
+
+use crate::support::*;
+use std::fs;
+use std::path::Path;
+
+/// The recovery key add-recovery-key printed (one line on stdout).
+fn add_recovery(backing: &Path, key: &Path) -> String {
+    let out = vd(&["add-recovery-key", s(backing), "--key-file", s(key)]).ok();
+    let line = out.stdout.trim().to_string();
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.describe());
+    line
+}
+
+fn plain_len(plain: &Path) -> u64 {
+    fs::metadata(plain).expect("plain").len()
+}
+
+#[test]
+fn recovery_key_round_trip() {
+    let vol = Vol::new("4M", &[]);
+    let rk = add_recovery(&vol.backing, &vol.key);
+    // 8 groups of 8 ModHex letters.
+    let groups: Vec<&str> = rk.split('-').collect();
+    assert_eq!(groups.len(), 8, "{rk}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 8 && g.bytes().all(|c| b"cbdefghijklnrtuv".contains(&c))),
+        "{rk}"
+    );
+    // dump shows the token linked to the new keyslot.
+    let (dump, _) = dump_json(&vol.backing);
+    let tokens = dump["tokens"].as_array().expect("tokens");
+    assert_eq!(tokens.len(), 1, "{dump}");
+    assert_eq!(tokens[0]["type"], "vaultdisk-recovery");
+    assert_eq!(tokens[0]["keyslots"], serde_json::json!([1]));
+    // Typed sloppily (spaces, upper case) on stdin: test-key and open accept it.
+    let sloppy = format!("{}\n", rk.to_uppercase().replace('-', " "));
+    let out = vd_in(
+        &["test-key", s(&vol.backing), "--recovery-key"],
+        sloppy.as_bytes(),
+    )
+    .ok();
+    assert!(
+        out.stdout.starts_with("keyslot 1 opens"),
+        "{}",
+        out.describe()
+    );
+    // Not a recovery key: exit 1; a wrong one: exit 2.
+    vd_in(&["test-key", s(&vol.backing), "--recovery-key"], b"hello\n").fails_with(1);
+    let wrong = rk.replace('c', "b").replace('d', "c");
+    if wrong != rk {
+        vd_in(
+            &["test-key", s(&vol.backing), "--recovery-key"],
+            wrong.as_bytes(),
+        )
+        .fails_with(2);
+    }
+    if require_fuse("recovery_key_round_trip") {
+        let out = vd_in(
+            &["open", s(&vol.backing), s(&vol.plain), "--recovery-key"],
+            sloppy.as_bytes(),
+        );
+        let guard = Mount::new(&vol.plain);
+        let out = out.ok();
+        assert_eq!(plain_len(&vol.plain), 4 << 20, "{}", out.describe());
+        guard.close();
+    }
+    // The KDF sees the canonical string (lower case, dashes, no newline): cryptsetup agrees.
+    if require("recovery_key_round_trip", &["cryptsetup"]) {
+        let exact = write_key(vol.dir.path(), "rk", rk.as_bytes());
+        assert!(cryptsetup_accepts(&vol.backing, &exact));
+        let _ = cryptsetup_json(&vol.backing);
+    }
+    // Removing the recovery keyslot drops its token.
+    vd(&["remove-key", s(&vol.backing), "--key-slot", "1"]).ok();
+    let (dump, _) = dump_json(&vol.backing);
+    assert_eq!(dump["tokens"], serde_json::json!([]), "{dump}");
+}
+
+#[test]
+fn keyfile_size_and_offset_match_cryptsetup() {
+    let vol = Vol::new("4M", &[]);
+    let mut bytes = b"XYZ".to_vec();
+    bytes.extend_from_slice(PASS);
+    bytes.extend_from_slice(b"trailing junk\n");
+    let f = write_key(vol.dir.path(), "long", &bytes);
+    let off = "3".to_string();
+    let size = PASS.len().to_string();
+    let cases: Vec<(Vec<&str>, bool, i32)> = vec![
+        (
+            vec!["--keyfile-offset", &off, "--keyfile-size", &size],
+            true,
+            0,
+        ),
+        (vec!["--keyfile-offset", &off], false, 2),
+        (vec!["--keyfile-size", &size], false, 2),
+        (
+            vec!["--keyfile-offset", "20", "--keyfile-size", "100"],
+            false,
+            1,
+        ),
+    ];
+    for (extra, opens, code) in cases {
+        let mut args = vec!["test-key", s(&vol.backing), "--key-file", s(&f)];
+        args.extend_from_slice(&extra);
+        let out = vd(&args);
+        if opens {
+            out.ok();
+        } else {
+            out.fails_with(code);
+        }
+        if require("keyfile_size_and_offset_match_cryptsetup", &["cryptsetup"]) {
+            let mut cs = vec!["open", "--test-passphrase", "--key-file", s(&f)];
+            cs.extend_from_slice(&extra);
+            cs.push(s(&vol.backing));
+            assert_eq!(sys("cryptsetup", &cs).code == 0, opens, "{extra:?}");
+        }
+    }
+    // add-key's existing key honours them too.
+    let new = write_key(vol.dir.path(), "new", b"new key");
+    let mut args = vec![
+        "add-key",
+        s(&vol.backing),
+        "--key-file",
+        s(&f),
+        "--keyfile-offset",
+        &off,
+        "--keyfile-size",
+        &size,
+        "--new-key-file",
+        s(&new),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&new)]).ok();
+    // Without --key-file: usage error.
+    vd(&["test-key", s(&vol.backing), "--keyfile-size", "3"]).fails_with(1);
+}
+
+#[test]
+fn erase_refusals_and_result() {
+    let vol = Vol::new("4M", &[]);
+    let before = sha256_file(&vol.backing);
+    // Non-tty without --batch: exit 1, nothing written.
+    vd_in(&["erase", s(&vol.backing)], b"YES\n").fails_with(1);
+    assert_eq!(sha256_file(&vol.backing), before);
+    // Not a LUKS file: exit 4, unchanged.
+    let other = data_file(vol.dir.path(), "other", &[7u8; 65536]);
+    vd(&["erase", s(&other), "--batch"]).fails_with(4);
+    assert_eq!(fs::read(&other).expect("other"), vec![7u8; 65536]);
+    // While open: exit 5, unchanged.
+    if require_fuse("erase_refusals_and_result") {
+        let m = vol.open();
+        vd(&["erase", s(&vol.backing), "--batch"]).fails_with(5);
+        m.close();
+        assert_eq!(sha256_file(&vol.backing), before);
+    }
+    let len = fs::metadata(&vol.backing).expect("backing").len();
+    vd(&["erase", s(&vol.backing), "--batch"]).ok();
+    assert_eq!(fs::metadata(&vol.backing).expect("backing").len(), len);
+    // Header copies and keyslot area are zeros now.
+    assert!(
+        read_range(&vol.backing, 0, DATA_OFFSET)
+            .iter()
+            .all(|&b| b == 0)
+    );
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).fails_with(4);
+    vd(&[
+        "open",
+        s(&vol.backing),
+        s(&vol.plain),
+        "--key-file",
+        s(&vol.key),
+    ])
+    .fails_with(4);
+    if require("erase_refusals_and_result", &["cryptsetup"]) {
+        assert_ne!(sys("cryptsetup", &["luksDump", s(&vol.backing)]).code, 0);
+    }
+}
+
+/// Makes the data segment of `backing` fixed-size (as cryptsetup resize --size would).
+fn make_fixed(backing: &Path, size: u64) {
+    use vaultdisk::luks2::write::write_header;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(backing)
+        .expect("open");
+    let h = vaultdisk::luks2::read(&f).expect("header");
+    let mut new = h.metadata.wire.clone();
+    new.segments
+        .get_mut("0")
+        .expect("segment 0")
+        .as_object_mut()
+        .expect("object")
+        .insert("size".into(), serde_json::Value::String(size.to_string()));
+    write_header(&f, &h, new, [[1u8; 64]; 2]).expect("write");
+}
+
+#[test]
+fn resize_grow_shrink_force() {
+    let vol = Vol::new("4M", &[]);
+    let before = sha256_file(&vol.backing);
+    // Bad sizes and shrinking without --force: exit 1, byte-identical.
+    for (size, force) in [
+        ("0", false),
+        ("1000", false),
+        ("4097", false),
+        ("2M", false),
+    ] {
+        let mut args = vec!["resize", s(&vol.backing), "--size", size];
+        if force {
+            args.push("--force");
+        }
+        vd(&args).fails_with(1);
+        assert_eq!(sha256_file(&vol.backing), before, "{size}");
+    }
+    // Grow (dynamic segment: only the file grows, sparse).
+    vd(&["resize", s(&vol.backing), "--size", "64M"]).ok();
+    let meta = fs::metadata(&vol.backing).expect("backing");
+    assert_eq!(meta.len(), DATA_OFFSET + (64 << 20));
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+    if require_fuse("resize_grow_shrink_force") {
+        let m = vol.open();
+        assert_eq!(plain_len(&vol.plain), 64 << 20);
+        vd(&["resize", s(&vol.backing), "--size", "128M"]).fails_with(5);
+        m.close();
+    }
+    // Shrink needs --force.
+    vd(&["resize", s(&vol.backing), "--size", "8M"]).fails_with(1);
+    vd(&["resize", s(&vol.backing), "--size", "8M", "--force"]).ok();
+    assert_eq!(
+        fs::metadata(&vol.backing).expect("backing").len(),
+        DATA_OFFSET + (8 << 20)
+    );
+    // Fixed-size segment: the header records the new size, cryptsetup agrees.
+    make_fixed(&vol.backing, 8 << 20);
+    vd(&["resize", s(&vol.backing), "--size", "12M"]).ok();
+    let (dump, _) = dump_json(&vol.backing);
+    let text = dump.to_string();
+    assert!(text.contains(&(12u64 << 20).to_string()), "{text}");
+    if require("resize_grow_shrink_force", &["cryptsetup"]) {
+        let cs = cryptsetup_json(&vol.backing);
+        assert_eq!(cs["segments"]["0"]["size"], (12u64 << 20).to_string());
+        assert!(cryptsetup_accepts(&vol.backing, &vol.key));
+    }
+    if require_fuse("resize_grow_shrink_force") {
+        let m = vol.open();
+        assert_eq!(plain_len(&vol.plain), 12 << 20);
+        m.close();
+    }
+    vd(&["resize", s(&vol.backing), "--size", "4M", "--force"]).ok();
+    let cs_len = fs::metadata(&vol.backing).expect("backing").len();
+    assert_eq!(cs_len, DATA_OFFSET + (4 << 20));
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+}
