@@ -257,3 +257,109 @@ fn resize_grow_shrink_force() {
     assert_eq!(cs_len, DATA_OFFSET + (4 << 20));
     vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
 }
+
+/// Runs `vaultdisk ARGS` on a pseudo-terminal (util-linux `script`), feeding `input`.
+fn on_tty(args: &[&str], input: &[u8]) -> i32 {
+    let cmd = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    run("script", &["-qec", &cmd, "/dev/null"], Some(input)).code
+}
+
+#[test]
+fn erase_asks_yes_on_a_terminal() {
+    if !require("erase_asks_yes_on_a_terminal", &["script"]) {
+        return;
+    }
+    let vol = Vol::new("4M", &[]);
+    let before = sha256_file(&vol.backing);
+    for answer in [&b"no\n"[..], b"yes\n", b"\n"] {
+        assert_eq!(on_tty(&["erase", s(&vol.backing)], answer), 1);
+        assert_eq!(sha256_file(&vol.backing), before);
+    }
+    assert_eq!(on_tty(&["erase", s(&vol.backing)], b"YES\n"), 0);
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).fails_with(4);
+}
+
+/// Runs `args` with VAULTDISK_CRASH_AFTER_WRITES=k on a fresh copy of `base` for k = 1.. until
+/// it completes; after each crash `check(work, completed)` must hold. Returns the crash points.
+fn crash_points(base: &Path, work: &Path, args: &[&str], check: &dyn Fn(&Path, bool)) -> u32 {
+    let mut points = 0;
+    for k in 1..200 {
+        let _ = fs::remove_file(work);
+        fs::copy(base, work).expect("copy");
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("VAULTDISK_CRASH_AFTER_WRITES", k.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 86,
+            "{args:?} k={k}: exit {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check(work, code == 0);
+        if code == 0 {
+            return points;
+        }
+        points += 1;
+    }
+    panic!("{args:?} never completed");
+}
+
+#[test]
+fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
+    if !require(
+        "crash_during_recovery_key_and_resize_leaves_a_working_volume",
+        &["cryptsetup"],
+    ) {
+        return;
+    }
+    let vol = Vol::new("4M", &[]);
+    let work = vol.dir.path().join("work.img");
+    let key = vol.key.clone();
+    let valid = |w: &Path| {
+        vd(&["test-key", s(w), "--key-file", s(&key)]).ok();
+        assert!(cryptsetup_accepts(w, &key));
+        cryptsetup_json(w)
+    };
+    let args = ["add-recovery-key", s(&work), "--key-file", s(&key)];
+    let rk = crash_points(&vol.backing, &work, &args, &|w, done| {
+        let cs = valid(w);
+        let tokens = cs["tokens"].as_object().map_or(0, |t| t.len());
+        let slots = cs["keyslots"].as_object().map_or(0, |t| t.len());
+        // Keyslot and token arrive together, in one header write.
+        assert_eq!(tokens + 1, slots, "{cs}");
+        if done {
+            assert_eq!(tokens, 1, "{cs}");
+        }
+    });
+    // resize of a fixed-size segment: old or new size, always openable.
+    make_fixed(&vol.backing, 4 << 20);
+    let args = ["resize", s(&work), "--size", "6M"];
+    let rs = crash_points(&vol.backing, &work, &args, &|w, done| {
+        let cs = valid(w);
+        let size = cs["segments"]["0"]["size"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let want_new = (6u64 << 20).to_string();
+        assert!(
+            size == (4u64 << 20).to_string() || size == want_new,
+            "{size}"
+        );
+        if done {
+            assert_eq!(size, want_new);
+        }
+    });
+    let args = ["resize", s(&work), "--size", "2M", "--force"];
+    let rs2 = crash_points(&vol.backing, &work, &args, &|w, _| {
+        valid(w);
+    });
+    println!("crash points: add-recovery-key {rk}, resize grow {rs}, resize shrink {rs2}");
+    assert!(rk >= 3 && rs >= 2 && rs2 >= 2, "{rk} {rs} {rs2}");
+}
