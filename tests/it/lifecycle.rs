@@ -286,8 +286,7 @@ fn erase_asks_yes_on_a_terminal() {
 /// Runs `args` with VAULTDISK_CRASH_AFTER_WRITES=k on a fresh copy of `base` for k = 1.. until
 /// it completes; after each crash `check(work, completed)` must hold. Returns the crash points.
 fn crash_points(base: &Path, work: &Path, args: &[&str], check: &dyn Fn(&Path, bool)) -> u32 {
-    let mut points = 0;
-    for k in 1..200 {
+    for k in 1..200u32 {
         let _ = fs::remove_file(work);
         fs::copy(base, work).expect("copy");
         let out = std::process::Command::new(BIN)
@@ -304,9 +303,8 @@ fn crash_points(base: &Path, work: &Path, args: &[&str], check: &dyn Fn(&Path, b
         );
         check(work, code == 0);
         if code == 0 {
-            return points;
+            return k - 1;
         }
-        points += 1;
     }
     panic!("{args:?} never completed");
 }
