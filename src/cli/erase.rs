@@ -1,6 +1,8 @@
-//! `vaultdisk erase`: wipes every keyslot area and both header copies, after confirmation.
+//! `vaultdisk erase`: wipes every keyslot area and both header copies (LUKS2; LUKS1: the header
+//! and its keyslots), after confirmation.
 //! Afterwards the volume key cannot be recovered by anyone: the data is gone for good.
 use super::EraseArgs;
+use super::device::{self, VolumeHeader};
 use super::keys::Backing;
 use crate::daemon;
 use crate::error::{Error, Result};
@@ -13,11 +15,18 @@ const CHUNK: u64 = 1 << 20;
 pub fn run(args: &EraseArgs) -> Result<()> {
     let dev = Backing::open(&args.backing, true)?;
     let name = dev.name();
-    let header = dev.luks2_header()?;
-    let len = super::header::header_area_len(&header, &name)?;
     let file_len = dev
         .len_bytes()
         .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    // LUKS2: both copies and the keyslots area. LUKS1: everything before the payload (the
+    // phdr and the eight keyslots' material); a detached LUKS1 header file is all header.
+    let len = match device::read_header(dev.file(), &args.backing)? {
+        VolumeHeader::Luks2(h) => super::header::header_area_len(&h, &name)?,
+        VolumeHeader::Luks1(h) if h.payload_offset_sectors > 0 => {
+            u64::from(h.payload_offset_sectors) * 512
+        }
+        VolumeHeader::Luks1(_) => file_len,
+    };
     let len = len.min(file_len);
     daemon::ensure_backing_free(&args.backing, false)?;
     if !args.batch {

@@ -361,3 +361,47 @@ fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
     println!("crash points: add-recovery-key {rk}, resize grow {rs}, resize shrink {rs2}");
     assert!(rk >= 3 && rs >= 2 && rs2 >= 2, "{rk} {rs} {rs2}");
 }
+
+#[test]
+fn erase_luks1_made_by_cryptsetup() {
+    if !require("erase_luks1_made_by_cryptsetup", &["cryptsetup"]) {
+        return;
+    }
+    let dir = temp();
+    let b = dir.path().join("l1.img");
+    set_len(&b, 8 << 20);
+    let key = write_key(dir.path(), "k", PASS);
+    sys(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--type",
+            "luks1",
+            "--batch-mode",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            s(&key),
+            s(&b),
+        ],
+    )
+    .ok();
+    vd(&["test-key", s(&b), "--key-file", s(&key)]).ok();
+    let payload = cryptsetup_payload_bytes(&b);
+    vd(&["erase", s(&b), "--batch"]).ok();
+    assert!(read_range(&b, 0, payload).iter().all(|&c| c == 0));
+    vd(&["test-key", s(&b), "--key-file", s(&key)]).fails_with(4);
+    assert_ne!(sys("cryptsetup", &["luksDump", s(&b)]).code, 0);
+}
+
+/// LUKS1 payload offset in bytes, from `cryptsetup luksDump`.
+fn cryptsetup_payload_bytes(b: &Path) -> u64 {
+    let out = sys("cryptsetup", &["luksDump", s(b)]).ok();
+    let sectors: u64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Payload offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("payload offset");
+    sectors * 512
+}
