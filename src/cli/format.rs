@@ -2,7 +2,7 @@
 use super::{FormatArgs, passphrase, size};
 use crate::cli::passphrase::plain_io;
 use crate::crypto::hash::HashAlg;
-use crate::crypto::kdf::{self, CalibrationRequest, KdfKind};
+use crate::crypto::kdf::{self, CalibrationRequest};
 use crate::crypto::{digest, random};
 use crate::error::{Error, Result};
 use crate::keyslot;
@@ -18,9 +18,6 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// cryptsetup's floor for PBKDF2 iterations and Argon2 time cost.
-const MIN_PBKDF2_ITERATIONS: u32 = 1000;
-const MIN_ARGON2_TIME: u32 = 4;
 /// cryptsetup benchmarks the volume-key digest for 125 ms.
 const DIGEST_TIME_MS: u32 = 125;
 
@@ -61,50 +58,7 @@ fn plan(args: &FormatArgs) -> Result<Plan> {
             )));
         }
     };
-    let kind = match args.pbkdf.as_str() {
-        "argon2id" => KdfKind::Argon2id,
-        "argon2i" => KdfKind::Argon2i,
-        "pbkdf2" => KdfKind::Pbkdf2,
-        other => {
-            return Err(usage(format!(
-                "--pbkdf {other:?} is not supported: use argon2id, argon2i or pbkdf2"
-            )));
-        }
-    };
-    if args.iter_time == 0 {
-        return Err(usage("--iter-time must be at least 1 ms"));
-    }
-    let max_memory_kib = args.pbkdf_memory.unwrap_or(1024 * 1024);
-    if !(kdf::MIN_ARGON2_MEMORY_KIB..=kdf::MAX_ARGON2_MEMORY_KIB).contains(&max_memory_kib) {
-        return Err(usage(format!(
-            "--pbkdf-memory {max_memory_kib} is outside {}..{} KiB",
-            kdf::MIN_ARGON2_MEMORY_KIB,
-            kdf::MAX_ARGON2_MEMORY_KIB
-        )));
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let parallel = args
-        .pbkdf_parallel
-        .unwrap_or(cpus.min(kdf::MAX_ARGON2_CPUS));
-    if !(1..=kdf::MAX_ARGON2_CPUS).contains(&parallel) {
-        return Err(usage(format!(
-            "--pbkdf-parallel {parallel} is outside 1..{}",
-            kdf::MAX_ARGON2_CPUS
-        )));
-    }
-    if let Some(n) = args.pbkdf_force_iterations {
-        let min = if kind == KdfKind::Pbkdf2 {
-            MIN_PBKDF2_ITERATIONS
-        } else {
-            MIN_ARGON2_TIME
-        };
-        if n < min {
-            return Err(usage(format!(
-                "--pbkdf-force-iterations {n} is below the minimum {min} for {}",
-                args.pbkdf
-            )));
-        }
-    }
+    let kdf_request = args.pbkdf.request(key_bytes)?;
     if args.label.len() > 47 || args.label.contains('\0') {
         return Err(usage("--label must be at most 47 bytes without NUL"));
     }
@@ -116,15 +70,7 @@ fn plan(args: &FormatArgs) -> Result<Plan> {
         size_bytes,
         sector_size: args.sector_size,
         key_bytes,
-        kdf_request: CalibrationRequest {
-            kind,
-            time_ms: args.iter_time,
-            max_memory_kib,
-            parallel,
-            forced_iterations: args.pbkdf_force_iterations,
-            hash: HashAlg::Sha256,
-            key_len: key_bytes,
-        },
+        kdf_request,
         label: args.label.clone(),
         uuid,
     })
@@ -193,9 +139,9 @@ pub fn run(args: &FormatArgs) -> Result<()> {
         SecretBytes::random(plan.key_bytes)
             .map_err(|e| Error::io("cannot read the OS random generator", e))?,
     );
-    let keyslot_kdf = kdf::calibrate(&plan.kdf_request).map_err(kdf_error)?;
+    let keyslot_kdf = super::pbkdf::calibrate(&plan.kdf_request)?;
     let digest_iterations = if plan.kdf_request.forced_iterations.is_some() {
-        MIN_PBKDF2_ITERATIONS
+        kdf::MIN_PBKDF2_ITERATIONS
     } else {
         kdf::calibrate_digest_iterations(HashAlg::Sha256, DIGEST_TIME_MS)
     };
@@ -254,15 +200,6 @@ pub fn run(args: &FormatArgs) -> Result<()> {
         plan.uuid
     );
     Ok(())
-}
-
-fn kdf_error(e: crate::crypto::CryptoError) -> Error {
-    match e {
-        crate::crypto::CryptoError::KdfMemory(kib) => Error::NoMemory(format!(
-            "the KDF needs {kib} KiB, more than this machine can spare"
-        )),
-        other => Error::Usage(format!("KDF: {other}")),
-    }
 }
 
 fn new_metadata(

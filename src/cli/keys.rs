@@ -6,7 +6,7 @@ use super::{
     TestKeyArgs, passphrase,
 };
 use crate::crypto::hash::HashAlg;
-use crate::crypto::kdf::{self, CalibrationRequest, Kdf, KdfKind};
+use crate::crypto::kdf::Kdf;
 use crate::crypto::random;
 use crate::daemon;
 use crate::error::{Error, Result};
@@ -165,52 +165,7 @@ fn unlock(
 
 /// The keyslot KDF the pbkdf options ask for (same rules as `format`).
 fn keyslot_kdf(args: &PbkdfArgs, key_len: usize) -> Result<Kdf> {
-    let kind = match args.pbkdf.as_str() {
-        "argon2id" => KdfKind::Argon2id,
-        "argon2i" => KdfKind::Argon2i,
-        "pbkdf2" => KdfKind::Pbkdf2,
-        other => {
-            return Err(Error::Usage(format!(
-                "--pbkdf {other:?} is not supported: use argon2id, argon2i or pbkdf2"
-            )));
-        }
-    };
-    if args.iter_time == 0 {
-        return Err(Error::Usage("--iter-time must be at least 1 ms".into()));
-    }
-    let max_memory_kib = args.pbkdf_memory.unwrap_or(1024 * 1024);
-    if !(kdf::MIN_ARGON2_MEMORY_KIB..=kdf::MAX_ARGON2_MEMORY_KIB).contains(&max_memory_kib) {
-        return Err(Error::Usage(format!(
-            "--pbkdf-memory {max_memory_kib} is outside {}..{} KiB",
-            kdf::MIN_ARGON2_MEMORY_KIB,
-            kdf::MAX_ARGON2_MEMORY_KIB
-        )));
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let parallel = args
-        .pbkdf_parallel
-        .unwrap_or(cpus.min(kdf::MAX_ARGON2_CPUS));
-    if !(1..=kdf::MAX_ARGON2_CPUS).contains(&parallel) {
-        return Err(Error::Usage(format!(
-            "--pbkdf-parallel {parallel} is outside 1..{}",
-            kdf::MAX_ARGON2_CPUS
-        )));
-    }
-    kdf::calibrate(&CalibrationRequest {
-        kind,
-        time_ms: args.iter_time,
-        max_memory_kib,
-        parallel,
-        forced_iterations: args.pbkdf_force_iterations,
-        hash: HashAlg::Sha256,
-        key_len,
-    })
-    .map_err(|e| match e {
-        crate::crypto::CryptoError::KdfMemory(kib) => Error::NoMemory(format!(
-            "the KDF needs {kib} KiB, more than this machine can spare"
-        )),
-        other => Error::Usage(format!("KDF: {other}")),
-    })
+    super::pbkdf::calibrate(&args.request(key_len)?)
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {

@@ -9,6 +9,7 @@ mod keys;
 mod mount;
 mod open;
 pub mod passphrase;
+mod pbkdf;
 mod resize;
 pub mod size;
 mod status;
@@ -107,21 +108,8 @@ pub struct FormatArgs {
     pub size: String,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Keyslot KDF: argon2id (default), argon2i or pbkdf2.
-    #[arg(long, value_name = "KDF", default_value = "argon2id")]
-    pub pbkdf: String,
-    /// Target unlock time in milliseconds for the KDF benchmark.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub iter_time: u32,
-    /// Argon2 memory ceiling in KiB (default 1048576, at most half of free RAM).
-    #[arg(long, value_name = "KIB")]
-    pub pbkdf_memory: Option<u32>,
-    /// Argon2 threads (default min(4, CPUs)).
-    #[arg(long, value_name = "N")]
-    pub pbkdf_parallel: Option<u32>,
-    /// Skip the benchmark: argon2 time cost or pbkdf2 iterations.
-    #[arg(long, value_name = "N")]
-    pub pbkdf_force_iterations: Option<u32>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
     /// Encryption sector size: 512 or 4096.
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub sector_size: u32,
