@@ -9,5 +9,6 @@ mod fuse;
 mod keys;
 mod lifecycle;
 mod mount;
+mod reliability;
 mod support;
 mod verify;
