@@ -102,3 +102,58 @@ mod tests {
         );
     }
 }
+
+/// Test-only global allocator that reports whether one watched allocation was all zeros at
+/// the moment it was freed: how the zeroize-on-drop tests of `secret` see freed memory
+/// without reading it after the free.
+#[cfg(test)]
+pub mod dealloc_probe {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    static WATCH: AtomicUsize = AtomicUsize::new(0);
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+    /// 0: not freed yet; 1: freed, all zero; 2: freed holding a non-zero byte.
+    static VERDICT: AtomicUsize = AtomicUsize::new(0);
+
+    struct Probe;
+
+    // SAFETY: every call is passed on to the System allocator unchanged; dealloc only reads
+    // the block it was handed, before freeing it.
+    unsafe impl GlobalAlloc for Probe {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let watched = WATCH.load(SeqCst);
+            if watched != 0 && ptr as usize == watched {
+                let len = LEN.load(SeqCst).min(layout.size());
+                // SAFETY: ptr is a live block of layout.size() >= len bytes until freed below.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+                VERDICT.store(if bytes.iter().all(|&b| b == 0) { 1 } else { 2 }, SeqCst);
+                WATCH.store(0, SeqCst);
+            }
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Probe = Probe;
+
+    /// Watches the heap block at `ptr` (its first `len` bytes) until it is freed.
+    pub fn watch(ptr: *const u8, len: usize) {
+        VERDICT.store(0, SeqCst);
+        LEN.store(len, SeqCst);
+        WATCH.store(ptr as usize, SeqCst);
+    }
+
+    /// None while the watched block is alive; Some(all zero) once it was freed.
+    pub fn freed_zeroed() -> Option<bool> {
+        match VERDICT.load(SeqCst) {
+            0 => None,
+            v => Some(v == 1),
+        }
+    }
+}

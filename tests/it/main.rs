@@ -6,6 +6,7 @@ mod compat;
 mod corrupt;
 mod ext4;
 mod fuse;
+mod hygiene;
 mod keys;
 mod lifecycle;
 mod mount;

@@ -384,6 +384,8 @@ fn fio_verify_through_plain_and_ext4() {
             inc.as_str(),
             "--verify=crc32c",
             "--verify_fatal=1",
+            // no verify state files in the working directory
+            "--verify_state_save=0",
             "--group_reporting",
             "--randrepeat=1",
         ];
@@ -415,6 +417,8 @@ fn fio_verify_through_plain_and_ext4() {
             size.as_str(),
             "--verify=crc32c",
             "--verify_fatal=1",
+            // no verify state files in the working directory
+            "--verify_state_save=0",
             "--fsync_on_close=1",
             "--group_reporting",
             "--randrepeat=1",
@@ -445,7 +449,7 @@ fn crash_round(v: &Vol, rt: &Path, model: &mut [u8], known: &mut [bool], rng: &m
     let pid = daemon_pid(rt, &v.plain);
     let journal_len = model.len();
     let kill_after = 5 + rng.below(60) as usize;
-    let journal: Arc<Mutex<Vec<(usize, Vec<u8>)>>> = Arc::default();
+    let journal: Journal = Arc::default();
     let in_flight: Arc<Mutex<Option<(usize, usize)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -534,6 +538,9 @@ fn crash_round(v: &Vol, rt: &Path, model: &mut [u8], known: &mut [bool], rng: &m
     }
     journal.len()
 }
+
+/// Fsynced writes: (plain offset, bytes), in order.
+type Journal = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
 /// VAULTDISK_CRASH_ROUNDS rounds (3 in CI; scripts/stress.sh runs more), on one volume.
 #[test]
