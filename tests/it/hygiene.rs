@@ -178,7 +178,7 @@ fn secrets_never_in_logs_errors_argv_or_environ() {
         ("volume key", vk.clone()),
         ("volume key half", vk[..32].to_vec()),
         ("volume key hex", vk_hex.as_bytes().to_vec()),
-        ("volume key hex half", vk_hex[..64].as_bytes().to_vec()),
+        ("volume key hex half", vk_hex.as_bytes()[..64].to_vec()),
         ("volume key HEX", vk_hex.to_uppercase().into_bytes()),
     ];
     let hays: [(&str, &[u8]); 4] = [
