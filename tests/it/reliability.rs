@@ -91,8 +91,10 @@ fn hostile_fixtures(dir: &Path) -> Vec<&'static str> {
     let base = Vol::new("4M", &[]);
     let mut made = Vec::new();
     let mut make = |name: &'static str, bin: &dyn Fn(&mut [u8]), json: &dyn Fn(&mut Value)| {
+        // The first MiB holds both header copies and keyslot 0; the rest is not read
+        // before the hostile field is refused (and hashing it slows the table down).
         let p = dir.join(name);
-        fs::copy(&base.backing, &p).unwrap();
+        copy_prefix(&base.backing, &p, MIB);
         rewrite_header(&p, bin, json);
         made.push(name);
     };
@@ -754,4 +756,207 @@ fn two_writers_one_sector() {
     assert!(fs::read(&v.plain).unwrap() == model, "differs after reopen");
     close_rt(m, &rt);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---- 7. more bad inputs for the table (docs/bad-inputs.md) ----
+
+/// Hostile headers, key files and paths, through `run_table` (exit code, one stderr line,
+/// no file changed) so they are listed in docs/bad-inputs.md with the CLI tables.
+#[test]
+fn hostile_input_table() {
+    use crate::cli::{row, row_says, run_table};
+    let t = temp();
+    let d = t.path();
+    hostile_fixtures(d);
+    let v = Vol::new("4M", &[]);
+    fs::copy(&v.backing, d.join("disk.img")).unwrap();
+    write_key(d, "key", PASS);
+    write_key(d, "empty-key", b"");
+    write_key(d, "big-key", &vec![b'k'; 8 * MIB as usize + 1]);
+    fs::create_dir(d.join("keydir")).unwrap();
+    fs::create_dir(d.join("plaindir")).unwrap();
+    let mut phdr = fs::read(repo_file("fuzz/corpus/luks1_header/l1-sha256")).unwrap();
+    phdr.resize(2 * MIB as usize, 0);
+    let l1 = |name: &str, at: usize, value: u32| {
+        let mut p = phdr.clone();
+        p[at..at + 4].copy_from_slice(&value.to_be_bytes());
+        write_file(&d.join(name), &p);
+    };
+    l1("l1-keybytes-4g.img", 108, u32::MAX);
+    l1("l1-stripes-4g.img", 208 + 44, u32::MAX);
+    l1("l1-material-offset-4g.img", 208 + 40, u32::MAX);
+    l1("l1-payload-past-end.img", 104, u32::MAX);
+    l1("l1-digest-iterations-0.img", 164, 0);
+    phdr[6] = 9;
+    write_file(&d.join("l1-version-9.img"), &phdr);
+    let rows = [
+        row_says(
+            "LUKS2 hdr_size 4 GiB",
+            &["dump", "@hdr-size-4g.img"],
+            &[4],
+            "header size",
+        ),
+        row(
+            "LUKS2 config json_size 4 GiB",
+            &["dump", "@json-size-4g.img"],
+            &[4],
+        ),
+        row(
+            "LUKS2 config keyslots_size 4 GiB",
+            &["dump", "@keyslots-size-4g.img"],
+            &[4],
+        ),
+        row(
+            "LUKS2 keyslot area size 4 GiB",
+            &["test-key", "@area-size-4g.img", "--key-file", "@key"],
+            &[2, 4],
+        ),
+        row(
+            "LUKS2 keyslot area offset 2^64-1",
+            &["test-key", "@area-offset-huge.img", "--key-file", "@key"],
+            &[2, 4],
+        ),
+        row(
+            "LUKS2 argon2id memory 4 TiB",
+            &["test-key", "@argon2-memory-4t.img", "--key-file", "@key"],
+            &[2, 4],
+        ),
+        row(
+            "LUKS2 segment size near 2^64",
+            &[
+                "open",
+                "@segment-size-huge.img",
+                "@plain",
+                "--key-file",
+                "@key",
+            ],
+            &[4],
+        ),
+        row(
+            "LUKS2 segment offset near 2^64",
+            &[
+                "open",
+                "@segment-offset-huge.img",
+                "@plain",
+                "--key-file",
+                "@key",
+            ],
+            &[4],
+        ),
+        row(
+            "LUKS2 token JSON nested 200 deep",
+            &["dump", "@json-deeply-nested.img"],
+            &[4],
+        ),
+        row(
+            "LUKS1 keyBytes 4G-1",
+            &["dump", "@l1-keybytes-4g.img"],
+            &[4],
+        ),
+        row(
+            "LUKS1 keyslot stripes 4G-1",
+            &["dump", "@l1-stripes-4g.img"],
+            &[4],
+        ),
+        row(
+            "LUKS1 key material offset 4G-1",
+            &[
+                "test-key",
+                "@l1-material-offset-4g.img",
+                "--key-file",
+                "@key",
+            ],
+            &[4],
+        ),
+        row(
+            "LUKS1 payload offset past the end",
+            &[
+                "open",
+                "@l1-payload-past-end.img",
+                "@plain",
+                "--key-file",
+                "@key",
+            ],
+            &[4],
+        ),
+        row(
+            "LUKS1 digest iterations 0",
+            &["dump", "@l1-digest-iterations-0.img"],
+            &[4],
+        ),
+        row("LUKS1 version 9", &["dump", "@l1-version-9.img"], &[4]),
+        row(
+            "empty key file",
+            &["test-key", "@disk.img", "--key-file", "@empty-key"],
+            &[1, 2],
+        ),
+        row_says(
+            "key file over 8 MiB",
+            &["test-key", "@disk.img", "--key-file", "@big-key"],
+            &[1],
+            "8 MiB",
+        ),
+        row_says(
+            "key file is a directory",
+            &["test-key", "@disk.img", "--key-file", "@keydir"],
+            &[1],
+            "directory",
+        ),
+        row(
+            "keyfile-offset past the end",
+            &[
+                "test-key",
+                "@disk.img",
+                "--key-file",
+                "@key",
+                "--keyfile-offset",
+                "1000",
+            ],
+            &[1, 2],
+        ),
+        row(
+            "keyfile-size longer than the file",
+            &[
+                "test-key",
+                "@disk.img",
+                "--key-file",
+                "@key",
+                "--keyfile-size",
+                "1000",
+            ],
+            &[1],
+        ),
+        row(
+            "keyfile-size without key file",
+            &["test-key", "@disk.img", "--keyfile-size", "4"],
+            &[1],
+        ),
+        row_says(
+            "PLAIN is a directory",
+            &["open", "@disk.img", "@plaindir", "--key-file", "@key"],
+            &[1],
+            "not a regular file",
+        ),
+        row(
+            "PLAIN is the backing file",
+            &["open", "@disk.img", "@disk.img", "--key-file", "@key"],
+            &[1],
+        ),
+        row(
+            "PLAIN in a missing directory",
+            &["open", "@disk.img", "@nodir/plain", "--key-file", "@key"],
+            &[1, 2, 4],
+        ),
+        row(
+            "header restore from a hostile backup",
+            &["header", "restore", "@disk.img", "@hdr-size-4g.img"],
+            &[4],
+        ),
+        row(
+            "verify of a hostile header",
+            &["verify", "@json-size-4g.img", "--key-file", "@key"],
+            &[4, 6],
+        ),
+    ];
+    run_table(d, &rows);
 }
