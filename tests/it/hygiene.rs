@@ -421,3 +421,85 @@ fn key_file_readable_by_others_warns() {
         }
     }
 }
+
+/// Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK the daemon locks only its heap
+/// (where the round keys are); below that it still serves, and `open` shows one warning.
+#[test]
+fn memlock_limit_falls_back_to_the_heap_then_warns() {
+    let test = "memlock_limit_falls_back_to_the_heap_then_warns";
+    if !require(test, &["fuse", "setpriv", "prlimit"]) {
+        return;
+    }
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    let rt_env = format!("VAULTDISK_RUNTIME_DIR={}", s(&rt));
+    // Limits may only be lowered here (no CAP_SYS_RESOURCE in every container).
+    let hard_kib = fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .map(|h| h.parse::<u64>().map(|b| b / 1024).unwrap_or(u64::MAX))
+        .unwrap();
+    let mut cases = vec![(64u64, false)];
+    if hard_kib >= 1024 {
+        // The [heap] of a fresh daemon is a few hundred KiB.
+        cases.insert(0, (hard_kib.min(4096), true));
+    } else {
+        note_skip(
+            test,
+            "RLIMIT_MEMLOCK hard limit below 1 MiB: heap fallback case not run",
+        );
+    }
+    for (limit_kib, heap_only) in cases {
+        let limit = format!("--memlock={0}:{0}", limit_kib * 1024);
+        // prlimit first: raising the hard limit may need the capabilities setpriv drops.
+        let out = run(
+            tool("prlimit"),
+            &[
+                &limit,
+                s(&tool("setpriv")),
+                "--bounding-set=-ipc_lock",
+                "env",
+                &rt_env,
+                BIN,
+                "open",
+                s(&v.backing),
+                s(&v.plain),
+                "--key-file",
+                s(&v.key),
+            ],
+            None,
+        );
+        let m = Mount::new(&v.plain);
+        let out = out.ok();
+        let pid = daemon_pid(&rt, &v.plain);
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap();
+        assert_eq!(cap_eff & (1 << 14), 0, "daemon kept CAP_IPC_LOCK");
+        let vmlck: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let warned: Vec<&str> = out.stderr.lines().collect();
+        if heap_only {
+            assert!(vmlck > 0 && vmlck <= limit_kib, "VmLck {vmlck} kB");
+            assert!(warned.is_empty(), "{}", out.describe());
+        } else {
+            assert_eq!(vmlck, 0);
+            assert_eq!(warned.len(), 1, "{}", out.describe());
+            assert!(
+                warned[0].starts_with("vaultdisk: warn: cannot lock the volume's keys in memory"),
+                "{}",
+                warned[0]
+            );
+        }
+        vd_rt(&rt, &["close", s(&v.plain)]).ok();
+        std::mem::forget(m);
+    }
+}
