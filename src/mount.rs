@@ -261,6 +261,7 @@ fn step_error(step: &str, e: Error) -> Error {
     match e {
         Error::Usage(_) => Error::Usage(msg),
         Error::NoKey { .. } | Error::Permission(_) => Error::Permission(msg),
+        Error::Vault(_) => Error::Vault(msg),
         Error::NoMemory(_) => Error::NoMemory(msg),
         Error::Busy(_) => Error::Busy(msg),
         Error::Device(_) => Error::Device(msg),

@@ -1,5 +1,6 @@
 //! `vaultdisk open`: unlock a keyslot and serve the plaintext through FUSE.
 use super::device::{self, VolumeHeader};
+use super::vault::VaultUnlock;
 use super::{KeyArgs, OpenArgs, passphrase};
 use crate::crypto::CryptoError;
 use crate::daemon::{self, ServeSpec};
@@ -10,6 +11,7 @@ use crate::luks1::{Luks1Error, Luks1Header, SlotState};
 use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::Path;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
@@ -31,7 +33,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             read_only: args.read_only,
             foreground: args.foreground,
             allow_other: args.allow_other,
-            unlocked_by: format!("keyslot {}", unlocked.keyslot),
+            unlocked_by: unlocked.unlocked_by,
         },
         unlocked.volume_key,
     )
@@ -40,8 +42,73 @@ pub fn run(args: &OpenArgs) -> Result<()> {
 /// An opened keyslot: where the data lies, which keyslot opened, and the volume key.
 pub struct Unlocked {
     pub segment: Segment,
+    pub volume_key: VolumeKey,
+    /// For status: `keyslot N` or `vault token T (keyslot N)`.
+    pub unlocked_by: String,
+}
+
+/// A LUKS2 keyslot opened by `unlock_luks2`.
+pub struct OpenedKeyslot {
     pub keyslot: u32,
     pub volume_key: VolumeKey,
+    pub unlocked_by: String,
+}
+
+/// Opens a LUKS2 keyslot: vault tokens first when vault credentials are present, then the
+/// passphrase (tty, key file, stdin) unless --token-only. A vault failure before a fallback
+/// is one warning line; with no passphrase to fall back to, it is the error (exit 2).
+pub fn unlock_luks2(
+    meta: &crate::luks2::Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    key: &KeyArgs,
+    key_slot: Option<u32>,
+    backing: &Path,
+) -> Result<OpenedKeyslot> {
+    let name = backing.display().to_string();
+    let why_not = match super::vault::try_unlock(meta, dev, &key.vault, key_slot) {
+        VaultUnlock::Opened {
+            keyslot,
+            token,
+            volume_key,
+        } => {
+            return Ok(OpenedKeyslot {
+                keyslot,
+                volume_key,
+                unlocked_by: format!("vault token {token} (keyslot {keyslot})"),
+            });
+        }
+        VaultUnlock::Failed(why) => Some(why),
+        VaultUnlock::Skipped(why) if key.vault.token_only => Some(why),
+        VaultUnlock::Skipped(why) => {
+            log::info!("{name}: vault tokens not tried: {why}");
+            None
+        }
+    };
+    let has_vault_tokens = !crate::token::vault_tokens(&meta.wire.tokens).is_empty();
+    if let Some(why) = &why_not {
+        if key.vault.token_only {
+            return Err(Error::Vault(format!(
+                "no vault token of {name} opened a keyslot (--token-only): {why}"
+            )));
+        }
+        log::warn!("{name}: vault unlock failed, trying a passphrase: {why}");
+    }
+    let implicit_stdin = key.key_file.is_none() && !std::io::stdin().is_terminal();
+    let pass = passphrase::read(key, &name, false)?;
+    if implicit_stdin && pass.expose_secret().is_empty() && has_vault_tokens {
+        // Nothing was piped in: the vault was the only way in, so its failure is the error.
+        return Err(Error::Vault(format!(
+            "no keyslot of {name} opened: {} and no passphrase on stdin",
+            why_not.unwrap_or_else(|| "vault tokens were not tried".into())
+        )));
+    }
+    let (id, volume_key) = keyslot::unlock(meta, dev, pass.expose_secret(), key_slot)
+        .map_err(|e| unlock_error(e, backing))?;
+    Ok(OpenedKeyslot {
+        keyslot: id,
+        volume_key,
+        unlocked_by: format!("keyslot {id}"),
+    })
 }
 
 /// The unlock path shared by open, mount and verify: reads the header of `backing` (LUKS2 or
@@ -78,16 +145,13 @@ pub fn unlock(
     keyslot::candidates(&header.metadata, key_slot).map_err(|e| unlock_error(e, backing))?;
     before_key()?;
 
-    let pass = passphrase::read(key, &name, false)?;
-    let (id, volume_key) = keyslot::unlock(&header.metadata, &file, pass.expose_secret(), key_slot)
-        .map_err(|e| unlock_error(e, backing))?;
-    drop(pass);
-    log::info!("keyslot {id} of {name} opened");
+    let opened = unlock_luks2(&header.metadata, &file, key, key_slot, backing)?;
+    log::info!("keyslot {} of {name} opened", opened.keyslot);
     drop(file);
     Ok(Unlocked {
         segment,
-        keyslot: id,
-        volume_key,
+        volume_key: opened.volume_key,
+        unlocked_by: opened.unlocked_by,
     })
 }
 
@@ -133,6 +197,11 @@ fn unlock_luks1(
         });
     }
     before_key()?;
+    if key.vault.token_only {
+        return Err(Error::Vault(format!(
+            "{name} is LUKS1, which has no tokens: --token-only cannot open it"
+        )));
+    }
     let pass = passphrase::read(key, &name, false)?;
     let unlocked = header
         .unlock(&file, pass.expose_secret(), only)
@@ -148,8 +217,8 @@ fn unlock_luks1(
     drop(file);
     Ok(Unlocked {
         segment,
-        keyslot: u32::from(id),
         volume_key,
+        unlocked_by: format!("LUKS1 keyslot {id}"),
     })
 }
 
