@@ -127,6 +127,9 @@ pub fn start_with_exe(spec: &ServeSpec, key: &VolumeKey, exe: &Path) -> Result<(
         .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
     let child = Command::new(exe)
         .arg(DAEMON_ARG)
+        // The daemon needs no vault: keep the token out of its /proc/<pid>/environ.
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)

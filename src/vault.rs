@@ -434,10 +434,16 @@ impl Client {
                     secs: self.endpoint.timeout.as_secs().max(1),
                 }
             }
-            ureq::Error::Io(io) => VaultError::Unreachable {
-                addr,
-                cause: crate::cli::passphrase::plain_io(&io),
-            },
+            ureq::Error::Io(io) => {
+                let cause = crate::cli::passphrase::plain_io(&io);
+                // rustls reports certificate problems through the I/O error of the handshake.
+                let tls_words = ["certificate", "handshake", "tls", "peer"];
+                if addr.starts_with("https://") && tls_words.iter().any(|w| cause.contains(w)) {
+                    VaultError::Tls { addr, cause }
+                } else {
+                    VaultError::Unreachable { addr, cause }
+                }
+            }
             ureq::Error::HostNotFound => VaultError::Unreachable {
                 addr,
                 cause: "host not found".into(),

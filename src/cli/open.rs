@@ -65,7 +65,8 @@ pub fn unlock_luks2(
     backing: &Path,
 ) -> Result<OpenedKeyslot> {
     let name = backing.display().to_string();
-    let why_not = match super::vault::try_unlock(meta, dev, &key.vault, key_slot) {
+    // Why the vault did not open it: (reason, whether tokens were actually tried).
+    let (why, tried) = match super::vault::try_unlock(meta, dev, &key.vault, key_slot)? {
         VaultUnlock::Opened {
             keyslot,
             token,
@@ -77,30 +78,36 @@ pub fn unlock_luks2(
                 unlocked_by: format!("vault token {token} (keyslot {keyslot})"),
             });
         }
-        VaultUnlock::Failed(why) => Some(why),
-        VaultUnlock::Skipped(why) if key.vault.token_only => Some(why),
-        VaultUnlock::Skipped(why) => {
+        VaultUnlock::Failed(why) => (why, true),
+        VaultUnlock::Skipped(why) => (why, false),
+    };
+    if key.vault.token_only {
+        return Err(Error::Vault(format!(
+            "no vault token of {name} opened a keyslot (--token-only): {why}"
+        )));
+    }
+    let has_vault_tokens = !crate::token::vault_tokens(&meta.wire.tokens).is_empty();
+    let implicit_stdin = key.key_file.is_none() && !std::io::stdin().is_terminal();
+    let warn = || {
+        if tried {
+            log::warn!("{name}: vault unlock failed, trying a passphrase: {why}");
+        } else {
             log::info!("{name}: vault tokens not tried: {why}");
-            None
         }
     };
-    let has_vault_tokens = !crate::token::vault_tokens(&meta.wire.tokens).is_empty();
-    if let Some(why) = &why_not {
-        if key.vault.token_only {
+    // Before a prompt or key file, say why a passphrase is needed; a pipe is read first, so
+    // that an empty one leaves the vault's failure as the only line.
+    if !implicit_stdin {
+        warn();
+    }
+    let pass = passphrase::read(key, &name, false)?;
+    if implicit_stdin {
+        if pass.expose_secret().is_empty() && has_vault_tokens {
             return Err(Error::Vault(format!(
-                "no vault token of {name} opened a keyslot (--token-only): {why}"
+                "no keyslot of {name} opened: {why}, and no passphrase on stdin"
             )));
         }
-        log::warn!("{name}: vault unlock failed, trying a passphrase: {why}");
-    }
-    let implicit_stdin = key.key_file.is_none() && !std::io::stdin().is_terminal();
-    let pass = passphrase::read(key, &name, false)?;
-    if implicit_stdin && pass.expose_secret().is_empty() && has_vault_tokens {
-        // Nothing was piped in: the vault was the only way in, so its failure is the error.
-        return Err(Error::Vault(format!(
-            "no keyslot of {name} opened: {} and no passphrase on stdin",
-            why_not.unwrap_or_else(|| "vault tokens were not tried".into())
-        )));
+        warn();
     }
     let (id, volume_key) = keyslot::unlock(meta, dev, pass.expose_secret(), key_slot)
         .map_err(|e| unlock_error(e, backing))?;

@@ -312,77 +312,126 @@ pub enum VaultUnlock {
     Skipped(String),
 }
 
-/// Tries every `vaultdisk-vault` token (only those of keyslot `only`, when given).
-pub fn try_unlock(
+/// Opens a keyslot of token `t` through its vault: (keyslot, volume key) or why not.
+fn open_with_token(
     meta: &Metadata,
     dev: &(impl ReadAt + ?Sized),
     v: &VaultArgs,
+    creds: &Credentials,
+    t: &VaultToken,
     only: Option<u32>,
-) -> VaultUnlock {
-    let tokens: Vec<_> = token::vault_tokens(&meta.wire.tokens)
+) -> std::result::Result<(u32, VolumeKey), String> {
+    let ep = endpoint(v, Some(t)).map_err(|e| e.to_string())?;
+    let client = Client::connect(&ep, creds).map_err(|e| e.to_string())?;
+    let secret = unwrap_secret(&client, t)?;
+    let pass = keyslot_passphrase(&secret);
+    let mut last = String::from("it names no keyslot");
+    for &k in &t.keyslots {
+        if only.is_some_and(|o| o != k) {
+            continue;
+        }
+        match keyslot::unlock(meta, dev, pass.expose_secret(), Some(k)) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = format!("the unwrapped secret does not open keyslot {k}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// The vault tokens that serve keyslot `only` (all when None), parsed or not.
+fn tokens_for(
+    meta: &Metadata,
+    only: Option<u32>,
+) -> Vec<(u32, std::result::Result<VaultToken, token::TokenError>)> {
+    token::vault_tokens(&meta.wire.tokens)
         .into_iter()
         .filter(|(_, t)| match (t, only) {
             (Ok(t), Some(k)) => t.keyslots.contains(&k),
             _ => true,
         })
-        .collect();
+        .collect()
+}
+
+/// Tries every `vaultdisk-vault` token (only those of keyslot `only`, when given).
+/// A credentials file that cannot be read is the caller's error (exit 1/2), not a token failure.
+pub fn try_unlock(
+    meta: &Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    v: &VaultArgs,
+    only: Option<u32>,
+) -> Result<VaultUnlock> {
+    let tokens = tokens_for(meta, only);
     if tokens.is_empty() {
-        return VaultUnlock::Skipped("the volume has no vault token".into());
+        return Ok(VaultUnlock::Skipped("the volume has no vault token".into()));
     }
-    let creds = match credentials(v) {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return VaultUnlock::Skipped(
-                "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token or AppRole files)"
-                    .into(),
-            );
-        }
-        Err(e) => return VaultUnlock::Failed(e.to_string()),
+    let Some(creds) = credentials(v)? else {
+        return Ok(VaultUnlock::Skipped(NO_CREDENTIALS.into()));
     };
     let mut why = Vec::new();
     for (id, parsed) in tokens {
-        let t = match parsed {
-            Ok(t) => t,
-            Err(e) => {
-                why.push(format!("token {id}: {e}"));
-                continue;
-            }
-        };
-        let attempt = (|| -> std::result::Result<(u32, VolumeKey), String> {
-            let ep = endpoint(v, Some(&t)).map_err(|e| e.to_string())?;
-            let client = Client::connect(&ep, &creds).map_err(|e| e.to_string())?;
-            let secret = unwrap_secret(&client, &t)?;
-            let pass = keyslot_passphrase(&secret);
-            let mut last = String::from("it names no keyslot");
-            for &k in &t.keyslots {
-                if only.is_some_and(|o| o != k) {
-                    continue;
-                }
-                match keyslot::unlock(meta, dev, pass.expose_secret(), Some(k)) {
-                    Ok(found) => return Ok(found),
-                    Err(e) => last = format!("the unwrapped secret does not open keyslot {k}: {e}"),
-                }
-            }
-            Err(last)
-        })();
+        let attempt = parsed
+            .map_err(|e| e.to_string())
+            .and_then(|t| open_with_token(meta, dev, v, &creds, &t, only).map(|ok| (ok, t)));
         match attempt {
-            Ok((keyslot, volume_key)) => {
+            Ok(((keyslot, volume_key), t)) => {
                 log::info!(
                     "vault token {id} ({} {} at {}) opened keyslot {keyslot}",
                     t.mode(),
                     t.kek_location(),
                     t.addr
                 );
-                return VaultUnlock::Opened {
+                return Ok(VaultUnlock::Opened {
                     keyslot,
                     token: id,
                     volume_key,
-                };
+                });
             }
             Err(e) => why.push(format!("token {id}: {e}")),
         }
     }
-    VaultUnlock::Failed(why.join("; "))
+    Ok(VaultUnlock::Failed(why.join("; ")))
+}
+
+const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token or AppRole files)";
+
+/// One vault token as `verify --vault` reports it.
+pub struct TokenCheck {
+    /// `vault token N (transit transit/disk at ADDR)`.
+    pub label: String,
+    /// (keyslot, volume key), or why the token did not open one.
+    pub result: std::result::Result<(u32, VolumeKey), String>,
+}
+
+/// For `verify --vault`: every vault token, what it is, and the keyslot it opens or why not.
+pub fn check_each(
+    meta: &Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    v: &VaultArgs,
+    only: Option<u32>,
+) -> Result<Vec<TokenCheck>> {
+    let tokens = tokens_for(meta, only);
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let creds = credentials(v)?.ok_or_else(|| Error::Vault(NO_CREDENTIALS.into()))?;
+    Ok(tokens
+        .into_iter()
+        .map(|(id, parsed)| match parsed {
+            Ok(t) => TokenCheck {
+                label: format!(
+                    "vault token {id} ({} {} at {})",
+                    t.mode(),
+                    t.kek_location(),
+                    t.addr
+                ),
+                result: open_with_token(meta, dev, v, &creds, &t, only),
+            },
+            Err(e) => TokenCheck {
+                label: format!("vault token {id}"),
+                result: Err(e.to_string()),
+            },
+        })
+        .collect())
 }
 
 pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {

@@ -190,7 +190,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
     let sources: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
-        if want_digest || args.fsck {
+        if (want_digest || args.fsck) && !args.vault {
             vec![("passphrase".into(), KeyArgs::default())]
         } else {
             Vec::new()
@@ -212,6 +212,43 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let mut keyslots = Vec::new();
     let mut volume_key: Option<(u32, VolumeKey)> = None;
     let mut last_error = None;
+    if args.vault {
+        let VolumeHeader::Luks2(h) = &opened.header else {
+            return Err(Error::Usage(format!(
+                "{} is LUKS1, which has no vault tokens: drop --vault",
+                opened.header_path.display()
+            )));
+        };
+        let checked = super::vault::check_each(
+            &h.metadata,
+            &opened.header_file,
+            &args.vault_args,
+            args.key_slot,
+        )?;
+        if checked.is_empty() {
+            keyslots.push(
+                json!({"key": "vault", "keyslot": null, "error": "the volume has no vault token"}),
+            );
+            last_error = Some(Error::Vault(format!(
+                "{} has no vault token",
+                opened.header_path.display()
+            )));
+        }
+        for super::vault::TokenCheck { label, result } in checked {
+            match result {
+                Ok((id, vk)) => {
+                    keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
+                    if volume_key.is_none() {
+                        volume_key = Some((id, vk));
+                    }
+                }
+                Err(why) => {
+                    keyslots.push(json!({"key": label, "keyslot": null, "error": why}));
+                    last_error = Some(Error::Vault(format!("{label}: {why}")));
+                }
+            }
+        }
+    }
     for (label, key) in &sources {
         match try_key(&opened, key, args.key_slot) {
             Ok((id, vk)) => {
@@ -246,7 +283,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             data["fsck"] = json!({"verdict": verdict.name(), "summary": summary});
         }
     }
-    let no_key = !sources.is_empty() && keyslots.iter().all(|k| k["keyslot"].is_null());
+    let no_key = !keyslots.is_empty() && keyslots.iter().all(|k| k["keyslot"].is_null());
     let ok = !header_damaged && data_ok && !no_key;
     let report = json!({
         "backing": args.backing,

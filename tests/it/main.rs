@@ -10,4 +10,5 @@ mod keys;
 mod lifecycle;
 mod mount;
 mod support;
+mod vault;
 mod verify;
