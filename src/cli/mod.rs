@@ -350,6 +350,10 @@ pub struct VerifyArgs {
     /// Compare the plaintext SHA-256 with this one (implies --digest).
     #[arg(long, value_name = "HEX")]
     pub expect_digest: Option<String>,
+    /// Digest every sector as dm-crypt decrypts it, never-written ones too (vaultdisk serves
+    /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
+    #[arg(long)]
+    pub dm_crypt_view: bool,
     /// The findings as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -372,6 +376,10 @@ pub struct DigestArgs {
     /// A detached header to read header and keyslots from.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Digest every sector as dm-crypt decrypts it, never-written ones too (vaultdisk serves
+    /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
+    #[arg(long)]
+    pub dm_crypt_view: bool,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).

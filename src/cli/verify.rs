@@ -78,10 +78,14 @@ fn try_key(opened: &Opened, key: &KeyArgs, key_slot: Option<u32>) -> Result<(u32
     }
 }
 
-fn digest_of(backing: &Path, segment: Segment, key: &VolumeKey) -> Result<String> {
+fn digest_of(
+    backing: &Path,
+    segment: Segment,
+    key: &VolumeKey,
+    dm_crypt_view: bool,
+) -> Result<String> {
     let data = device::open_backing(backing, false)?;
-    let volume = Volume::new(data, segment, key, true)?;
-    let size = volume.size_bytes();
+    let size = segment.data_size_bytes;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(size);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -91,11 +95,16 @@ fn digest_of(backing: &Path, segment: Segment, key: &VolumeKey) -> Result<String
         }
         bar
     });
-    let res = verify::plaintext_digest(&volume, |done| {
+    let progress = |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
-    });
+    };
+    let res = if dm_crypt_view {
+        verify::dm_crypt_view_digest(&data, &segment, key, progress)
+    } else {
+        verify::plaintext_digest(&Volume::new(data, segment, key, true)?, progress)
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -269,7 +278,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let mut data_ok = true;
     if let Some((id, vk)) = volume_key.take() {
         if want_digest {
-            let digest = digest_of(&args.backing, opened.segment, &vk)?;
+            let digest = digest_of(&args.backing, opened.segment, &vk, args.dm_crypt_view)?;
             if let Some(exp) = &expected {
                 let m = *exp == digest;
                 data_ok &= m;
@@ -330,7 +339,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
     let opened = open_read_only(&args.backing, args.header.as_deref())?;
     let (_, vk) = try_key(&opened, &args.key, args.key_slot)?;
-    let digest = digest_of(&args.backing, opened.segment, &vk)?;
+    let digest = digest_of(&args.backing, opened.segment, &vk, args.dm_crypt_view)?;
     emit(&format!("{digest}  {}", args.backing.display()))
 }
 
