@@ -717,6 +717,35 @@ fn lock_backing(file: &File, backing: &Path, read_only: bool) -> Result<()> {
     }
 }
 
+/// Takes the exclusive flock for a header update, held until `file` is closed, so two updates
+/// never interleave their read-modify-write and no daemon opens the volume meanwhile. A lock
+/// held by a serving daemon fails at once (exit 5); one held by another short-lived verb is
+/// waited for, up to `UPDATE_LOCK_WAIT`.
+pub fn lock_for_update(file: &File, backing: &Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                let canon = backing
+                    .canonicalize()
+                    .unwrap_or_else(|_| backing.to_path_buf());
+                let served = open_volumes().into_iter().any(|e| e.backing == canon);
+                if served || start.elapsed() > UPDATE_LOCK_WAIT {
+                    return Err(busy_error(backing));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", backing.display()), e));
+            }
+        }
+    }
+}
+
+/// How long a header update waits for another one to finish.
+const UPDATE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 fn busy_error(backing: &Path) -> Error {
     let canon = backing
         .canonicalize()

@@ -46,6 +46,11 @@ impl Backing {
         })
     }
 
+    /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
+    pub fn lock_for_update(&self) -> Result<()> {
+        daemon::lock_for_update(&self.file, &self.path)
+    }
+
     /// The open backing file (for length changes; header writes go through `WriteAt`).
     pub fn file(&self) -> &File {
         &self.file
@@ -119,6 +124,8 @@ pub(super) fn random_salts() -> Result<[[u8; 64]; 2]> {
 /// Opens BACKING for a metadata update: read-write, LUKS2, supported, not served read-write.
 pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
     let dev = Backing::open(path, true)?;
+    // Lock before reading: the header read here is the one the update is based on.
+    dev.lock_for_update()?;
     let header = dev.luks2_header()?;
     device::warn_damaged_copy(&header, path);
     if !header.metadata.unsupported.is_empty() {
@@ -128,7 +135,6 @@ pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
             header.metadata.unsupported.join("; ")
         )));
     }
-    daemon::ensure_backing_free(path, false)?;
     Ok((dev, header))
 }
 
@@ -531,7 +537,9 @@ pub fn repair(args: &RepairArgs) -> Result<()> {
         println!("both header copies of {name} are valid");
         return Ok(());
     }
-    daemon::ensure_backing_free(&args.backing, false)?;
+    dev.lock_for_update()?;
+    // Re-read under the lock: another update may have finished meanwhile.
+    let header = dev.luks2_header()?;
     let [salt, _] = random_salts()?;
     match write::repair(&dev, &header, salt).map_err(|e| dev.write_error(e))? {
         Some(kind) => println!(
