@@ -933,3 +933,53 @@ fn verify_checks_vault_tokens_and_the_daemon_never_sees_the_token() {
     }
     guard.close();
 }
+
+#[test]
+fn namespace_is_recorded_and_sent() {
+    let Some(bao) = Bao::start("vault_namespace", false) else {
+        return;
+    };
+    bao.cli(&["namespace", "create", "team"]).ok();
+    let ns_cli = |args: &[&str]| {
+        let mut all = vec![
+            format!("HOME={}", s(&bao.dir.path().join("home"))),
+            format!("VAULT_ADDR={}", bao.addr),
+            format!("VAULT_TOKEN={}", bao.token),
+            "VAULT_NAMESPACE=team".to_string(),
+            s(&tool("bao")).to_string(),
+        ];
+        all.extend(args.iter().map(|x| x.to_string()));
+        run("env", &all, None)
+    };
+    ns_cli(&["secrets", "enable", "transit"]).ok();
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--transit-key",
+            "nsdisk",
+            "--create",
+            "--vault-namespace",
+            "team",
+        ],
+        None,
+    )
+    .ok();
+    assert_eq!(vault_list(&bao, &vol.backing)[0]["vault_namespace"], "team");
+    // The key exists only inside the namespace.
+    assert_ne!(bao.cli(&["read", "transit/keys/nsdisk"]).code, 0);
+    ns_cli(&["read", "transit/keys/nsdisk"]).ok();
+    // Opening needs only the token: the namespace comes from the header's token.
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+}
