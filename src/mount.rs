@@ -97,6 +97,8 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             foreground: false,
             allow_other: false,
             unlocked_by: spec.unlocked_by.clone(),
+            // A filesystem on a loop device would not see a grown PLAIN anyway.
+            grow_with_file: false,
         },
         key,
     )

@@ -34,6 +34,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             foreground: args.foreground,
             allow_other: args.allow_other,
             unlocked_by: unlocked.unlocked_by,
+            grow_with_file: unlocked.grows_with_file,
         },
         unlocked.volume_key,
     )
@@ -45,6 +46,8 @@ pub struct Unlocked {
     pub volume_key: VolumeKey,
     /// For status: `keyslot N` or `vault token T (keyslot N)`.
     pub unlocked_by: String,
+    /// The data runs to the end of the backing file (LUKS2 "dynamic" size, LUKS1).
+    pub grows_with_file: bool,
 }
 
 /// A LUKS2 keyslot opened by `unlock_luks2`.
@@ -155,10 +158,15 @@ pub fn unlock(
     let opened = unlock_luks2(&header.metadata, &file, key, key_slot, backing)?;
     log::info!("keyslot {} of {name} opened", opened.keyslot);
     drop(file);
+    let grows_with_file = header
+        .metadata
+        .data_segment()
+        .is_ok_and(|s| s.size_bytes.is_none());
     Ok(Unlocked {
         segment,
         volume_key: opened.volume_key,
         unlocked_by: opened.unlocked_by,
+        grows_with_file,
     })
 }
 
@@ -226,6 +234,7 @@ fn unlock_luks1(
         segment,
         volume_key,
         unlocked_by: format!("LUKS1 keyslot {id}"),
+        grows_with_file: true,
     })
 }
 

@@ -129,6 +129,7 @@ fn fsck(
             foreground: false,
             allow_other: false,
             unlocked_by: format!("keyslot {keyslot}"),
+            grow_with_file: false,
         },
         key,
     )?;
