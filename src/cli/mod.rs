@@ -354,6 +354,9 @@ pub struct VerifyArgs {
     /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
     #[arg(long)]
     pub dm_crypt_view: bool,
+    /// Report digest progress as JSON lines on stderr (`{"event":"progress",...}`), for tooling.
+    #[arg(long)]
+    pub progress_json: bool,
     /// The findings as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -380,6 +383,9 @@ pub struct DigestArgs {
     /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
     #[arg(long)]
     pub dm_crypt_view: bool,
+    /// Report digest progress as JSON lines on stderr (`{"event":"progress",...}`), for tooling.
+    #[arg(long)]
+    pub progress_json: bool,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).

@@ -51,19 +51,37 @@ fn open_read_only(backing: &Path, header: Option<&Path>) -> Result<Opened> {
     })
 }
 
-/// Tries one key source; Ok((keyslot, key)) or the error that says why not.
-fn try_key(opened: &Opened, key: &KeyArgs, key_slot: Option<u32>) -> Result<(u32, VolumeKey)> {
+/// Tries one key source; Ok((keyslot, key)) or the error that says why not. With
+/// `with_vault`, vault tokens come first as for `open` (digest); verify's key files are
+/// checked alone so each report line is about that key.
+fn try_key(
+    opened: &Opened,
+    key: &KeyArgs,
+    key_slot: Option<u32>,
+    with_vault: bool,
+) -> Result<(u32, VolumeKey)> {
     let name = opened.header_path.display().to_string();
-    let pass = passphrase::read(key, &name, false)?;
     match &opened.header {
-        VolumeHeader::Luks2(h) => keyslot::unlock(
+        VolumeHeader::Luks2(h) if with_vault => super::open::unlock_luks2(
             &h.metadata,
             &opened.header_file,
-            pass.expose_secret(),
+            key,
             key_slot,
+            &opened.header_path,
         )
-        .map_err(|e| unlock_error(e, &opened.header_path)),
+        .map(|o| (o.keyslot, o.volume_key)),
+        VolumeHeader::Luks2(h) => {
+            let pass = passphrase::read(key, &name, false)?;
+            keyslot::unlock(
+                &h.metadata,
+                &opened.header_file,
+                pass.expose_secret(),
+                key_slot,
+            )
+            .map_err(|e| unlock_error(e, &opened.header_path))
+        }
         VolumeHeader::Luks1(h) => {
+            let pass = passphrase::read(key, &name, false)?;
             let only = key_slot.and_then(|n| u8::try_from(n).ok());
             match h.unlock(&opened.header_file, pass.expose_secret(), only) {
                 Ok(Some((id, vk))) => Ok((u32::from(id), vk)),
@@ -78,15 +96,31 @@ fn try_key(opened: &Opened, key: &KeyArgs, key_slot: Option<u32>) -> Result<(u32
     }
 }
 
+/// How the digest reports progress: a bar on a terminal, JSON lines with --progress-json.
+#[derive(Clone, Copy)]
+struct DigestMode {
+    dm_crypt_view: bool,
+    progress_json: bool,
+}
+
+/// One `--progress-json` line on stderr, at most once a second and at the end.
+fn progress_line(done: u64, total: u64) {
+    eprintln!(
+        "{}",
+        json!({"event": "progress", "step": "digest", "done_bytes": done, "total_bytes": total})
+    );
+}
+
 fn digest_of(
     backing: &Path,
     segment: Segment,
     key: &VolumeKey,
-    dm_crypt_view: bool,
+    mode: DigestMode,
 ) -> Result<String> {
     let data = device::open_backing(backing, false)?;
     let size = segment.data_size_bytes;
-    let bar = std::io::stderr().is_terminal().then(|| {
+    let mut last_line: Option<std::time::Instant> = None;
+    let bar = (!mode.progress_json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(size);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
@@ -99,8 +133,14 @@ fn digest_of(
         if let Some(b) = &bar {
             b.set_position(done);
         }
+        if mode.progress_json
+            && (done == size || last_line.is_none_or(|t| t.elapsed().as_secs() >= 1))
+        {
+            progress_line(done, size);
+            last_line = Some(std::time::Instant::now());
+        }
     };
-    let res = if dm_crypt_view {
+    let res = if mode.dm_crypt_view {
         verify::dm_crypt_view_digest(&data, &segment, key, progress)
     } else {
         verify::plaintext_digest(&Volume::new(data, segment, key, true)?, progress)
@@ -260,7 +300,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
         }
     }
     for (label, key) in &sources {
-        match try_key(&opened, key, args.key_slot) {
+        match try_key(&opened, key, args.key_slot, false) {
             Ok((id, vk)) => {
                 keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
                 if volume_key.is_none() {
@@ -279,7 +319,11 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let mut data_ok = true;
     if let Some((id, vk)) = volume_key.take() {
         if want_digest {
-            let digest = digest_of(&args.backing, opened.segment, &vk, args.dm_crypt_view)?;
+            let mode = DigestMode {
+                dm_crypt_view: args.dm_crypt_view,
+                progress_json: args.progress_json,
+            };
+            let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
             if let Some(exp) = &expected {
                 let m = *exp == digest;
                 data_ok &= m;
@@ -339,8 +383,12 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
     let opened = open_read_only(&args.backing, args.header.as_deref())?;
-    let (_, vk) = try_key(&opened, &args.key, args.key_slot)?;
-    let digest = digest_of(&args.backing, opened.segment, &vk, args.dm_crypt_view)?;
+    let (_, vk) = try_key(&opened, &args.key, args.key_slot, true)?;
+    let mode = DigestMode {
+        dm_crypt_view: args.dm_crypt_view,
+        progress_json: args.progress_json,
+    };
+    let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
     emit(&format!("{digest}  {}", args.backing.display()))
 }
 

@@ -770,6 +770,15 @@ fn vault_only_format_prints_a_recovery_key_and_remove_refuses_the_last_keyslot()
         let rk = write_key(dir.path(), "rk", recovery.as_bytes());
         assert!(cryptsetup_accepts(&disk, &rk));
     }
+    // Key verbs take the vault as the existing key: add a passphrase with only VAULT_TOKEN.
+    let pass = write_key(dir.path(), "later", b"added later");
+    let mut args = vec!["add-key", s(&disk), "--new-key-file", s(&pass)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    args.push("--token-only");
+    let out = bao.vd(&bao.token_only_env(), &args, None).ok();
+    assert!(out.stdout.contains("added keyslot 2"), "{}", out.describe());
+    vd(&["test-key", s(&disk), "--key-file", s(&pass)]).ok();
+    vd(&["remove-key", s(&disk), "--key-slot", "2"]).ok();
     // --no-recovery-key: the vault is the only way in; removing it needs --force.
     let lone = dir.path().join("lone.img");
     let out = bao
@@ -878,6 +887,16 @@ fn verify_checks_vault_tokens_and_the_daemon_never_sees_the_token() {
     );
     assert!(ks.iter().any(|k| k["keyslot"] == 0));
     assert_eq!(report["ok"], true);
+    // digest opens through the vault like open does.
+    let out = bao
+        .vd(&bao.token_only_env(), &["digest", b, "--token-only"], None)
+        .ok();
+    assert_eq!(
+        out.stdout.split_whitespace().next(),
+        report["data"]["digest"].as_str(),
+        "{}",
+        out.describe()
+    );
     // A wrong vault token alone: exit 2, the report says why.
     let out = bao.vd(
         &["VAULT_TOKEN=wrong".into()],

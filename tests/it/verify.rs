@@ -326,6 +326,13 @@ fn dm_crypt_view_digest_matches_the_oracle_on_never_written_sectors() {
             .to_string()
     };
     assert_eq!(digest(&[]), expected_plain);
+    // --progress-json: JSON lines on stderr, the last one at the end.
+    let out = vd(&["digest", s(&disk), "--key-file", s(&key), "--progress-json"]).ok();
+    let last: Value =
+        serde_json::from_str(out.stderr.lines().last().unwrap_or("")).expect("json line");
+    assert_eq!(last["event"], "progress", "{}", out.stderr);
+    assert_eq!(last["done_bytes"], 8 * MIB);
+    assert_eq!(last["total_bytes"], 8 * MIB);
     assert_eq!(digest(&["--dm-crypt-view"]), expected_dm);
     let (out, r) = verify_json(
         &disk,
