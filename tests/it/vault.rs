@@ -1002,3 +1002,72 @@ fn namespace_is_recorded_and_sent() {
     )
     .ok();
 }
+
+/// A crash after any write or sync of `vault enroll` and `vault remove` leaves a header that
+/// cryptsetup parses, the passphrase working, and the vault token working or absent.
+#[test]
+fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
+    let Some(bao) = Bao::start("crash_vault_enroll", false) else {
+        return;
+    };
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    bao.cli(&["write", "-f", "transit/keys/disk"]).ok();
+    let pristine = std::fs::read(&vol.backing).expect("read");
+    let check = |phase: &str, k: u32| {
+        vd(&["test-key", b, "--key-file", s(&vol.key)]).ok();
+        if find_tool("cryptsetup").is_some() {
+            sys("cryptsetup", &["luksDump", b]).ok();
+        }
+        let tokens = vault_list(&bao, &vol.backing);
+        let out = bao.vd(
+            &bao.token_only_env(),
+            &["test-key", b, "--token-only"],
+            None,
+        );
+        assert_eq!(
+            out.code == 0,
+            !tokens.is_empty(),
+            "{phase} crash {k}: a listed token must open, an unlisted one cannot:\n{}",
+            out.describe()
+        );
+    };
+    let enroll = [
+        "vault",
+        "enroll",
+        b,
+        "--key-file",
+        s(&vol.key),
+        "--transit-key",
+        "disk",
+    ];
+    let mut points = 0;
+    for phase in ["enroll", "remove"] {
+        let mut k = 1;
+        loop {
+            std::fs::write(&vol.backing, &pristine).expect("restore");
+            if phase == "remove" {
+                bao.vd(&bao.env(), &enroll, None).ok();
+            }
+            let mut env = bao.env();
+            env.push(format!("VAULTDISK_CRASH_AFTER_WRITES={k}"));
+            let args: Vec<&str> = if phase == "enroll" {
+                enroll.to_vec()
+            } else {
+                vec!["vault", "remove", b, "--token", "0"]
+            };
+            let out = bao.vd(&env, &args, None);
+            if out.code == 0 {
+                check(phase, k);
+                break;
+            }
+            assert_eq!(out.code, 86, "{phase} {k}: {}", out.describe());
+            check(phase, k);
+            points += 1;
+            k += 1;
+            assert!(k < 20, "{phase} never completed");
+        }
+    }
+    assert!(points >= 6, "only {points} crash points");
+    eprintln!("vault enroll/remove crash points exercised: {points}");
+}
