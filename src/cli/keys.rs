@@ -497,7 +497,28 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
                 crash_after: None,
                 ops: Cell::new(0),
             };
-            let (id, _) = unlock(&dev, &h, &args.key, args.key_slot)?;
+            // An explicit key is tested alone; without one, vault tokens are tried as by open.
+            let id = if args.key.key_file.is_some() || args.key.recovery_key {
+                if args.key.vault.token_only {
+                    return Err(Error::Usage(
+                        "--token-only tests the vault tokens: drop --key-file/--recovery-key"
+                            .into(),
+                    ));
+                }
+                if let Some(n) = args.key_slot
+                    && !h.metadata.keyslots.contains_key(&n)
+                {
+                    return Err(Error::Usage(format!("keyslot {n} of {name} is not in use")));
+                }
+                keyslot::candidates(&h.metadata, args.key_slot)
+                    .map_err(|e| super::open::unlock_error(e, &dev.path))?;
+                let pass = passphrase::read(&args.key, &name, false)?;
+                keyslot::unlock(&h.metadata, &dev, pass.expose_secret(), args.key_slot)
+                    .map_err(|e| super::open::unlock_error(e, &dev.path))?
+                    .0
+            } else {
+                unlock(&dev, &h, &args.key, args.key_slot)?.0
+            };
             println!("keyslot {id} opens {name}");
         }
         VolumeHeader::Luks1(h) => {

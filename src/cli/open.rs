@@ -94,7 +94,7 @@ pub fn unlock_luks2(
     let warn = || {
         if tried {
             log::warn!("{name}: vault unlock failed, trying a passphrase: {why}");
-        } else {
+        } else if has_vault_tokens {
             log::info!("{name}: vault tokens not tried: {why}");
         }
     };

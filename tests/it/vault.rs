@@ -291,9 +291,25 @@ fn deleted_or_disabled_transit_key_makes_the_token_useless_but_the_passphrase_wo
         panic!("{e}");
     }
     assert!(out.stderr.contains(&bao.addr), "{}", out.describe());
-    // The passphrase keyslot still opens, after one warning naming the vault failure.
+    // The passphrase keyslot still opens (test-key tests an explicit key alone)...
     let out = test(&["--key-file", s(&vol.key)]).ok();
     assert!(out.stdout.contains("keyslot 0 opens"), "{}", out.describe());
+    assert!(!out.stderr.contains("vault"), "{}", out.describe());
+    // ...and a verb that tries the vault first falls back to it after one warning line.
+    let out = bao
+        .vd(
+            &bao.token_only_env(),
+            &["digest", s(&vol.backing), "--key-file", s(&vol.key)],
+            None,
+        )
+        .ok();
+    assert_eq!(
+        out.stdout.split_whitespace().count(),
+        2,
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.describe());
     assert!(
         out.stderr.contains("vault unlock failed") && out.stderr.contains(&bao.addr),
         "{}",
