@@ -108,6 +108,7 @@ pub fn start(spec: ServeSpec, key: VolumeKey) -> Result<()> {
         crate::sys::set_not_dumpable();
         let serving = mount(&spec, &key)?;
         drop(key);
+        lock_key_pages();
         let registration = register(&spec, &serving)?;
         let signals = spawn_signal_thread(
             &serving.plain,
@@ -631,6 +632,7 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
     let (spec, key) = read_request()?;
     let serving = mount(&spec, &key)?;
     drop(key);
+    lock_key_pages();
     let registration = register(&spec, &serving)?;
     // Paths are canonical from here on; do not pin the caller's working directory.
     let _ = std::env::set_current_dir("/");
@@ -650,6 +652,18 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
     }
     detach_stdio();
     run(serving, Some(registration), Some(signals))
+}
+
+/// Locks the pages holding the cipher's round keys, which `Volume::new` built on this
+/// thread's heap. Called after the transport copy of the key is dropped: its munlock would
+/// unlock any page it shares with them. Best effort: one warning if RLIMIT_MEMLOCK forbids.
+fn lock_key_pages() {
+    match crate::sys::lock_current_memory() {
+        Ok(how) => log::debug!("key pages locked in memory ({how:?})"),
+        Err(e) => warn!(
+            "cannot lock the cipher keys in memory ({e}): they may be swapped out; raise RLIMIT_MEMLOCK (ulimit -l)"
+        ),
+    }
 }
 
 /// The daemon's side of the readiness pipe (its stdout).

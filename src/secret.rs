@@ -109,6 +109,36 @@ mod tests {
         assert!(shown.contains("redacted"));
     }
 
+    /// Every secret type wipes its bytes before the allocator gets them back: the test
+    /// allocator (sys::dealloc_probe) looks at the block as it is freed.
+    #[test]
+    fn secrets_are_zeroized_on_drop() {
+        use crate::sys::dealloc_probe::{freed_zeroed, watch};
+        let secret = b"hunter2 hunter2 hunter2 hunter2!";
+        let s = SecretBytes::from_slice(secret);
+        watch(s.expose_secret().as_ptr(), s.len());
+        assert_eq!(freed_zeroed(), None);
+        drop(s);
+        assert_eq!(freed_zeroed(), Some(true), "SecretBytes");
+
+        let k = VolumeKey(SecretBytes::random(64).unwrap());
+        assert!(k.expose_secret().iter().any(|&b| b != 0));
+        watch(k.expose_secret().as_ptr(), 64);
+        drop(k);
+        assert_eq!(freed_zeroed(), Some(true), "VolumeKey");
+
+        let p = Passphrase(SecretBytes::from_vec(secret.to_vec()));
+        watch(p.expose_secret().as_ptr(), secret.len());
+        drop(p);
+        assert_eq!(freed_zeroed(), Some(true), "Passphrase");
+
+        // The probe itself sees a block freed without wiping.
+        let plain = secret.to_vec();
+        watch(plain.as_ptr(), plain.len());
+        drop(plain);
+        assert_eq!(freed_zeroed(), Some(false), "a plain Vec is not wiped");
+    }
+
     #[test]
     fn constant_time_eq_checks_length_and_content() {
         let s = SecretBytes::from_slice(b"abc");

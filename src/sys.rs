@@ -40,3 +40,120 @@ pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail and takes no arguments.
     unsafe { libc::geteuid() }
 }
+
+/// What `lock_current_memory` managed to lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    /// Every mapping of the process as it is now (`mlockall(MCL_CURRENT | MCL_ONFAULT)`).
+    AllMappings,
+    /// Only the `[heap]` mapping, because RLIMIT_MEMLOCK is smaller than the whole process.
+    Heap,
+}
+
+/// Locks the memory the process has mapped so far, so that secrets already in it (a cipher's
+/// round keys on the heap) are never swapped out. Pages are locked as they are faulted in
+/// (ONFAULT): nothing is populated, later mappings are not locked. Falls back to the
+/// `[heap]` mapping alone when the whole process exceeds RLIMIT_MEMLOCK; Err when neither
+/// is allowed.
+pub fn lock_current_memory() -> std::io::Result<Locked> {
+    // SAFETY: mlockall takes flags only and changes no memory contents.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_ONFAULT) } == 0 {
+        return Ok(Locked::AllMappings);
+    }
+    let all_err = std::io::Error::last_os_error();
+    let Some((start, end)) = heap_range() else {
+        return Err(all_err);
+    };
+    // SAFETY: [start, end) is the process's own heap mapping, read from /proc/self/maps;
+    // mlock2 only changes its locking state.
+    if unsafe {
+        libc::mlock2(
+            start as *const libc::c_void,
+            end - start,
+            libc::MLOCK_ONFAULT,
+        )
+    } == 0
+    {
+        return Ok(Locked::Heap);
+    }
+    Err(std::io::Error::last_os_error())
+}
+
+/// The address range of the `[heap]` mapping (glibc's main arena) from /proc/self/maps.
+fn heap_range() -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[heap]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    (end > start).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn heap_range_is_found_and_contains_a_small_allocation() {
+        let b = Box::new([7u8; 64]);
+        let (start, end) = super::heap_range().expect("a [heap] mapping");
+        let at = b.as_ptr() as usize;
+        assert!(
+            start <= at && at < end,
+            "{at:#x} not in {start:#x}-{end:#x}"
+        );
+    }
+}
+
+/// Test-only global allocator that reports whether one watched allocation was all zeros at
+/// the moment it was freed: how the zeroize-on-drop tests of `secret` see freed memory
+/// without reading it after the free.
+#[cfg(test)]
+pub mod dealloc_probe {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    static WATCH: AtomicUsize = AtomicUsize::new(0);
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+    /// 0: not freed yet; 1: freed, all zero; 2: freed holding a non-zero byte.
+    static VERDICT: AtomicUsize = AtomicUsize::new(0);
+
+    struct Probe;
+
+    // SAFETY: every call is passed on to the System allocator unchanged; dealloc only reads
+    // the block it was handed, before freeing it.
+    unsafe impl GlobalAlloc for Probe {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let watched = WATCH.load(SeqCst);
+            if watched != 0 && ptr as usize == watched {
+                let len = LEN.load(SeqCst).min(layout.size());
+                // SAFETY: ptr is a live block of layout.size() >= len bytes until freed below.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+                VERDICT.store(if bytes.iter().all(|&b| b == 0) { 1 } else { 2 }, SeqCst);
+                WATCH.store(0, SeqCst);
+            }
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Probe = Probe;
+
+    /// Watches the heap block at `ptr` (its first `len` bytes) until it is freed.
+    pub fn watch(ptr: *const u8, len: usize) {
+        VERDICT.store(0, SeqCst);
+        LEN.store(len, SeqCst);
+        WATCH.store(ptr as usize, SeqCst);
+    }
+
+    /// None while the watched block is alive; Some(all zero) once it was freed.
+    pub fn freed_zeroed() -> Option<bool> {
+        match VERDICT.load(SeqCst) {
+            0 => None,
+            v => Some(v == 1),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Command line: clap types and one file per verb. Only this module prints.
 mod close;
 mod device;
-mod dump;
+pub mod dump;
 mod erase;
 mod format;
 mod header;

@@ -96,13 +96,31 @@ fn read_key_file(path: &Path, key: &KeyArgs) -> Result<Passphrase> {
             _ => Error::Usage(format!("{what}: {}", plain_io(&e))),
         }
     })?;
-    if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+    let meta = f.metadata().ok();
+    if meta.as_ref().is_some_and(|m| m.is_dir()) {
         return Err(Error::Usage(format!(
             "key file {} is a directory",
             path.display()
         )));
     }
+    if let Some(warning) = meta.and_then(|m| key_file_mode_warning(path, &m)) {
+        log::warn!("{warning}");
+    }
     read_all(&mut f, &path.display().to_string(), key)
+}
+
+/// The one-line warning for a regular key file that users other than its owner may read,
+/// as ssh warns about private keys ("UNPROTECTED PRIVATE KEY FILE"); we still use it.
+fn key_file_mode_warning(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode();
+    (meta.is_file() && mode & 0o044 != 0).then(|| {
+        format!(
+            "key file {} is readable by group or others (mode {:04o}): chmod 600 it",
+            path.display(),
+            mode & 0o7777
+        )
+    })
 }
 
 /// One line from a non-tty stdin, trailing newline removed (cryptsetup's rule).

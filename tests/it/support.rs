@@ -432,10 +432,13 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Writes a key file holding exactly `bytes`.
+/// Writes a key file holding exactly `bytes`, mode 0600 (a key file others may read gets a
+/// warning on stderr).
 pub fn write_key(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     fs::write(&p, bytes).expect("write key file");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod key file");
     p
 }
 

@@ -1,0 +1,9 @@
+//! `cargo fuzz run luks2_json`: see fuzz/README.md; the body is shared with the corpus replay test.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::luks2_json(data);
+});
