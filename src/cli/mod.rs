@@ -1,4 +1,5 @@
 //! Command line: clap types and one file per verb. Only this module prints.
+mod benchmark;
 mod close;
 mod device;
 mod dump;
@@ -76,6 +77,8 @@ pub enum Command {
     Erase(EraseArgs),
     /// Grow (or with --force shrink) the plaintext size, offline.
     Resize(ResizeArgs),
+    /// Memory-only cipher (aes-xts) and KDF figures, like `cryptsetup benchmark`.
+    Benchmark(benchmark::BenchmarkArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -445,6 +448,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::AddRecoveryKey(args) => keys::add_recovery_key(&args).map(|()| 0),
         Command::Erase(args) => erase::run(&args).map(|()| 0),
         Command::Resize(args) => resize::run(&args).map(|()| 0),
+        Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }
