@@ -10,5 +10,6 @@ mod fuse;
 mod keys;
 mod lifecycle;
 mod mount;
+mod perf;
 mod support;
 mod verify;

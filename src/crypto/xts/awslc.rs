@@ -123,31 +123,74 @@ impl Xts256 {
     ) {
         let dir = if encrypt { &self.enc } else { &self.dec };
         let ctx = dir.take();
-        let len = i32::try_from(sector_size).expect("sector size fits an int");
         let mut iv_sector = first_iv;
         for sector in buf.chunks_exact_mut(sector_size) {
-            let mut iv = [0u8; 16];
-            iv[..8].copy_from_slice(&iv_sector.to_le_bytes());
-            iv_sector = iv_sector.wrapping_add(iv_step);
-            let mut out_len = 0i32;
             let p = sector.as_mut_ptr();
-            // SAFETY: ctx is keyed for this direction and used by this thread alone; a null
-            // cipher and key with enc = -1 only set the 16-byte IV, which `iv` provides. The
-            // update reads and writes exactly `len` bytes at `p` (in place is allowed), and
-            // writes one int to out_len.
-            let ok = unsafe {
-                ffi::EVP_CipherInit_ex(
-                    ctx.as_ptr(),
-                    ptr::null(),
-                    ptr::null_mut(),
-                    ptr::null(),
-                    iv.as_ptr(),
-                    -1,
-                ) == 1
-                    && ffi::EVP_CipherUpdate(ctx.as_ptr(), p, &mut out_len, p, len) == 1
-            };
-            assert!(ok && out_len == len, "AWS-LC XTS failed on a whole sector");
+            // SAFETY: p points to the sector_size bytes of `sector`, read and written in
+            // place (the same pointer for input and output).
+            unsafe { one_sector(&ctx, p, p, sector_size, iv_sector) };
+            iv_sector = iv_sector.wrapping_add(iv_step);
         }
         dir.give_back(ctx);
     }
+
+    /// Like `run`, reading `src` and writing `dst` (same length).
+    pub(super) fn run_into(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        sector_size: usize,
+        first_iv: u64,
+        iv_step: u64,
+        encrypt: bool,
+    ) {
+        assert_eq!(src.len(), dst.len());
+        let dir = if encrypt { &self.enc } else { &self.dec };
+        let ctx = dir.take();
+        let mut iv_sector = first_iv;
+        for (i, o) in src
+            .chunks_exact(sector_size)
+            .zip(dst.chunks_exact_mut(sector_size))
+        {
+            // SAFETY: i and o are sector_size bytes each, from a shared and an exclusive
+            // borrow, so they do not overlap.
+            unsafe { one_sector(&ctx, i.as_ptr(), o.as_mut_ptr(), sector_size, iv_sector) };
+            iv_sector = iv_sector.wrapping_add(iv_step);
+        }
+        dir.give_back(ctx);
+    }
+}
+
+/// One data unit: `sector_size` bytes from `input` to `output` under plain64 IV `iv_sector`.
+///
+/// # Safety
+/// `input` must point to `sector_size` readable bytes and `output` to `sector_size` writable
+/// bytes; the two ranges are the same (in place) or do not overlap.
+unsafe fn one_sector(
+    ctx: &Ctx,
+    input: *const u8,
+    output: *mut u8,
+    sector_size: usize,
+    iv_sector: u64,
+) {
+    let len = i32::try_from(sector_size).expect("sector size fits an int");
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&iv_sector.to_le_bytes());
+    let mut out_len = 0i32;
+    // SAFETY: ctx is keyed and used by this thread alone (taken from the pool); a null cipher
+    // and key with enc = -1 only set the 16-byte IV, which `iv` provides. The update reads
+    // `len` bytes at `input` and writes `len` bytes at `output`, as the caller guarantees
+    // (in place is allowed by AWS-LC), and writes one int to out_len.
+    let ok = unsafe {
+        ffi::EVP_CipherInit_ex(
+            ctx.as_ptr(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null(),
+            iv.as_ptr(),
+            -1,
+        ) == 1
+            && ffi::EVP_CipherUpdate(ctx.as_ptr(), output, &mut out_len, input, len) == 1
+    };
+    assert!(ok && out_len == len, "AWS-LC XTS failed on a whole sector");
 }
