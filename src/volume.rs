@@ -157,6 +157,20 @@ impl Volume {
         // that covers the same sector must not write back stale bytes over ours.
         let _guard = self.locks.lock(&span, true);
         let res = with_scratch(sectors_len(&span, ss), |buf| {
+            if span.aligned(ss) {
+                // Whole sectors (the page-cache and loop-device case): encrypt straight from
+                // the request into the scratch buffer, one pass fewer than copy-then-encrypt.
+                self.cipher.encrypt_sectors_into(
+                    data,
+                    buf,
+                    ss,
+                    self.segment.iv_sector(span.first),
+                    self.segment.iv_step(),
+                );
+                return self
+                    .backing
+                    .write_all_at(buf, self.segment.backing_offset(span.first));
+            }
             let last_start = buf.len() - ss;
             if span.partial_head() {
                 self.read_sectors(span.first, &mut buf[..ss])?;

@@ -1,4 +1,5 @@
 //! Command line: clap types and one file per verb. Only this module prints.
+mod benchmark;
 mod close;
 mod device;
 pub mod dump;
@@ -79,6 +80,8 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Keyslots unlocked through a key-encryption key in OpenBao / HashiCorp Vault.
     Vault(VaultCommandArgs),
+    /// Memory-only cipher (aes-xts) and KDF figures, like `cryptsetup benchmark`.
+    Benchmark(benchmark::BenchmarkArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -599,6 +602,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             VaultCommand::Remove(args) => vault::remove(&args),
         }
         .map(|()| 0),
+        Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

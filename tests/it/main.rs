@@ -1,6 +1,7 @@
 //! The one integration-test binary: runs the built `vaultdisk` against real files, FUSE,
 //! loop devices, ext4, cryptsetup, qemu-img and an independent Python XTS oracle.
 
+mod bench;
 mod cli;
 mod compat;
 mod corrupt;
@@ -10,6 +11,7 @@ mod hygiene;
 mod keys;
 mod lifecycle;
 mod mount;
+mod perf;
 mod reliability;
 mod support;
 mod vault;
