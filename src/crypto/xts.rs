@@ -382,7 +382,7 @@ mod tests {
                     <$c>::new_from_slice(&key[half..]).unwrap(),
                 );
                 for (k, s) in buf.chunks_exact_mut(ss).enumerate() {
-                    let t = iv_block(first_iv + k as u64 * step);
+                    let t = iv_block(first_iv.wrapping_add((k as u64).wrapping_mul(step)));
                     if enc {
                         x.encrypt_sector(s, t)
                     } else {
