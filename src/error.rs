@@ -26,6 +26,9 @@ pub enum Error {
     /// Permission denied on a file we need (exit 2).
     #[error("permission denied: {0}")]
     Permission(String),
+    /// A vault could not unwrap a keyslot secret, and nothing else unlocked (exit 2).
+    #[error("{0}")]
+    Vault(String),
     /// Not enough memory, e.g. for an Argon2 keyslot (exit 3).
     #[error("out of memory: {0}")]
     NoMemory(String),
@@ -57,7 +60,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::NoKey { .. } | Error::Permission(_) => exit::NO_KEY,
+            Error::NoKey { .. } | Error::Permission(_) | Error::Vault(_) => exit::NO_KEY,
             Error::NoMemory(_) => exit::NO_MEMORY,
             Error::Device(_) => exit::DEVICE,
             Error::Busy(_) => exit::BUSY,

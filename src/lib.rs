@@ -13,5 +13,7 @@ pub mod luks2;
 pub mod mount;
 pub mod secret;
 pub mod sys;
+pub mod token;
+pub mod vault;
 pub mod verify;
 pub mod volume;

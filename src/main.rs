@@ -9,7 +9,14 @@ fn init_logging(verbose: bool, quiet: bool) {
     } else {
         "warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+    let filters = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    env_logger::Builder::new()
+        .parse_filters(&filters)
+        // The HTTP and TLS stacks dump request headers and bodies at debug/trace level: that
+        // would print the vault token and unwrapped secrets. They never log below warn.
+        .filter_module("ureq", log::LevelFilter::Warn)
+        .filter_module("ureq_proto", log::LevelFilter::Warn)
+        .filter_module("rustls", log::LevelFilter::Warn)
         .format(|buf, record| match record.level() {
             log::Level::Error | log::Level::Warn => writeln!(
                 buf,

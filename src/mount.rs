@@ -97,6 +97,8 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             foreground: false,
             allow_other: false,
             unlocked_by: spec.unlocked_by.clone(),
+            // A filesystem on a loop device would not see a grown PLAIN anyway.
+            grow_with_file: false,
         },
         key,
     )
@@ -261,6 +263,7 @@ fn step_error(step: &str, e: Error) -> Error {
     match e {
         Error::Usage(_) => Error::Usage(msg),
         Error::NoKey { .. } | Error::Permission(_) => Error::Permission(msg),
+        Error::Vault(_) => Error::Vault(msg),
         Error::NoMemory(_) => Error::NoMemory(msg),
         Error::Busy(_) => Error::Busy(msg),
         Error::Device(_) => Error::Device(msg),

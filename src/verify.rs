@@ -1,5 +1,8 @@
 //! Restore verification: read-only checks of a volume's data. Never writes the backing file.
+use crate::crypto::xts::SectorCipher;
 use crate::error::{Error, Result};
+use crate::geometry::Segment;
+use crate::secret::VolumeKey;
 use crate::volume::Volume;
 use sha2::{Digest, Sha256};
 
@@ -37,6 +40,43 @@ pub fn plaintext_digest(volume: &Volume, mut progress: impl FnMut(u64)) -> Resul
         hasher.update(&chunk[..]);
         offset += want as u64;
         progress(offset);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// SHA-256 of the plaintext exactly as dm-crypt shows it: every sector read from `backing`
+/// and decrypted, also never-written ones (all-zero ciphertext), which `Volume` serves as
+/// zeros. This equals `sha256sum /dev/mapper/NAME` of the same volume opened by cryptsetup.
+pub fn dm_crypt_view_digest(
+    backing: &std::fs::File,
+    segment: &Segment,
+    key: &VolumeKey,
+    mut progress: impl FnMut(u64),
+) -> Result<String> {
+    use std::os::unix::fs::FileExt;
+    let cipher = SectorCipher::new(key.expose_secret())
+        .map_err(|e| Error::Device(format!("volume key: {e}")))?;
+    let sector = segment.sector_size_bytes();
+    let chunk_bytes = CHUNK_BYTES / sector * sector;
+    let size = segment.data_size_bytes;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; chunk_bytes];
+    let mut plain_offset = 0u64;
+    while plain_offset < size {
+        let want =
+            usize::try_from((size - plain_offset).min(chunk_bytes as u64)).unwrap_or(chunk_bytes);
+        let chunk = &mut buf[..want];
+        let backing_offset = segment.data_offset_bytes + plain_offset;
+        backing.read_exact_at(chunk, backing_offset).map_err(|e| {
+            Error::Device(format!(
+                "cannot read ciphertext at byte {backing_offset}: {e}"
+            ))
+        })?;
+        let first_iv = segment.iv_sector(segment.sector_of(plain_offset));
+        cipher.decrypt_sectors(chunk, sector, first_iv, segment.iv_step());
+        hasher.update(&chunk[..]);
+        plain_offset += want as u64;
+        progress(plain_offset);
     }
     Ok(hex(&hasher.finalize()))
 }

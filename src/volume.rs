@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Scratch buffers above this size are freed after use instead of kept per thread.
@@ -24,6 +25,8 @@ const SCRATCH_KEEP_BYTES: usize = 4 << 20;
 pub struct Volume {
     backing: File,
     segment: Segment,
+    /// Current plaintext size: `segment.data_size_bytes` until an online grow.
+    size_bytes: AtomicU64,
     cipher: SectorCipher,
     read_only: bool,
     locks: RangeLocks,
@@ -55,6 +58,7 @@ impl Volume {
             .map_err(|e| Error::Device(format!("volume key: {e}")))?;
         Ok(Volume {
             backing,
+            size_bytes: AtomicU64::new(segment.data_size_bytes),
             segment,
             cipher,
             read_only,
@@ -62,9 +66,28 @@ impl Volume {
         })
     }
 
-    /// Plaintext size in bytes; fixed for the life of the volume.
+    /// Plaintext size in bytes; changes only by `grow_to_backing`.
     pub fn size_bytes(&self) -> u64 {
-        self.segment.data_size_bytes
+        self.size_bytes.load(Ordering::Acquire)
+    }
+
+    /// Grows the plaintext to the whole sectors the backing file now holds past the data
+    /// offset (online resize of a dynamic segment). Never shrinks. Returns (old, new) size.
+    pub fn grow_to_backing(&self) -> io::Result<(u64, u64)> {
+        let file_len = self.backing.metadata()?.len();
+        let ss = self.segment.sector_size_bytes() as u64;
+        let fits = file_len.saturating_sub(self.segment.data_offset_bytes) / ss * ss;
+        let old = self.size_bytes.fetch_max(fits, Ordering::AcqRel);
+        Ok((old, old.max(fits)))
+    }
+
+    /// The sectors of a plaintext range, clamped at the current size.
+    fn span(&self, plain_offset: u64, len: usize) -> Option<SectorSpan> {
+        Segment {
+            data_size_bytes: self.size_bytes(),
+            ..self.segment
+        }
+        .span(plain_offset, len)
     }
 
     /// The segment this volume serves.
@@ -80,7 +103,7 @@ impl Volume {
     /// Reads plaintext at `plain_offset` into `buf`. Returns the bytes read: `buf.len()`
     /// unless the range runs past the end (then short, and 0 at or past the end).
     pub fn read_at(&self, plain_offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(span) = self.segment.span(plain_offset, buf.len()) else {
+        let Some(span) = self.span(plain_offset, buf.len()) else {
             return Ok(0);
         };
         let ss = self.segment.sector_size_bytes();
@@ -125,7 +148,7 @@ impl Volume {
         if data.is_empty() {
             return Ok(0);
         }
-        let Some(span) = self.segment.span(plain_offset, data.len()) else {
+        let Some(span) = self.span(plain_offset, data.len()) else {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         };
         let ss = self.segment.sector_size_bytes();
@@ -134,6 +157,20 @@ impl Volume {
         // that covers the same sector must not write back stale bytes over ours.
         let _guard = self.locks.lock(&span, true);
         let res = with_scratch(sectors_len(&span, ss), |buf| {
+            if span.aligned(ss) {
+                // Whole sectors (the page-cache and loop-device case): encrypt straight from
+                // the request into the scratch buffer, one pass fewer than copy-then-encrypt.
+                self.cipher.encrypt_sectors_into(
+                    data,
+                    buf,
+                    ss,
+                    self.segment.iv_sector(span.first),
+                    self.segment.iv_step(),
+                );
+                return self
+                    .backing
+                    .write_all_at(buf, self.segment.backing_offset(span.first));
+            }
             let last_start = buf.len() - ss;
             if span.partial_head() {
                 self.read_sectors(span.first, &mut buf[..ss])?;

@@ -4,7 +4,6 @@
 use super::EraseArgs;
 use super::device::{self, VolumeHeader};
 use super::keys::Backing;
-use crate::daemon;
 use crate::error::{Error, Result};
 use crate::luks2::ReadAt;
 use crate::luks2::write::WriteAt;
@@ -28,7 +27,7 @@ pub fn run(args: &EraseArgs) -> Result<()> {
         VolumeHeader::Luks1(_) => file_len,
     };
     let len = len.min(file_len);
-    daemon::ensure_backing_free(&args.backing, false)?;
+    dev.lock_for_update()?;
     if !args.batch {
         confirm(&name)?;
     }

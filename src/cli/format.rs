@@ -9,7 +9,7 @@ use crate::keyslot;
 use crate::luks2::binary::{BinaryHeader, CopyKind};
 use crate::luks2::layout::Layout;
 use crate::luks2::{self, json};
-use crate::secret::{SecretBytes, VolumeKey};
+use crate::secret::{Passphrase, SecretBytes, VolumeKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::BTreeMap;
@@ -130,34 +130,116 @@ fn check_target(path: &Path, force: bool) -> Result<()> {
     }
 }
 
+/// One keyslot of the new volume, with the token that marks it (if any).
+struct FirstKeyslot {
+    id: u32,
+    slot: keyslot::NewKeyslot,
+    offset: u64,
+    token: Option<serde_json::Value>,
+}
+
+/// Vault-only volumes: keyslot 0 is a vault secret, keyslot 1 a recovery key (printed after
+/// the volume is in place) unless --no-recovery-key.
+fn vault_keyslots(
+    args: &FormatArgs,
+    volume_key: &VolumeKey,
+    layout: &Layout,
+    area_size: u64,
+) -> Result<(Vec<FirstKeyslot>, Option<Passphrase>)> {
+    if args.key.key_file.is_some() || args.key.recovery_key {
+        return Err(usage(
+            "--transit-key/--kv-path make a vault-only volume: drop --key-file/--recovery-key (add a passphrase later with add-key)",
+        ));
+    }
+    let enrolment = super::vault::enrol(&args.key.vault, &args.kek, 0)?;
+    let pass = super::vault::keyslot_passphrase(&enrolment.secret);
+    let store = |pass: &[u8], offset: u64, id: u32| {
+        keyslot::store(
+            volume_key,
+            pass,
+            super::vault::full_entropy_kdf(),
+            offset,
+            area_size,
+        )
+        .map_err(|e| Error::Device(format!("cannot create keyslot {id}: {e}")))
+    };
+    let mut slots = vec![FirstKeyslot {
+        id: 0,
+        slot: store(pass.expose_secret(), layout.keyslots_start(), 0)?,
+        offset: layout.keyslots_start(),
+        token: Some(enrolment.token.encode()),
+    }];
+    let recovery = if args.no_recovery_key {
+        None
+    } else {
+        let key = passphrase::generate_recovery_key()?;
+        let offset = layout.keyslots_start() + area_size;
+        slots.push(FirstKeyslot {
+            id: 1,
+            slot: store(key.expose_secret(), offset, 1)?,
+            offset,
+            token: Some(serde_json::json!({ "type": crate::token::RECOVERY, "keyslots": ["1"] })),
+        });
+        Some(key)
+    };
+    Ok((slots, recovery))
+}
+
 pub fn run(args: &FormatArgs) -> Result<()> {
     let plan = plan(args)?;
     check_target(&args.backing, args.force)?;
-    let passphrase = passphrase::read(&args.key, &args.backing.display().to_string(), true)?;
+    let vault_only = args.kek.transit_key.is_some() || args.kek.kv_path.is_some();
+    if args.no_recovery_key && !vault_only {
+        return Err(usage("--no-recovery-key needs --transit-key or --kv-path"));
+    }
+    let passphrase = if vault_only {
+        None
+    } else {
+        Some(passphrase::read(
+            &args.key,
+            &args.backing.display().to_string(),
+            true,
+        )?)
+    };
 
     let volume_key = VolumeKey(
         SecretBytes::random(plan.key_bytes)
             .map_err(|e| Error::io("cannot read the OS random generator", e))?,
     );
-    let keyslot_kdf = super::pbkdf::calibrate(&plan.kdf_request)?;
-    let digest_iterations = if plan.kdf_request.forced_iterations.is_some() {
+    let layout = Layout::default();
+    let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
+    let (slots, recovery) = match &passphrase {
+        None => vault_keyslots(args, &volume_key, &layout, area_size)?,
+        Some(pass) => {
+            let keyslot_kdf = super::pbkdf::calibrate(&plan.kdf_request)?;
+            log::info!("keyslot 0 uses {keyslot_kdf:?}");
+            let offset = layout.keyslots_start();
+            let slot = keyslot::store(
+                &volume_key,
+                pass.expose_secret(),
+                keyslot_kdf,
+                offset,
+                area_size,
+            )
+            .map_err(|e| Error::Device(format!("cannot create keyslot 0: {e}")))?;
+            (
+                vec![FirstKeyslot {
+                    id: 0,
+                    slot,
+                    offset,
+                    token: None,
+                }],
+                None,
+            )
+        }
+    };
+    drop(passphrase);
+    let digest_iterations = if plan.kdf_request.forced_iterations.is_some() || vault_only {
         kdf::MIN_PBKDF2_ITERATIONS
     } else {
         kdf::calibrate_digest_iterations(HashAlg::Sha256, DIGEST_TIME_MS)
     };
-    log::info!("keyslot 0 uses {keyslot_kdf:?}; digest iterations {digest_iterations}");
-
-    let layout = Layout::default();
-    let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
-    let area_offset = layout.keyslots_start();
-    let slot = keyslot::store(
-        &volume_key,
-        passphrase.expose_secret(),
-        keyslot_kdf,
-        area_offset,
-        area_size,
-    )
-    .map_err(|e| Error::Device(format!("cannot create keyslot 0: {e}")))?;
+    log::info!("digest iterations {digest_iterations}");
 
     let mut digest_salt = [0u8; 32];
     random::fill(&mut digest_salt)
@@ -174,7 +256,7 @@ pub fn run(args: &FormatArgs) -> Result<()> {
     let wire = new_metadata(
         &plan,
         &layout,
-        slot.json,
+        &slots,
         digest_iterations,
         &digest_salt,
         &digest_value,
@@ -187,25 +269,33 @@ pub fn run(args: &FormatArgs) -> Result<()> {
         .checked_add(plan.size_bytes)
         .ok_or_else(|| usage("--size is too large"))?;
     let copies = encode_both(&plan, &layout, &wire)?;
-    write_volume(
-        &args.backing,
-        total,
-        &[(area_offset, &slot.material)],
-        &copies,
-    )?;
+    let areas: Vec<(u64, &Vec<u8>)> = slots.iter().map(|k| (k.offset, &k.slot.material)).collect();
+    write_volume(&args.backing, total, &areas, &copies)?;
     log::info!(
         "formatted {}: {} bytes of plaintext, uuid {}",
         args.backing.display(),
         plan.size_bytes,
         plan.uuid
     );
+    if let Some(key) = recovery {
+        // Printed once, on stdout alone, so `> file` captures exactly the key.
+        let mut out = std::io::stdout().lock();
+        out.write_all(key.expose_secret())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("cannot print the recovery key", e))?;
+        eprintln!(
+            "keyslot 1 of {} holds the recovery key above: keep it safe, it is not shown again (open --recovery-key)",
+            args.backing.display()
+        );
+    }
     Ok(())
 }
 
 fn new_metadata(
     plan: &Plan,
     layout: &Layout,
-    keyslot: json::Keyslot,
+    slots: &[FirstKeyslot],
     digest_iterations: u32,
     digest_salt: &[u8],
     digest_value: &[u8],
@@ -226,7 +316,7 @@ fn new_metadata(
     };
     let digest = json::Digest {
         kind: "pbkdf2".into(),
-        keyslots: vec!["0".into()],
+        keyslots: slots.iter().map(|k| k.id.to_string()).collect(),
         segments: vec!["0".into()],
         hash: "sha256".into(),
         iterations: digest_iterations,
@@ -235,8 +325,21 @@ fn new_metadata(
         extra: Default::default(),
     };
     Ok(json::Metadata {
-        keyslots: BTreeMap::from([("0".into(), to_value(serde_json::to_value(keyslot))?)]),
-        tokens: BTreeMap::new(),
+        keyslots: slots
+            .iter()
+            .map(|k| {
+                Ok((
+                    k.id.to_string(),
+                    to_value(serde_json::to_value(&k.slot.json))?,
+                ))
+            })
+            .collect::<Result<_>>()?,
+        tokens: slots
+            .iter()
+            .filter_map(|k| k.token.clone())
+            .enumerate()
+            .map(|(i, t)| (i.to_string(), t))
+            .collect(),
         segments: BTreeMap::from([("0".into(), to_value(serde_json::to_value(segment))?)]),
         digests: BTreeMap::from([("0".into(), to_value(serde_json::to_value(digest))?)]),
         config: json::Config {

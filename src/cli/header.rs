@@ -3,7 +3,6 @@
 use super::keys::Backing;
 use super::passphrase::plain_io;
 use super::{HeaderBackupArgs, HeaderRestoreArgs};
-use crate::daemon;
 use crate::error::{Error, Result};
 use crate::luks2::write::WriteAt;
 use crate::luks2::{self, Header, ReadAt};
@@ -192,6 +191,7 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
         )));
     }
     let dev = Backing::open(&args.backing, true)?;
+    dev.lock_for_update()?;
     let name = dev.name();
     let file_len = dev
         .len_bytes()
@@ -234,7 +234,6 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
             )));
         }
     }
-    daemon::ensure_backing_free(&args.backing, false)?;
     let hdr = backup.binary.hdr_size;
     let backup_areas = super::keys::used_areas(&backup.metadata.wire);
     let plan = restore_plan(&dev, &bytes, 2 * hdr, len, &current_areas, &backup_areas)

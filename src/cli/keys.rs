@@ -5,7 +5,6 @@ use super::{
     AddKeyArgs, AddRecoveryKeyArgs, ChangeKeyArgs, KeyArgs, PbkdfArgs, RemoveKeyArgs, RepairArgs,
     TestKeyArgs, passphrase,
 };
-use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::Kdf;
 use crate::crypto::random;
 use crate::daemon;
@@ -45,6 +44,11 @@ impl Backing {
             crash_after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
             ops: Cell::new(0),
         })
+    }
+
+    /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
+    pub fn lock_for_update(&self) -> Result<()> {
+        daemon::lock_for_update(&self.file, &self.path)
     }
 
     /// The open backing file (for length changes; header writes go through `WriteAt`).
@@ -120,6 +124,8 @@ pub(super) fn random_salts() -> Result<[[u8; 64]; 2]> {
 /// Opens BACKING for a metadata update: read-write, LUKS2, supported, not served read-write.
 pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
     let dev = Backing::open(path, true)?;
+    // Lock before reading: the header read here is the one the update is based on.
+    dev.lock_for_update()?;
     let header = dev.luks2_header()?;
     device::warn_damaged_copy(&header, path);
     if !header.metadata.unsupported.is_empty() {
@@ -129,7 +135,6 @@ pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
             header.metadata.unsupported.join("; ")
         )));
     }
-    daemon::ensure_backing_free(path, false)?;
     Ok((dev, header))
 }
 
@@ -141,13 +146,14 @@ fn from_stdin(key: &KeyArgs) -> bool {
     }
 }
 
-/// Unlocks with the existing key: (keyslot id, volume key). Exit 2 when no keyslot opens.
-fn unlock(
+/// Unlocks with the existing key (vault tokens first when credentials are present, then the
+/// passphrase): (keyslot id, volume key, what opened it). Exit 2 when nothing opens.
+pub(super) fn unlock_existing(
     dev: &Backing,
     header: &Header,
     key: &KeyArgs,
     only: Option<u32>,
-) -> Result<(u32, VolumeKey)> {
+) -> Result<(u32, VolumeKey, String)> {
     if let Some(id) = only
         && !header.metadata.keyslots.contains_key(&id)
     {
@@ -158,9 +164,17 @@ fn unlock(
     }
     keyslot::candidates(&header.metadata, only)
         .map_err(|e| super::open::unlock_error(e, &dev.path))?;
-    let pass = passphrase::read(key, &dev.name(), false)?;
-    keyslot::unlock(&header.metadata, dev, pass.expose_secret(), only)
-        .map_err(|e| super::open::unlock_error(e, &dev.path))
+    let opened = super::open::unlock_luks2(&header.metadata, dev, key, only, &dev.path)?;
+    Ok((opened.keyslot, opened.volume_key, opened.unlocked_by))
+}
+
+fn unlock(
+    dev: &Backing,
+    header: &Header,
+    key: &KeyArgs,
+    only: Option<u32>,
+) -> Result<(u32, VolumeKey)> {
+    unlock_existing(dev, header, key, only).map(|(id, vk, _)| (id, vk))
 }
 
 /// The keyslot KDF the pbkdf options ask for (same rules as `format`).
@@ -184,21 +198,11 @@ pub(super) fn used_areas(wire: &luks2::json::Metadata) -> Vec<(u64, u64)> {
 /// Stores `volume_key` under `pass` in a new keyslot (id `want` or the lowest free one), linked
 /// into digest `digest_id`, with a token of `token_type` linked to it when given. The material
 /// is written and synced before the header points to it.
-#[allow(clippy::too_many_arguments)]
-fn add_keyslot(
-    dev: &Backing,
-    header: &Header,
-    volume_key: &VolumeKey,
-    digest_id: u32,
-    pass: &[u8],
-    kdf: Kdf,
-    want: Option<u32>,
-    token_type: Option<&str>,
-) -> Result<(u32, Header)> {
-    let name = dev.name();
+/// The keyslot id a new keyslot gets: `want` if free and in range, else the lowest free one.
+pub(super) fn free_keyslot(header: &Header, want: Option<u32>, name: &str) -> Result<u32> {
     let wire = &header.metadata.wire;
     let in_use = |id: u32| wire.keyslots.contains_key(&id.to_string());
-    let id = match want {
+    Ok(match want {
         Some(n) if n >= MAX_OBJECTS => {
             return Err(Error::Usage(format!(
                 "--key-slot {n} is out of range 0..{}",
@@ -212,7 +216,26 @@ fn add_keyslot(
         None => (0..MAX_OBJECTS)
             .find(|&n| !in_use(n))
             .ok_or_else(|| Error::Busy(format!("all keyslots of {name} are used")))?,
-    };
+    })
+}
+
+/// Stores `volume_key` under `pass` in a new keyslot (id `want` or the lowest free one), linked
+/// into digest `digest_id`, with `token` (a token object; its keyslots are set here) linked to
+/// it when given. The material is written and synced before the header points to it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn add_keyslot(
+    dev: &Backing,
+    header: &Header,
+    volume_key: &VolumeKey,
+    digest_id: u32,
+    pass: &[u8],
+    kdf: Kdf,
+    want: Option<u32>,
+    token: Option<serde_json::Value>,
+) -> Result<(u32, Header)> {
+    let name = dev.name();
+    let wire = &header.metadata.wire;
+    let id = free_keyslot(header, want, &name)?;
     let layout = Layout {
         hdr_size: header.binary.hdr_size,
         keyslots_size: wire.config.keyslots_size,
@@ -241,15 +264,13 @@ fn add_keyslot(
         .ok_or_else(|| Error::Device(format!("{name}: digest {digest_id} has no keyslots")))?;
     digest.push(serde_json::Value::String(id.to_string()));
     digest.sort_by_key(|v| v.as_str().and_then(|s| s.parse::<u32>().ok()));
-    if let Some(kind) = token_type {
+    if let Some(mut token) = token {
         // A token linked to the keyslot, written in the same header update as the keyslot.
         let token_id = (0..MAX_OBJECTS)
             .find(|n| !new.tokens.contains_key(&n.to_string()))
             .ok_or_else(|| Error::Busy(format!("all token ids of {name} are used")))?;
-        new.tokens.insert(
-            token_id.to_string(),
-            serde_json::json!({ "type": kind, "keyslots": [id.to_string()] }),
-        );
+        token["keyslots"] = serde_json::json!([id.to_string()]);
+        new.tokens.insert(token_id.to_string(), token);
     }
     // Refuse before touching the disk if the header would not be valid or not fit.
     luks2::Metadata::check(new.clone(), header.binary.hdr_size)
@@ -279,7 +300,7 @@ fn add_keyslot(
 /// crash between the two steps leaves the removed key's material unreferenced but not yet
 /// wiped, until the area is reused by a later add-key (the only leak is to someone who holds
 /// the removed key and reads the raw area); the window is one header write.
-fn remove_keyslot(dev: &Backing, header: &Header, id: u32) -> Result<Header> {
+pub(super) fn remove_keyslot(dev: &Backing, header: &Header, id: u32) -> Result<Header> {
     let name = dev.name();
     let key = id.to_string();
     let mut new = header.metadata.wire.clone();
@@ -323,7 +344,7 @@ fn remove_keyslot(dev: &Backing, header: &Header, id: u32) -> Result<Header> {
     Ok(after)
 }
 
-fn digest_id_of(header: &Header, keyslot: u32, name: &str) -> Result<u32> {
+pub(super) fn digest_id_of(header: &Header, keyslot: u32, name: &str) -> Result<u32> {
     header
         .metadata
         .digests
@@ -376,31 +397,22 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
     Ok(())
 }
 
-/// LUKS2 token type marking a recovery keyslot (ours; `dump` and tools can tell it apart).
-pub const RECOVERY_TOKEN: &str = "vaultdisk-recovery";
-/// PBKDF2 iterations of a recovery keyslot: the key carries 256 bits of entropy, so the KDF
-/// adds nothing against guessing; cryptsetup's minimum keeps unlock instant.
-const RECOVERY_PBKDF2_ITERATIONS: u32 = 1000;
-
 pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
     let (dev, header) = open_for_update(&args.backing)?;
     let name = dev.name();
     let (opened, vk) = unlock(&dev, &header, &args.key, None)?;
     let digest = digest_id_of(&header, opened, &name)?;
     let recovery = passphrase::generate_recovery_key()?;
-    let kdf = Kdf::Pbkdf2 {
-        hash: HashAlg::Sha256,
-        iterations: RECOVERY_PBKDF2_ITERATIONS,
-    };
+    // 256 bits of entropy: the full-entropy KDF (PBKDF2, 1000 iterations) is enough.
     let (id, _) = add_keyslot(
         &dev,
         &header,
         &vk,
         digest,
         recovery.expose_secret(),
-        kdf,
+        super::vault::full_entropy_kdf(),
         None,
-        Some(RECOVERY_TOKEN),
+        Some(serde_json::json!({ "type": crate::token::RECOVERY })),
     )?;
     // Printed once, on stdout alone, so `> file` or a pipe captures exactly the key.
     {
@@ -485,7 +497,28 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
                 crash_after: None,
                 ops: Cell::new(0),
             };
-            let (id, _) = unlock(&dev, &h, &args.key, args.key_slot)?;
+            // An explicit key is tested alone; without one, vault tokens are tried as by open.
+            let id = if args.key.key_file.is_some() || args.key.recovery_key {
+                if args.key.vault.token_only {
+                    return Err(Error::Usage(
+                        "--token-only tests the vault tokens: drop --key-file/--recovery-key"
+                            .into(),
+                    ));
+                }
+                if let Some(n) = args.key_slot
+                    && !h.metadata.keyslots.contains_key(&n)
+                {
+                    return Err(Error::Usage(format!("keyslot {n} of {name} is not in use")));
+                }
+                keyslot::candidates(&h.metadata, args.key_slot)
+                    .map_err(|e| super::open::unlock_error(e, &dev.path))?;
+                let pass = passphrase::read(&args.key, &name, false)?;
+                keyslot::unlock(&h.metadata, &dev, pass.expose_secret(), args.key_slot)
+                    .map_err(|e| super::open::unlock_error(e, &dev.path))?
+                    .0
+            } else {
+                unlock(&dev, &h, &args.key, args.key_slot)?.0
+            };
             println!("keyslot {id} opens {name}");
         }
         VolumeHeader::Luks1(h) => {
@@ -525,7 +558,9 @@ pub fn repair(args: &RepairArgs) -> Result<()> {
         println!("both header copies of {name} are valid");
         return Ok(());
     }
-    daemon::ensure_backing_free(&args.backing, false)?;
+    dev.lock_for_update()?;
+    // Re-read under the lock: another update may have finished meanwhile.
+    let header = dev.luks2_header()?;
     let [salt, _] = random_salts()?;
     match write::repair(&dev, &header, salt).map_err(|e| dev.write_error(e))? {
         Some(kind) => println!(

@@ -1,4 +1,5 @@
 //! Command line: clap types and one file per verb. Only this module prints.
+mod benchmark;
 mod close;
 mod device;
 pub mod dump;
@@ -13,6 +14,7 @@ mod pbkdf;
 mod resize;
 pub mod size;
 mod status;
+mod vault;
 mod verify;
 
 use crate::error::{Error, Result};
@@ -76,6 +78,10 @@ pub enum Command {
     Erase(EraseArgs),
     /// Grow (or with --force shrink) the plaintext size, offline.
     Resize(ResizeArgs),
+    /// Keyslots unlocked through a key-encryption key in OpenBao / HashiCorp Vault.
+    Vault(VaultCommandArgs),
+    /// Memory-only cipher (aes-xts) and KDF figures, like `cryptsetup benchmark`.
+    Benchmark(benchmark::BenchmarkArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -97,6 +103,125 @@ pub struct KeyArgs {
     /// --key-file, spaces and dashes normalised.
     #[arg(long)]
     pub recovery_key: bool,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// How to reach a vault and log in (Vault's own CLI conventions). Vault tokens in the header
+/// are tried first whenever credentials are present.
+#[derive(Debug, Args, Clone, Default)]
+pub struct VaultArgs {
+    /// Vault address (default: the one the token recorded, else VAULT_ADDR or BAO_ADDR).
+    #[arg(long, value_name = "URL")]
+    pub vault_addr: Option<String>,
+    /// Namespace sent as X-Vault-Namespace (default: recorded, else VAULT_NAMESPACE).
+    #[arg(long, value_name = "NS")]
+    pub vault_namespace: Option<String>,
+    /// PEM file of the CA that signed the vault's certificate (default: VAULT_CACERT).
+    #[arg(long, value_name = "PEM")]
+    pub vault_cacert: Option<PathBuf>,
+    /// Read the vault token from this file (default: VAULT_TOKEN, BAO_TOKEN, ~/.vault-token).
+    #[arg(long, value_name = "PATH")]
+    pub vault_token_file: Option<PathBuf>,
+    /// AppRole login: file holding the role_id (with --vault-secret-id-file).
+    #[arg(long, value_name = "PATH", requires = "vault_secret_id_file")]
+    pub vault_role_id_file: Option<PathBuf>,
+    /// AppRole login: file holding the secret_id (with --vault-role-id-file).
+    #[arg(long, value_name = "PATH", requires = "vault_role_id_file")]
+    pub vault_secret_id_file: Option<PathBuf>,
+    /// Mount of the AppRole auth method (default approle).
+    #[arg(long, value_name = "MOUNT")]
+    pub vault_approle_mount: Option<String>,
+    /// Unlock only through vault tokens; never fall back to a passphrase.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+/// Which key-encryption key wraps a new vault keyslot's secret.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KekArgs {
+    /// Transit key that wraps the secret (the KEK never leaves the vault).
+    #[arg(long, value_name = "NAME", conflicts_with = "kv_path")]
+    pub transit_key: Option<String>,
+    /// Mount of the transit engine.
+    #[arg(long, value_name = "MOUNT", default_value = "transit")]
+    pub transit_mount: String,
+    /// KV v2 secret holding the KEK (base64 of 32 bytes); the secret is wrapped here with AES-256-GCM.
+    #[arg(long, value_name = "PATH")]
+    pub kv_path: Option<String>,
+    /// Mount of the KV v2 engine.
+    #[arg(long, value_name = "MOUNT", default_value = "secret")]
+    pub kv_mount: String,
+    /// Field of the KV secret that holds the KEK.
+    #[arg(long, value_name = "NAME", default_value = "kek")]
+    pub kv_field: String,
+    /// Create the transit key, or a random KEK in the KV secret, if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultCommandArgs {
+    #[command(subcommand)]
+    pub action: VaultCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Add a keyslot whose random secret is wrapped by a vault KEK (authorised by an existing key).
+    Enroll(VaultEnrollArgs),
+    /// List the vault tokens: keyslots, KEK mode, address, key version.
+    List(VaultListArgs),
+    /// Re-wrap tokens to their KEK's latest version (after transit/keys/<k>/rotate).
+    Rewrap(VaultRewrapArgs),
+    /// Remove a vault token and its keyslot.
+    Remove(VaultRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VaultEnrollArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// The existing key (as for open) and the vault to use.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub kek: KekArgs,
+    /// Put the vault keyslot in this keyslot (default: the lowest free one).
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultListArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// An array of objects for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultRewrapArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// Only this token (default: every vault token).
+    #[arg(long, value_name = "N")]
+    pub token: Option<u32>,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultRemoveArgs {
+    /// The LUKS2 backing file.
+    pub backing: PathBuf,
+    /// The vault token to remove, with its keyslot.
+    #[arg(long, value_name = "N")]
+    pub token: u32,
+    /// Allow removing the last keyslot (all access to the data is lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +250,12 @@ pub struct FormatArgs {
     /// Overwrite an existing non-empty file.
     #[arg(long)]
     pub force: bool,
+    /// Vault-only volume: keyslot 0 is unlocked through this KEK instead of a passphrase.
+    #[command(flatten)]
+    pub kek: KekArgs,
+    /// With --transit-key/--kv-path: do not add (and print) a recovery key.
+    #[arg(long)]
+    pub no_recovery_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -222,9 +353,21 @@ pub struct VerifyArgs {
     /// Compare the plaintext SHA-256 with this one (implies --digest).
     #[arg(long, value_name = "HEX")]
     pub expect_digest: Option<String>,
+    /// Digest every sector as dm-crypt decrypts it, never-written ones too (vaultdisk serves
+    /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
+    #[arg(long)]
+    pub dm_crypt_view: bool,
+    /// Report digest progress as JSON lines on stderr (`{"event":"progress",...}`), for tooling.
+    #[arg(long)]
+    pub progress_json: bool,
     /// The findings as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also check every vault token (needs vault credentials): which keyslot each opens.
+    #[arg(long)]
+    pub vault: bool,
+    #[command(flatten)]
+    pub vault_args: VaultArgs,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +382,13 @@ pub struct DigestArgs {
     /// A detached header to read header and keyslots from.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Digest every sector as dm-crypt decrypts it, never-written ones too (vaultdisk serves
+    /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
+    #[arg(long)]
+    pub dm_crypt_view: bool,
+    /// Report digest progress as JSON lines on stderr (`{"event":"progress",...}`), for tooling.
+    #[arg(long)]
+    pub progress_json: bool,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
@@ -445,6 +595,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::AddRecoveryKey(args) => keys::add_recovery_key(&args).map(|()| 0),
         Command::Erase(args) => erase::run(&args).map(|()| 0),
         Command::Resize(args) => resize::run(&args).map(|()| 0),
+        Command::Vault(VaultCommandArgs { action }) => match action {
+            VaultCommand::Enroll(args) => vault::enroll(&args),
+            VaultCommand::List(args) => vault::list(&args),
+            VaultCommand::Rewrap(args) => vault::rewrap(&args),
+            VaultCommand::Remove(args) => vault::remove(&args),
+        }
+        .map(|()| 0),
+        Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

@@ -36,7 +36,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             read_only: args.read_only,
             fs_type: args.fs_type.clone(),
             mkfs: args.mkfs.clone(),
-            unlocked_by: format!("keyslot {}", unlocked.keyslot),
+            unlocked_by: unlocked.unlocked_by,
         },
         unlocked.volume_key,
     )?;

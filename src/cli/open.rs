@@ -1,5 +1,6 @@
 //! `vaultdisk open`: unlock a keyslot and serve the plaintext through FUSE.
 use super::device::{self, VolumeHeader};
+use super::vault::VaultUnlock;
 use super::{KeyArgs, OpenArgs, passphrase};
 use crate::crypto::CryptoError;
 use crate::daemon::{self, ServeSpec};
@@ -10,6 +11,7 @@ use crate::luks1::{Luks1Error, Luks1Header, SlotState};
 use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::Path;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
@@ -31,7 +33,8 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             read_only: args.read_only,
             foreground: args.foreground,
             allow_other: args.allow_other,
-            unlocked_by: format!("keyslot {}", unlocked.keyslot),
+            unlocked_by: unlocked.unlocked_by,
+            grow_with_file: unlocked.grows_with_file,
         },
         unlocked.volume_key,
     )
@@ -40,8 +43,82 @@ pub fn run(args: &OpenArgs) -> Result<()> {
 /// An opened keyslot: where the data lies, which keyslot opened, and the volume key.
 pub struct Unlocked {
     pub segment: Segment,
+    pub volume_key: VolumeKey,
+    /// For status: `keyslot N` or `vault token T (keyslot N)`.
+    pub unlocked_by: String,
+    /// The data runs to the end of the backing file (LUKS2 "dynamic" size, LUKS1).
+    pub grows_with_file: bool,
+}
+
+/// A LUKS2 keyslot opened by `unlock_luks2`.
+pub struct OpenedKeyslot {
     pub keyslot: u32,
     pub volume_key: VolumeKey,
+    pub unlocked_by: String,
+}
+
+/// Opens a LUKS2 keyslot: vault tokens first when vault credentials are present, then the
+/// passphrase (tty, key file, stdin) unless --token-only. A vault failure before a fallback
+/// is one warning line; with no passphrase to fall back to, it is the error (exit 2).
+pub fn unlock_luks2(
+    meta: &crate::luks2::Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    key: &KeyArgs,
+    key_slot: Option<u32>,
+    backing: &Path,
+) -> Result<OpenedKeyslot> {
+    let name = backing.display().to_string();
+    // Why the vault did not open it: (reason, whether tokens were actually tried).
+    let (why, tried) = match super::vault::try_unlock(meta, dev, &key.vault, key_slot)? {
+        VaultUnlock::Opened {
+            keyslot,
+            token,
+            volume_key,
+        } => {
+            return Ok(OpenedKeyslot {
+                keyslot,
+                volume_key,
+                unlocked_by: format!("vault token {token} (keyslot {keyslot})"),
+            });
+        }
+        VaultUnlock::Failed(why) => (why, true),
+        VaultUnlock::Skipped(why) => (why, false),
+    };
+    if key.vault.token_only {
+        return Err(Error::Vault(format!(
+            "no vault token of {name} opened a keyslot (--token-only): {why}"
+        )));
+    }
+    let has_vault_tokens = !crate::token::vault_tokens(&meta.wire.tokens).is_empty();
+    let implicit_stdin = key.key_file.is_none() && !std::io::stdin().is_terminal();
+    let warn = || {
+        if tried {
+            log::warn!("{name}: vault unlock failed, trying a passphrase: {why}");
+        } else if has_vault_tokens {
+            log::info!("{name}: vault tokens not tried: {why}");
+        }
+    };
+    // Before a prompt or key file, say why a passphrase is needed; a pipe is read first, so
+    // that an empty one leaves the vault's failure as the only line.
+    if !implicit_stdin {
+        warn();
+    }
+    let pass = passphrase::read(key, &name, false)?;
+    if implicit_stdin {
+        if pass.expose_secret().is_empty() && has_vault_tokens {
+            return Err(Error::Vault(format!(
+                "no keyslot of {name} opened: {why}, and no passphrase on stdin"
+            )));
+        }
+        warn();
+    }
+    let (id, volume_key) = keyslot::unlock(meta, dev, pass.expose_secret(), key_slot)
+        .map_err(|e| unlock_error(e, backing))?;
+    Ok(OpenedKeyslot {
+        keyslot: id,
+        volume_key,
+        unlocked_by: format!("keyslot {id}"),
+    })
 }
 
 /// The unlock path shared by open, mount and verify: reads the header of `backing` (LUKS2 or
@@ -78,16 +155,18 @@ pub fn unlock(
     keyslot::candidates(&header.metadata, key_slot).map_err(|e| unlock_error(e, backing))?;
     before_key()?;
 
-    let pass = passphrase::read(key, &name, false)?;
-    let (id, volume_key) = keyslot::unlock(&header.metadata, &file, pass.expose_secret(), key_slot)
-        .map_err(|e| unlock_error(e, backing))?;
-    drop(pass);
-    log::info!("keyslot {id} of {name} opened");
+    let opened = unlock_luks2(&header.metadata, &file, key, key_slot, backing)?;
+    log::info!("keyslot {} of {name} opened", opened.keyslot);
     drop(file);
+    let grows_with_file = header
+        .metadata
+        .data_segment()
+        .is_ok_and(|s| s.size_bytes.is_none());
     Ok(Unlocked {
         segment,
-        keyslot: id,
-        volume_key,
+        volume_key: opened.volume_key,
+        unlocked_by: opened.unlocked_by,
+        grows_with_file,
     })
 }
 
@@ -133,6 +212,11 @@ fn unlock_luks1(
         });
     }
     before_key()?;
+    if key.vault.token_only {
+        return Err(Error::Vault(format!(
+            "{name} is LUKS1, which has no tokens: --token-only cannot open it"
+        )));
+    }
     let pass = passphrase::read(key, &name, false)?;
     let unlocked = header
         .unlock(&file, pass.expose_secret(), only)
@@ -148,8 +232,9 @@ fn unlock_luks1(
     drop(file);
     Ok(Unlocked {
         segment,
-        keyslot: u32::from(id),
         volume_key,
+        unlocked_by: format!("LUKS1 keyslot {id}"),
+        grows_with_file: true,
     })
 }
 

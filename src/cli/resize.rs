@@ -1,13 +1,22 @@
-//! `vaultdisk resize`, offline: sets the plaintext size by growing (sparse) or, with --force,
+//! `vaultdisk resize`: sets the plaintext size by growing (sparse) or, with --force,
 //! shrinking the backing file; a fixed-size data segment gets its new size through the
-//! crash-safe header write.
+//! crash-safe header write. While the volume is open, a dynamic segment can grow: the file is
+//! extended and the daemon told to serve the new sectors (PLAIN grows).
 use super::ResizeArgs;
 use super::keys;
+use crate::daemon;
 use crate::error::{Error, Result};
 use crate::luks2::ReadAt;
 
+/// How long the online path waits for PLAIN to show the new size (FUSE attributes are
+/// cached for one second).
+const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn run(args: &ResizeArgs) -> Result<()> {
     let size_bytes = super::size::parse(&args.size)?;
+    if let Some(entry) = daemon::serving(&args.backing) {
+        return grow_online(args, size_bytes, &entry);
+    }
     let (dev, header) = keys::open_for_update(&args.backing)?;
     let name = dev.name();
     let seg = header.metadata.data_segment().map_err(|why| {
@@ -71,5 +80,77 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
         set_len(new_len)?;
     }
     println!("resized {name}: plaintext {old_size} -> {size_bytes} bytes");
+    Ok(())
+}
+
+/// Grows an open volume whose data runs to the end of the file: no header change, so no
+/// update lock is needed (the daemon holds it); the daemon never writes past its old size.
+fn grow_online(args: &ResizeArgs, size_bytes: u64, entry: &daemon::OpenVolume) -> Result<()> {
+    let dev = keys::Backing::open(&args.backing, true)?;
+    let name = dev.name();
+    let header = dev.luks2_header()?;
+    let seg = header.metadata.data_segment().map_err(|why| {
+        Error::Device(format!(
+            "{name} uses what vaultdisk does not support: {why}"
+        ))
+    })?;
+    let sector = u64::from(seg.sector_size);
+    if size_bytes == 0 || !size_bytes.is_multiple_of(sector) {
+        return Err(Error::Usage(format!(
+            "--size {} must be a positive multiple of the {sector}-byte sector size of {name}",
+            args.size
+        )));
+    }
+    let busy = |why: &str| {
+        Error::Busy(format!(
+            "{name} is open as {} (pid {}): {why}; `vaultdisk close {}` first",
+            entry.plain.display(),
+            entry.pid,
+            entry.plain.display()
+        ))
+    };
+    if seg.size_bytes.is_some() || seg.offset_bytes == 0 {
+        return Err(busy(
+            "its data segment has a fixed size, which only changes offline",
+        ));
+    }
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let old_size = file_len.saturating_sub(seg.offset_bytes) / sector * sector;
+    if size_bytes < old_size {
+        return Err(busy("shrinking needs the volume closed"));
+    }
+    let new_len = seg
+        .offset_bytes
+        .checked_add(size_bytes)
+        .ok_or_else(|| Error::Usage(format!("--size {} is too large", args.size)))?;
+    if size_bytes > old_size {
+        dev.file()
+            .set_len(new_len)
+            .and_then(|()| dev.file().sync_all())
+            .map_err(|e| Error::io(format!("cannot resize {name}"), e))?;
+    }
+    daemon::signal_grow(entry)?;
+    let start = std::time::Instant::now();
+    loop {
+        let seen = std::fs::metadata(&entry.plain)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if seen == size_bytes {
+            break;
+        }
+        if start.elapsed() > ONLINE_WAIT {
+            return Err(Error::Device(format!(
+                "{name} grew to {size_bytes} bytes but {} still shows {seen}: close and reopen it",
+                entry.plain.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!(
+        "resized {name}: plaintext {old_size} -> {size_bytes} bytes (open as {}, grown online)",
+        entry.plain.display()
+    );
     Ok(())
 }

@@ -51,19 +51,37 @@ fn open_read_only(backing: &Path, header: Option<&Path>) -> Result<Opened> {
     })
 }
 
-/// Tries one key source; Ok((keyslot, key)) or the error that says why not.
-fn try_key(opened: &Opened, key: &KeyArgs, key_slot: Option<u32>) -> Result<(u32, VolumeKey)> {
+/// Tries one key source; Ok((keyslot, key)) or the error that says why not. With
+/// `with_vault`, vault tokens come first as for `open` (digest); verify's key files are
+/// checked alone so each report line is about that key.
+fn try_key(
+    opened: &Opened,
+    key: &KeyArgs,
+    key_slot: Option<u32>,
+    with_vault: bool,
+) -> Result<(u32, VolumeKey)> {
     let name = opened.header_path.display().to_string();
-    let pass = passphrase::read(key, &name, false)?;
     match &opened.header {
-        VolumeHeader::Luks2(h) => keyslot::unlock(
+        VolumeHeader::Luks2(h) if with_vault => super::open::unlock_luks2(
             &h.metadata,
             &opened.header_file,
-            pass.expose_secret(),
+            key,
             key_slot,
+            &opened.header_path,
         )
-        .map_err(|e| unlock_error(e, &opened.header_path)),
+        .map(|o| (o.keyslot, o.volume_key)),
+        VolumeHeader::Luks2(h) => {
+            let pass = passphrase::read(key, &name, false)?;
+            keyslot::unlock(
+                &h.metadata,
+                &opened.header_file,
+                pass.expose_secret(),
+                key_slot,
+            )
+            .map_err(|e| unlock_error(e, &opened.header_path))
+        }
         VolumeHeader::Luks1(h) => {
+            let pass = passphrase::read(key, &name, false)?;
             let only = key_slot.and_then(|n| u8::try_from(n).ok());
             match h.unlock(&opened.header_file, pass.expose_secret(), only) {
                 Ok(Some((id, vk))) => Ok((u32::from(id), vk)),
@@ -78,11 +96,31 @@ fn try_key(opened: &Opened, key: &KeyArgs, key_slot: Option<u32>) -> Result<(u32
     }
 }
 
-fn digest_of(backing: &Path, segment: Segment, key: &VolumeKey) -> Result<String> {
+/// How the digest reports progress: a bar on a terminal, JSON lines with --progress-json.
+#[derive(Clone, Copy)]
+struct DigestMode {
+    dm_crypt_view: bool,
+    progress_json: bool,
+}
+
+/// One `--progress-json` line on stderr, at most once a second and at the end.
+fn progress_line(done: u64, total: u64) {
+    eprintln!(
+        "{}",
+        json!({"event": "progress", "step": "digest", "done_bytes": done, "total_bytes": total})
+    );
+}
+
+fn digest_of(
+    backing: &Path,
+    segment: Segment,
+    key: &VolumeKey,
+    mode: DigestMode,
+) -> Result<String> {
     let data = device::open_backing(backing, false)?;
-    let volume = Volume::new(data, segment, key, true)?;
-    let size = volume.size_bytes();
-    let bar = std::io::stderr().is_terminal().then(|| {
+    let size = segment.data_size_bytes;
+    let mut last_line: Option<std::time::Instant> = None;
+    let bar = (!mode.progress_json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(size);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
@@ -91,11 +129,22 @@ fn digest_of(backing: &Path, segment: Segment, key: &VolumeKey) -> Result<String
         }
         bar
     });
-    let res = verify::plaintext_digest(&volume, |done| {
+    let progress = |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
-    });
+        if mode.progress_json
+            && (done == size || last_line.is_none_or(|t| t.elapsed().as_secs() >= 1))
+        {
+            progress_line(done, size);
+            last_line = Some(std::time::Instant::now());
+        }
+    };
+    let res = if mode.dm_crypt_view {
+        verify::dm_crypt_view_digest(&data, &segment, key, progress)
+    } else {
+        verify::plaintext_digest(&Volume::new(data, segment, key, true)?, progress)
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -120,6 +169,7 @@ fn fsck(
             foreground: false,
             allow_other: false,
             unlocked_by: format!("keyslot {keyslot}"),
+            grow_with_file: false,
         },
         key,
     )?;
@@ -190,7 +240,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
     let sources: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
-        if want_digest || args.fsck {
+        if (want_digest || args.fsck) && !args.vault {
             vec![("passphrase".into(), KeyArgs::default())]
         } else {
             Vec::new()
@@ -212,8 +262,45 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let mut keyslots = Vec::new();
     let mut volume_key: Option<(u32, VolumeKey)> = None;
     let mut last_error = None;
+    if args.vault {
+        let VolumeHeader::Luks2(h) = &opened.header else {
+            return Err(Error::Usage(format!(
+                "{} is LUKS1, which has no vault tokens: drop --vault",
+                opened.header_path.display()
+            )));
+        };
+        let checked = super::vault::check_each(
+            &h.metadata,
+            &opened.header_file,
+            &args.vault_args,
+            args.key_slot,
+        )?;
+        if checked.is_empty() {
+            keyslots.push(
+                json!({"key": "vault", "keyslot": null, "error": "the volume has no vault token"}),
+            );
+            last_error = Some(Error::Vault(format!(
+                "{} has no vault token",
+                opened.header_path.display()
+            )));
+        }
+        for super::vault::TokenCheck { label, result } in checked {
+            match result {
+                Ok((id, vk)) => {
+                    keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
+                    if volume_key.is_none() {
+                        volume_key = Some((id, vk));
+                    }
+                }
+                Err(why) => {
+                    keyslots.push(json!({"key": label, "keyslot": null, "error": why}));
+                    last_error = Some(Error::Vault(format!("{label}: {why}")));
+                }
+            }
+        }
+    }
     for (label, key) in &sources {
-        match try_key(&opened, key, args.key_slot) {
+        match try_key(&opened, key, args.key_slot, false) {
             Ok((id, vk)) => {
                 keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
                 if volume_key.is_none() {
@@ -232,7 +319,11 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let mut data_ok = true;
     if let Some((id, vk)) = volume_key.take() {
         if want_digest {
-            let digest = digest_of(&args.backing, opened.segment, &vk)?;
+            let mode = DigestMode {
+                dm_crypt_view: args.dm_crypt_view,
+                progress_json: args.progress_json,
+            };
+            let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
             if let Some(exp) = &expected {
                 let m = *exp == digest;
                 data_ok &= m;
@@ -246,7 +337,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             data["fsck"] = json!({"verdict": verdict.name(), "summary": summary});
         }
     }
-    let no_key = !sources.is_empty() && keyslots.iter().all(|k| k["keyslot"].is_null());
+    let no_key = !keyslots.is_empty() && keyslots.iter().all(|k| k["keyslot"].is_null());
     let ok = !header_damaged && data_ok && !no_key;
     let report = json!({
         "backing": args.backing,
@@ -292,8 +383,12 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
     let opened = open_read_only(&args.backing, args.header.as_deref())?;
-    let (_, vk) = try_key(&opened, &args.key, args.key_slot)?;
-    let digest = digest_of(&args.backing, opened.segment, &vk)?;
+    let (_, vk) = try_key(&opened, &args.key, args.key_slot, true)?;
+    let mode = DigestMode {
+        dm_crypt_view: args.dm_crypt_view,
+        progress_json: args.progress_json,
+    };
+    let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
     emit(&format!("{digest}  {}", args.backing.display()))
 }
 

@@ -3,6 +3,7 @@ pub mod af;
 pub mod digest;
 pub mod hash;
 pub mod kdf;
+pub mod kek;
 pub mod random;
 pub mod xts;
 

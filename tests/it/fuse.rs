@@ -78,6 +78,7 @@ fn fixture(size: u64, sector_size: u32, data_offset: u64, read_only: bool) -> Fi
         foreground: true,
         allow_other: false,
         unlocked_by: "test key".into(),
+        grow_with_file: false,
     };
     Fixture { dir, spec }
 }

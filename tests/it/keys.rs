@@ -711,3 +711,108 @@ fn crash_during_header_restore_leaves_old_or_restored_keys_working() {
     );
     assert!(points >= 6, "{points}");
 }
+
+/// Concurrent header updates serialise on the update lock: no lost keyslot, no torn header.
+#[test]
+fn concurrent_add_keys_both_land() {
+    if !require("concurrent_add_keys_both_land", &["cryptsetup"]) {
+        return;
+    }
+    for round in 0..4 {
+        let t = volume();
+        let b = t.vol.backing.clone();
+        let spawn = |new: &Path| {
+            let mut args: Vec<String> = [
+                "add-key",
+                s(&b),
+                "--key-file",
+                s(&t.k[0]),
+                "--new-key-file",
+                s(new),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            args.extend(CHEAP_PBKDF2.iter().map(|a| a.to_string()));
+            Command::new(BIN)
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn add-key")
+        };
+        let children = [spawn(&t.k[1]), spawn(&t.k[2]), spawn(&t.k[3])];
+        for c in children {
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut slots: Vec<Option<u32>> = t.k.iter().map(|k| vd_slot(&b, k)).collect();
+        assert!(
+            slots.iter().all(Option::is_some),
+            "round {round}: {slots:?}"
+        );
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), 4, "round {round}: two keys in one keyslot?");
+        for k in &t.k {
+            assert!(cs_opens(&b, k, None), "round {round}: cryptsetup disagrees");
+        }
+    }
+}
+
+/// A full disk while the new keyslot's material is written (a hole in the sparse backing
+/// file needs blocks): one line, the header untouched, the old key still opens.
+#[test]
+fn add_key_on_a_full_disk_leaves_the_old_header_valid() {
+    let test = "add_key_on_a_full_disk";
+    if !require(test, &["root", "cryptsetup"]) {
+        return;
+    }
+    let dir = temp();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    sys("mount", &["-t", "tmpfs", "-o", "size=4m", "tmpfs", s(&mnt)]).ok();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new(tool("umount")).arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let b = mnt.join("disk.img");
+    let key = write_key(dir.path(), "pass", PASS);
+    let new = write_key(dir.path(), "new", b"a new key");
+    format_with(&b, &key, "1M", &[], &[]).ok();
+    // Fill the rest of the tmpfs.
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0x5au8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let before = sha256_range(&b, 0, DATA_OFFSET);
+    let out = add_key(&b, &key, &new, &[]);
+    if let Err(e) = out.check_error(&[4]) {
+        panic!("{e}");
+    }
+    assert!(
+        out.stderr.to_lowercase().contains("space"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        sha256_range(&b, 0, DATA_OFFSET),
+        before,
+        "header area changed"
+    );
+    assert_eq!(vd_slot(&b, &key), Some(0));
+    assert!(cs_opens(&b, &key, Some(0)));
+    assert_eq!(vd_slot(&b, &new), None);
+    // With room again the same verb works.
+    std::fs::remove_file(&filler).expect("rm filler");
+    add_key(&b, &key, &new, &[]).ok();
+    assert_eq!(vd_slot(&b, &new), Some(1));
+}

@@ -226,7 +226,20 @@ fn resize_grow_shrink_force() {
     if require_fuse("resize_grow_shrink_force") {
         let m = vol.open();
         assert_eq!(plain_len(&vol.plain), 64 << 20);
-        vd(&["resize", s(&vol.backing), "--size", "128M"]).fails_with(5);
+        // Online grow: the open file grows and its new sectors are served.
+        let out = vd(&["resize", s(&vol.backing), "--size", "128M"]).ok();
+        assert!(out.stdout.contains("grown online"), "{}", out.describe());
+        assert_eq!(plain_len(&vol.plain), 128 << 20);
+        write_plain(&vol.plain, (127 << 20) + 100, b"past the old end");
+        // Shrinking an open volume is refused, nothing changes.
+        let len = fs::metadata(&vol.backing).expect("backing").len();
+        vd(&["resize", s(&vol.backing), "--size", "8M", "--force"]).fails_with(5);
+        assert_eq!(fs::metadata(&vol.backing).expect("backing").len(), len);
+        m.close();
+        let m = vol.open_ro();
+        assert_eq!(plain_len(&vol.plain), 128 << 20);
+        let back = read_range(&vol.plain, (127 << 20) + 100, 16);
+        assert_eq!(&back, b"past the old end");
         m.close();
     }
     // Shrink needs --force.
@@ -250,6 +263,8 @@ fn resize_grow_shrink_force() {
     if require_fuse("resize_grow_shrink_force") {
         let m = vol.open();
         assert_eq!(plain_len(&vol.plain), 12 << 20);
+        // A fixed-size segment changes only offline.
+        vd(&["resize", s(&vol.backing), "--size", "16M"]).fails_with(5);
         m.close();
     }
     vd(&["resize", s(&vol.backing), "--size", "4M", "--force"]).ok();

@@ -2,6 +2,7 @@
 //! loop devices, ext4, cryptsetup, qemu-img and an independent Python XTS oracle.
 
 mod badinputs;
+mod bench;
 mod cli;
 mod compat;
 mod corrupt;
@@ -11,6 +12,8 @@ mod hygiene;
 mod keys;
 mod lifecycle;
 mod mount;
+mod perf;
 mod reliability;
 mod support;
+mod vault;
 mod verify;

@@ -1,0 +1,363 @@
+//! `vaultdisk benchmark`: memory-only cipher and KDF figures, like `cryptsetup benchmark`.
+//!
+//! Cipher figures are MB/s (10^6 bytes) over a 1 MiB buffer cut into sectors, the way a 1 MiB
+//! FUSE request is: "1 core" runs on this thread; "all cores" runs one buffer per online CPU
+//! at once and adds them up. Each figure is the median of `--runs` repetitions of
+//! `--time-ms`; JSON carries min and max too. Every engine that takes a key size is measured
+//! in the same run, so the ratio of the data path's engine to the fastest one (issue 7,
+//! target 1) needs no numbers from elsewhere. System OpenSSL and xts-mode are measured by
+//! scripts/bench.sh (`openssl speed`, `cargo bench --bench xts`): neither is in this binary.
+use crate::crypto::hash::HashAlg;
+use crate::crypto::kdf::{self, Kdf};
+use crate::crypto::xts::{Engine, SectorCipher};
+use crate::error::{Error, Result};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Options of `vaultdisk benchmark`.
+#[derive(Debug, clap::Args)]
+pub struct BenchmarkArgs {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Repetitions of each figure; the median is shown.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub runs: u32,
+    /// Length of one cipher repetition, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub time_ms: u32,
+    /// Only the cipher figures (no KDF).
+    #[arg(long)]
+    pub cipher_only: bool,
+    /// Argon2id passes for the KDF figure.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub argon2_time: u32,
+    /// Argon2id memory for the KDF figure, KiB (cryptsetup's default ceiling: 1 GiB).
+    #[arg(long, value_name = "KIB", default_value_t = kdf::DEFAULT_ARGON2_MEMORY_KIB)]
+    pub argon2_memory: u32,
+    /// Argon2id lanes [default: min(4, online CPUs)].
+    #[arg(long, value_name = "N")]
+    pub argon2_parallel: Option<u32>,
+}
+
+/// Bytes per cipher call, like one 1 MiB FUSE request.
+const BUFFER_BYTES: usize = 1 << 20;
+/// A public benchmark key (the halves differ, so every engine takes it).
+const KEY: [u8; 64] = {
+    let mut k = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        k[i] = (i as u8).wrapping_mul(37).wrapping_add(11);
+        i += 1;
+    }
+    k
+};
+// Public KDF inputs, like cryptsetup's "foobarfo".
+const PASSWORD: &[u8] = b"foobarfo";
+const SALT: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+
+pub fn run(args: &BenchmarkArgs) -> Result<()> {
+    if args.runs == 0 || args.time_ms == 0 {
+        return Err(Error::Usage(
+            "--runs and --time-ms must be at least 1".into(),
+        ));
+    }
+    let parallel = args.argon2_parallel.unwrap_or(cores().min(4) as u32);
+    let argon = Kdf::Argon2id {
+        time: args.argon2_time,
+        memory_kib: args.argon2_memory,
+        cpus: parallel,
+    };
+    if !args.cipher_only {
+        argon.check_limits().map_err(|e| {
+            Error::Usage(format!(
+                "argon2id cost --argon2-time/--argon2-memory/--argon2-parallel: {e}"
+            ))
+        })?;
+    }
+    let ciphers = cipher_rows(args);
+    let kdfs = if args.cipher_only {
+        vec![]
+    } else {
+        kdf_rows(args, argon)?
+    };
+    let target = target1(&ciphers);
+    let text = if args.json {
+        let v = json!({
+            "cores": cores(),
+            "runs": args.runs,
+            "buffer_bytes": BUFFER_BYTES,
+            "cipher": ciphers.iter().map(CipherRow::json).collect::<Vec<_>>(),
+            "kdf": kdfs.iter().map(KdfRow::json).collect::<Vec<_>>(),
+            "target1": target,
+        });
+        serde_json::to_string_pretty(&v).map_err(|e| Error::Device(e.to_string()))?
+    } else {
+        render(&ciphers, &kdfs, &target)
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to stdout", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Median, min and max of one figure's repetitions.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stats {
+    fn of(mut v: Vec<f64>) -> Stats {
+        v.sort_by(f64::total_cmp);
+        Stats {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "median": round(self.median), "min": round(self.min), "max": round(self.max) })
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+struct CipherRow {
+    key_bits: usize,
+    sector_bytes: usize,
+    engine: Engine,
+    /// Whether volumes with this key size run on this engine.
+    data_path: bool,
+    enc_1: Stats,
+    dec_1: Stats,
+    enc_all: Stats,
+    dec_all: Stats,
+}
+
+impl CipherRow {
+    fn json(&self) -> Value {
+        json!({
+            "cipher": "aes-xts-plain64",
+            "key_bits": self.key_bits,
+            "sector_bytes": self.sector_bytes,
+            "engine": self.engine.name(),
+            "data_path": self.data_path,
+            "encrypt_1core_mbps": self.enc_1.json(),
+            "decrypt_1core_mbps": self.dec_1.json(),
+            "encrypt_allcores_mbps": self.enc_all.json(),
+            "decrypt_allcores_mbps": self.dec_all.json(),
+        })
+    }
+}
+
+fn cipher_rows(args: &BenchmarkArgs) -> Vec<CipherRow> {
+    let mut rows = vec![];
+    for key_bytes in [32usize, 64] {
+        let key = &KEY[..key_bytes];
+        let used = SectorCipher::new(key).map(|c| c.engine()).ok();
+        for engine in [Engine::AwsLc, Engine::RustCrypto] {
+            let Some(cipher) = SectorCipher::with_engine(key, engine) else {
+                continue;
+            };
+            for sector_bytes in [512usize, 4096] {
+                let step = (sector_bytes / 512) as u64;
+                let enc =
+                    |b: &mut [u8]| cipher.encrypt_sectors_sequential(b, sector_bytes, 0, step);
+                let dec =
+                    |b: &mut [u8]| cipher.decrypt_sectors_sequential(b, sector_bytes, 0, step);
+                rows.push(CipherRow {
+                    key_bits: key_bytes * 8,
+                    sector_bytes,
+                    engine,
+                    data_path: used == Some(engine),
+                    enc_1: rate(args, 1, &enc),
+                    dec_1: rate(args, 1, &dec),
+                    enc_all: rate(args, cores(), &enc),
+                    dec_all: rate(args, cores(), &dec),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// MB/s of `f` over `threads` buffers at once, `args.runs` times.
+fn rate(args: &BenchmarkArgs, threads: usize, f: &(dyn Fn(&mut [u8]) + Sync)) -> Stats {
+    let span = Duration::from_millis(u64::from(args.time_ms));
+    let mut buf = vec![0x5au8; BUFFER_BYTES];
+    f(&mut buf); // warm-up: page faults, context pools
+    let samples = (0..args.runs)
+        .map(|_| {
+            let start = Instant::now();
+            let bytes: usize = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut buf = vec![0x5au8; BUFFER_BYTES];
+                            let mut done = 0;
+                            while start.elapsed() < span {
+                                f(&mut buf);
+                                done += buf.len();
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+            });
+            bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+        })
+        .collect();
+    Stats::of(samples)
+}
+
+/// Target 1 of issue 7: the data path's 512-bit, 4096-byte-sector, one-core figures over the
+/// fastest engine's in this run.
+fn target1(rows: &[CipherRow]) -> Value {
+    let pick = |data_path: bool| {
+        rows.iter()
+            .filter(|r| r.key_bits == 512 && r.sector_bytes == 4096)
+            .filter(|r| !data_path || r.data_path)
+            .collect::<Vec<_>>()
+    };
+    let ours = pick(true);
+    let all = pick(false);
+    let (Some(ours), false) = (ours.first(), all.is_empty()) else {
+        return Value::Null;
+    };
+    let best = |f: fn(&CipherRow) -> f64| {
+        all.iter()
+            .max_by(|a, b| f(a).total_cmp(&f(b)))
+            .map(|r| (r.engine.name(), f(r)))
+            .unwrap_or(("none", 0.0))
+    };
+    let (enc_best, enc_mbps) = best(|r| r.enc_1.median);
+    let (dec_best, dec_mbps) = best(|r| r.dec_1.median);
+    json!({
+        "engine": ours.engine.name(),
+        "encrypt_ratio": (ours.enc_1.median / enc_mbps * 100.0).round() / 100.0,
+        "encrypt_fastest": enc_best,
+        "decrypt_ratio": (ours.dec_1.median / dec_mbps * 100.0).round() / 100.0,
+        "decrypt_fastest": dec_best,
+    })
+}
+
+struct KdfRow {
+    name: String,
+    /// "iterations per second" for PBKDF2, "ms per derivation" for Argon2.
+    unit: &'static str,
+    value: Stats,
+}
+
+impl KdfRow {
+    fn json(&self) -> Value {
+        json!({ "kdf": self.name, "unit": self.unit, "value": self.value.json() })
+    }
+}
+
+fn kdf_rows(args: &BenchmarkArgs, argon: Kdf) -> Result<Vec<KdfRow>> {
+    let mut rows = vec![];
+    let mut out = Zeroizing::new([0u8; 32]);
+    for hash in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512] {
+        let samples = (0..args.runs)
+            .map(|_| {
+                // Grow the count until one run takes 200 ms, then extrapolate (cryptsetup
+                // measures similarly, for a 256-bit key).
+                let mut iterations: u32 = 1 << 12;
+                loop {
+                    let t = Instant::now();
+                    hash.pbkdf2(PASSWORD, SALT, iterations, &mut out[..]);
+                    let s = t.elapsed().as_secs_f64();
+                    if s >= 0.2 || iterations >= 1 << 30 {
+                        break f64::from(iterations) / s;
+                    }
+                    iterations = iterations.saturating_mul(2);
+                }
+            })
+            .collect();
+        rows.push(KdfRow {
+            name: format!("pbkdf2-{}", hash.name()),
+            unit: "iterations per second for 256-bit key",
+            value: Stats::of(samples),
+        });
+    }
+    let Kdf::Argon2id {
+        time,
+        memory_kib,
+        cpus,
+    } = argon
+    else {
+        unreachable!("argon2id row");
+    };
+    let mut samples = vec![];
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        argon
+            .derive(PASSWORD, SALT, &mut out[..])
+            .map_err(|e| match e {
+                crate::crypto::CryptoError::KdfMemory(kib) => {
+                    Error::NoMemory(format!("argon2id with {kib} KiB: not enough memory here"))
+                }
+                e => Error::Device(format!("argon2id benchmark: {e}")),
+            })?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    rows.push(KdfRow {
+        name: format!("argon2id {time} iterations, {memory_kib} KiB, {cpus} threads"),
+        unit: "ms per derivation of a 256-bit key",
+        value: Stats::of(samples),
+    });
+    Ok(rows)
+}
+
+fn render(ciphers: &[CipherRow], kdfs: &[KdfRow], target: &Value) -> String {
+    let mut s = String::from("# Tests are approximate using memory only (no storage IO).\n");
+    for k in kdfs {
+        s += &format!("{:<44} {:>10.0} {}\n", k.name, k.value.median, k.unit);
+    }
+    let n = cores();
+    s += &format!(
+        "#    Algorithm |  Key | Sector |     Engine |  Encryption |  Decryption | {:>13} | {:>13}\n",
+        format!("Enc {n} cores"),
+        format!("Dec {n} cores"),
+    );
+    for r in ciphers {
+        let mark = if r.data_path { "*" } else { " " };
+        s += &format!(
+            "{mark}      aes-xts | {:>3}b | {:>6} | {:>10} | {:>6.0} MB/s | {:>6.0} MB/s | {:>8.0} MB/s | {:>8.0} MB/s\n",
+            r.key_bits,
+            r.sector_bytes,
+            r.engine.name(),
+            r.enc_1.median,
+            r.dec_1.median,
+            r.enc_all.median,
+            r.dec_all.median,
+        );
+    }
+    s += "* = the engine volumes with this key size use\n";
+    if let Some(t) = target.as_object() {
+        s += &format!(
+            "data path / fastest engine here (512b, 4096-byte sectors, 1 core): encrypt {:.2} (fastest {}), decrypt {:.2} (fastest {})",
+            t["encrypt_ratio"].as_f64().unwrap_or(0.0),
+            t["encrypt_fastest"].as_str().unwrap_or("?"),
+            t["decrypt_ratio"].as_f64().unwrap_or(0.0),
+            t["decrypt_fastest"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}

@@ -1,0 +1,268 @@
+//! Our LUKS2 token types: JSON <-> typed token, and which keyslots each serves.
+//!
+//! A `vaultdisk-vault` token sits beside a keyslot whose passphrase is a random 32-byte secret
+//! (base64 text, 44 bytes); the token holds that secret wrapped by a key-encryption key in a
+//! vault, and what is needed to find the KEK. Like Clevis and systemd-cryptenroll tokens, it is
+//! plain LUKS2 token JSON (`type`, `keyslots` + our members), so cryptsetup lists and exports it.
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Map, Value, json};
+
+/// Token type of a vault-wrapped keyslot secret.
+pub const VAULT: &str = "vaultdisk-vault";
+/// Token type marking a recovery keyslot.
+pub const RECOVERY: &str = "vaultdisk-recovery";
+
+/// How the KEK is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kek {
+    /// The KEK never leaves the vault: transit/encrypt and transit/decrypt.
+    Transit {
+        mount: String,
+        key: String,
+        ciphertext: String,
+        key_version: u32,
+    },
+    /// The KEK is a KV v2 secret field, used here with AES-256-GCM.
+    Kv {
+        mount: String,
+        path: String,
+        field: String,
+        /// The KV version of the KEK that wrapped `wrapped`.
+        kv_version: u32,
+        wrapped: Vec<u8>,
+    },
+}
+
+/// A parsed `vaultdisk-vault` token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultToken {
+    pub keyslots: Vec<u32>,
+    /// Vault address at enrolment time.
+    pub addr: String,
+    pub namespace: Option<String>,
+    pub kek: Kek,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token is not of type {VAULT}")]
+    WrongType,
+    #[error("token member {0:?} is missing or not of the right kind")]
+    Member(&'static str),
+    #[error("token has unknown kek mode {0:?} (transit or kv)")]
+    Mode(String),
+}
+
+fn text(obj: &Map<String, Value>, name: &'static str) -> Result<String, TokenError> {
+    obj.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 4096)
+        .map(str::to_string)
+        .ok_or(TokenError::Member(name))
+}
+
+fn number(obj: &Map<String, Value>, name: &'static str) -> Result<u32, TokenError> {
+    obj.get(name)
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or(TokenError::Member(name))
+}
+
+impl VaultToken {
+    /// Parses a token object from the header's `tokens` (untrusted input).
+    pub fn parse(value: &Value) -> Result<VaultToken, TokenError> {
+        let obj = value.as_object().ok_or(TokenError::Member("type"))?;
+        if obj.get("type").and_then(Value::as_str) != Some(VAULT) {
+            return Err(TokenError::WrongType);
+        }
+        let keyslots = obj
+            .get("keyslots")
+            .and_then(Value::as_array)
+            .ok_or(TokenError::Member("keyslots"))?
+            .iter()
+            .map(|v| v.as_str().and_then(|s| s.parse::<u32>().ok()))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or(TokenError::Member("keyslots"))?;
+        let addr = text(obj, "vault_addr")?;
+        let namespace = match obj.get("vault_namespace") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(text(obj, "vault_namespace")?),
+        };
+        let kek = match text(obj, "kek")?.as_str() {
+            "transit" => Kek::Transit {
+                mount: text(obj, "transit_mount")?,
+                key: text(obj, "transit_key")?,
+                ciphertext: text(obj, "ciphertext")?,
+                key_version: number(obj, "key_version")?,
+            },
+            "kv" => {
+                if text(obj, "wrap")? != crate::crypto::kek::ALGORITHM {
+                    return Err(TokenError::Member("wrap"));
+                }
+                Kek::Kv {
+                    mount: text(obj, "kv_mount")?,
+                    path: text(obj, "kv_path")?,
+                    field: text(obj, "kv_field")?,
+                    kv_version: number(obj, "kv_version")?,
+                    wrapped: B64
+                        .decode(text(obj, "wrapped")?)
+                        .map_err(|_| TokenError::Member("wrapped"))?,
+                }
+            }
+            other => return Err(TokenError::Mode(other.to_string())),
+        };
+        Ok(VaultToken {
+            keyslots,
+            addr,
+            namespace,
+            kek,
+        })
+    }
+
+    /// The token object as it goes into the header.
+    pub fn encode(&self) -> Value {
+        let mut v = json!({
+            "type": VAULT,
+            "keyslots": self.keyslots.iter().map(u32::to_string).collect::<Vec<_>>(),
+            "vault_addr": self.addr,
+        });
+        if let Some(ns) = &self.namespace {
+            v["vault_namespace"] = json!(ns);
+        }
+        match &self.kek {
+            Kek::Transit {
+                mount,
+                key,
+                ciphertext,
+                key_version,
+            } => {
+                v["kek"] = json!("transit");
+                v["transit_mount"] = json!(mount);
+                v["transit_key"] = json!(key);
+                v["ciphertext"] = json!(ciphertext);
+                v["key_version"] = json!(key_version);
+            }
+            Kek::Kv {
+                mount,
+                path,
+                field,
+                kv_version,
+                wrapped,
+            } => {
+                v["kek"] = json!("kv");
+                v["kv_mount"] = json!(mount);
+                v["kv_path"] = json!(path);
+                v["kv_field"] = json!(field);
+                v["kv_version"] = json!(kv_version);
+                v["wrap"] = json!(crate::crypto::kek::ALGORITHM);
+                v["wrapped"] = json!(B64.encode(wrapped));
+            }
+        }
+        v
+    }
+
+    /// "transit" or "kv".
+    pub fn mode(&self) -> &'static str {
+        match self.kek {
+            Kek::Transit { .. } => "transit",
+            Kek::Kv { .. } => "kv",
+        }
+    }
+
+    /// Where the KEK is, for messages: `transit/disk` or `secret/disks/db1#kek`.
+    pub fn kek_location(&self) -> String {
+        match &self.kek {
+            Kek::Transit { mount, key, .. } => format!("{mount}/{key}"),
+            Kek::Kv {
+                mount, path, field, ..
+            } => format!("{mount}/{path}#{field}"),
+        }
+    }
+
+    /// Key version (transit) or KV version (kv) of the KEK that wrapped the secret.
+    pub fn kek_version(&self) -> u32 {
+        match &self.kek {
+            Kek::Transit { key_version, .. } => *key_version,
+            Kek::Kv { kv_version, .. } => *kv_version,
+        }
+    }
+}
+
+/// The `vaultdisk-vault` tokens of a header's wire `tokens`, by id; malformed ones as errors.
+pub fn vault_tokens(
+    tokens: &std::collections::BTreeMap<String, Value>,
+) -> Vec<(u32, Result<VaultToken, TokenError>)> {
+    tokens
+        .iter()
+        .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some(VAULT))
+        .filter_map(|(id, t)| Some((id.parse::<u32>().ok()?, VaultToken::parse(t))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transit() -> VaultToken {
+        VaultToken {
+            keyslots: vec![1],
+            addr: "http://127.0.0.1:8200".into(),
+            namespace: None,
+            kek: Kek::Transit {
+                mount: "transit".into(),
+                key: "disk".into(),
+                ciphertext: "vault:v1:abc".into(),
+                key_version: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn parse_encode_round_trip() {
+        let t = transit();
+        assert_eq!(VaultToken::parse(&t.encode()), Ok(t));
+        let kv = VaultToken {
+            keyslots: vec![3],
+            addr: "https://v:8200".into(),
+            namespace: Some("team".into()),
+            kek: Kek::Kv {
+                mount: "secret".into(),
+                path: "disks/db1".into(),
+                field: "kek".into(),
+                kv_version: 2,
+                wrapped: vec![1, 2, 3],
+            },
+        };
+        assert_eq!(VaultToken::parse(&kv.encode()), Ok(kv.clone()));
+        assert_eq!(kv.kek_location(), "secret/disks/db1#kek");
+        // LUKS2's own token shape: type string + keyslots as strings.
+        assert_eq!(kv.encode()["keyslots"], json!(["3"]));
+    }
+
+    #[test]
+    fn malformed_tokens_are_errors_not_panics() {
+        let good = transit().encode();
+        let cases: Vec<(&str, Value)> = vec![
+            ("type", json!("other")),
+            ("keyslots", json!("1")),
+            ("keyslots", json!([1])),
+            ("vault_addr", json!(5)),
+            ("kek", json!("hsm")),
+            ("key_version", json!(-1)),
+            ("ciphertext", json!("")),
+        ];
+        for (member, value) in cases {
+            let mut t = good.clone();
+            t[member] = value;
+            assert!(VaultToken::parse(&t).is_err(), "{member}");
+        }
+        let mut t = good.clone();
+        t.as_object_mut().expect("object").remove("transit_key");
+        assert_eq!(
+            VaultToken::parse(&t),
+            Err(TokenError::Member("transit_key"))
+        );
+        assert!(VaultToken::parse(&json!([])).is_err());
+    }
+}

@@ -1,0 +1,625 @@
+//! OpenBao / HashiCorp Vault client: login, transit wrap/unwrap/rewrap, KV v2 read/write.
+//! Knows nothing of LUKS. Every error names the vault address and the cause, never the token.
+use crate::secret::SecretBytes;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+use zeroize::Zeroize;
+
+/// Connect timeout: an unreachable vault must fail fast, never hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Whole-request timeout unless VAULT_CLIENT_TIMEOUT says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body we read (a transit or KV answer is a few hundred bytes).
+const MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// Where the vault is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base address, e.g. `https://vault.example:8200`, without a trailing slash.
+    pub addr: String,
+    /// Vault Enterprise / OpenBao namespace sent as X-Vault-Namespace.
+    pub namespace: Option<String>,
+    /// PEM file of CA certificates to trust instead of the built-in roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint with the default timeout; `addr` loses any trailing slash.
+    pub fn new(addr: &str) -> Endpoint {
+        Endpoint {
+            addr: addr.trim_end_matches('/').to_string(),
+            namespace: None,
+            ca_cert: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// How to authenticate.
+pub enum Credentials {
+    /// A client token (VAULT_TOKEN, BAO_TOKEN, a token file).
+    Token(SecretBytes),
+    /// AppRole login at `auth/<mount>/login`.
+    AppRole {
+        mount: String,
+        role_id: SecretBytes,
+        secret_id: SecretBytes,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => write!(f, "Token(<redacted>)"),
+            Credentials::AppRole { mount, .. } => write!(f, "AppRole({mount}, <redacted>)"),
+        }
+    }
+}
+
+/// Why a vault call failed. Display starts with the vault address.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault at {addr} is unreachable: {cause}")]
+    Unreachable { addr: String, cause: String },
+    #[error("vault at {addr} did not answer within {secs} s")]
+    Timeout { addr: String, secs: u64 },
+    #[error(
+        "vault at {addr}: TLS failed: {cause} (set VAULT_CACERT to the CA that signed its certificate)"
+    )]
+    Tls { addr: String, cause: String },
+    #[error("vault at {addr} is sealed: unseal it (bao operator unseal) and retry")]
+    Sealed { addr: String },
+    #[error(
+        "vault at {addr} denied {path}: permission denied (wrong or expired token, or the policy does not allow it)"
+    )]
+    Denied { addr: String, path: String },
+    #[error("vault at {addr} has nothing at {path} (deleted, or wrong mount or name)")]
+    NotFound { addr: String, path: String },
+    #[error("vault at {addr} refused {path} (HTTP {status}): {message}")]
+    Rejected {
+        addr: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("vault at {addr} gave an unexpected answer for {path}: {why}")]
+    BadAnswer {
+        addr: String,
+        path: String,
+        why: String,
+    },
+    #[error("vault setting: {0}")]
+    Config(String),
+}
+
+/// A logged-in client for one vault.
+pub struct Client {
+    agent: ureq::Agent,
+    endpoint: Endpoint,
+    token: SecretBytes,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({}, token <redacted>)", self.endpoint.addr)
+    }
+}
+
+/// A transit ciphertext and the key version that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapped {
+    pub ciphertext: String,
+    pub key_version: u32,
+}
+
+impl Client {
+    /// Builds the HTTP agent and logs in (AppRole) or takes the token as it is.
+    pub fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Client, VaultError> {
+        let agent = agent(endpoint)?;
+        let mut client = Client {
+            agent,
+            endpoint: endpoint.clone(),
+            token: SecretBytes::zeroed(0),
+        };
+        client.token = match credentials {
+            Credentials::Token(t) => SecretBytes::from_slice(t.expose_secret()),
+            Credentials::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => client.approle_login(mount, role_id, secret_id)?,
+        };
+        Ok(client)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.endpoint.addr
+    }
+
+    fn approle_login(
+        &self,
+        mount: &str,
+        role_id: &SecretBytes,
+        secret_id: &SecretBytes,
+    ) -> Result<SecretBytes, VaultError> {
+        let path = format!("auth/{}/login", checked_name(mount, "AppRole mount")?);
+        let text = |b: &SecretBytes| String::from_utf8_lossy(b.expose_secret()).into_owned();
+        let mut role = text(role_id);
+        let mut secret = text(secret_id);
+        let body = json!({ "role_id": role, "secret_id": secret });
+        role.zeroize();
+        secret.zeroize();
+        let mut answer = self.call("POST", &path, Some(body), false)?;
+        let token = take_string(&mut answer, &["auth", "client_token"])
+            .ok_or_else(|| self.bad(&path, "no auth.client_token in the login answer"))?;
+        Ok(token)
+    }
+
+    /// Wraps `plaintext` with transit key `key` at `mount` (transit/encrypt).
+    pub fn transit_encrypt(
+        &self,
+        mount: &str,
+        key: &str,
+        plaintext: &[u8],
+    ) -> Result<Wrapped, VaultError> {
+        let path = format!(
+            "{}/encrypt/{}",
+            checked_name(mount, "transit mount")?,
+            checked_name(key, "transit key")?
+        );
+        let mut b64 = B64.encode(plaintext);
+        let body = json!({ "plaintext": b64 });
+        b64.zeroize();
+        let answer = self.call("POST", &path, Some(body), true)?;
+        self.wrapped(&path, &answer)
+    }
+
+    /// Unwraps a transit ciphertext (transit/decrypt).
+    pub fn transit_decrypt(
+        &self,
+        mount: &str,
+        key: &str,
+        ciphertext: &str,
+    ) -> Result<SecretBytes, VaultError> {
+        let path = format!(
+            "{}/decrypt/{}",
+            checked_name(mount, "transit mount")?,
+            checked_name(key, "transit key")?
+        );
+        let mut answer = self.call(
+            "POST",
+            &path,
+            Some(json!({ "ciphertext": ciphertext })),
+            true,
+        )?;
+        let b64 = take_string(&mut answer, &["data", "plaintext"])
+            .ok_or_else(|| self.bad(&path, "no data.plaintext"))?;
+        let mut raw = B64
+            .decode(b64.expose_secret())
+            .map_err(|_| self.bad(&path, "data.plaintext is not base64"))?;
+        let out = SecretBytes::from_slice(&raw);
+        raw.zeroize();
+        Ok(out)
+    }
+
+    /// Re-encrypts a transit ciphertext under the key's latest version (transit/rewrap).
+    pub fn transit_rewrap(
+        &self,
+        mount: &str,
+        key: &str,
+        ciphertext: &str,
+    ) -> Result<Wrapped, VaultError> {
+        let path = format!(
+            "{}/rewrap/{}",
+            checked_name(mount, "transit mount")?,
+            checked_name(key, "transit key")?
+        );
+        let answer = self.call(
+            "POST",
+            &path,
+            Some(json!({ "ciphertext": ciphertext })),
+            true,
+        )?;
+        self.wrapped(&path, &answer)
+    }
+
+    /// Creates transit key `key` (aes256-gcm96) if it does not exist yet.
+    pub fn transit_create_key(&self, mount: &str, key: &str) -> Result<(), VaultError> {
+        let path = format!(
+            "{}/keys/{}",
+            checked_name(mount, "transit mount")?,
+            checked_name(key, "transit key")?
+        );
+        self.call("POST", &path, Some(json!({ "type": "aes256-gcm96" })), true)?;
+        Ok(())
+    }
+
+    /// Reads `field` of KV v2 secret `path` at `mount` (a given version, or the latest):
+    /// (value, version).
+    pub fn kv_read(
+        &self,
+        mount: &str,
+        path: &str,
+        field: &str,
+        version: Option<u32>,
+    ) -> Result<(SecretBytes, u32), VaultError> {
+        let mut api = format!(
+            "{}/data/{}",
+            checked_name(mount, "KV mount")?,
+            checked_name(path, "KV path")?
+        );
+        if let Some(v) = version {
+            api.push_str(&format!("?version={v}"));
+        }
+        let mut answer = self.call("GET", &api, None, true)?;
+        let version = answer["data"]["metadata"]["version"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| {
+                self.bad(
+                    &api,
+                    "no data.metadata.version (is the mount KV version 2?)",
+                )
+            })?;
+        let value = take_string(&mut answer, &["data", "data", field]).ok_or_else(|| {
+            VaultError::NotFound {
+                addr: self.endpoint.addr.clone(),
+                path: format!("{api} field {field:?}"),
+            }
+        })?;
+        Ok((value, version))
+    }
+
+    /// Writes `field` = `value` to KV v2 secret `path`; with `create_only` the write fails if
+    /// the secret exists (check-and-set 0). Returns the new version.
+    pub fn kv_write(
+        &self,
+        mount: &str,
+        path: &str,
+        field: &str,
+        value: &[u8],
+        create_only: bool,
+    ) -> Result<u32, VaultError> {
+        let api = format!(
+            "{}/data/{}",
+            checked_name(mount, "KV mount")?,
+            checked_name(path, "KV path")?
+        );
+        let mut text = String::from_utf8_lossy(value).into_owned();
+        let mut data = serde_json::Map::new();
+        data.insert(field.to_string(), Value::String(text.clone()));
+        text.zeroize();
+        let mut body = json!({ "data": Value::Object(data) });
+        if create_only {
+            body["options"] = json!({ "cas": 0 });
+        }
+        let answer = self.call("POST", &api, Some(body), true)?;
+        answer["data"]["version"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| self.bad(&api, "no data.version"))
+    }
+
+    fn wrapped(&self, path: &str, answer: &Value) -> Result<Wrapped, VaultError> {
+        let ciphertext = answer["data"]["ciphertext"]
+            .as_str()
+            .ok_or_else(|| self.bad(path, "no data.ciphertext"))?
+            .to_string();
+        let key_version = match answer["data"]["key_version"].as_u64() {
+            Some(v) => u32::try_from(v).map_err(|_| self.bad(path, "key_version too large"))?,
+            None => ciphertext_version(&ciphertext)
+                .ok_or_else(|| self.bad(path, "ciphertext without a key version"))?,
+        };
+        Ok(Wrapped {
+            ciphertext,
+            key_version,
+        })
+    }
+
+    fn bad(&self, path: &str, why: &str) -> VaultError {
+        VaultError::BadAnswer {
+            addr: self.endpoint.addr.clone(),
+            path: path.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// One API call; the answer body is parsed as JSON (an empty body is `null`).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        with_token: bool,
+    ) -> Result<Value, VaultError> {
+        let url = format!("{}/v1/{path}", self.endpoint.addr);
+        let mut token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
+        let result = (|| {
+            let mut body_bytes = match &body {
+                Some(b) => serde_json::to_vec(b).map_err(|e| self.bad(path, &e.to_string()))?,
+                None => Vec::new(),
+            };
+            let request = ureq::http::Request::builder()
+                .method(method)
+                .uri(&url)
+                .header("X-Vault-Request", "true")
+                .header("Content-Type", "application/json");
+            let request = if with_token {
+                request.header("X-Vault-Token", token.as_str())
+            } else {
+                request
+            };
+            let request = match &self.endpoint.namespace {
+                Some(ns) => request.header("X-Vault-Namespace", ns.as_str()),
+                None => request,
+            };
+            let request = request
+                .body(&body_bytes)
+                .map_err(|e| self.bad(path, &format!("cannot build the request: {e}")))?;
+            let response = self.agent.run(request);
+            body_bytes.zeroize();
+            let response = response.map_err(|e| self.transport_error(e))?;
+            let status = response.status().as_u16();
+            let raw = response
+                .into_body()
+                .with_config()
+                .limit(MAX_BODY_BYTES)
+                .read_to_vec()
+                .map_err(|e| self.transport_error(e))?;
+            let raw = SecretBytes::from_vec(raw);
+            self.interpret(path, status, raw.expose_secret())
+        })();
+        token.zeroize();
+        result
+    }
+
+    fn interpret(&self, path: &str, status: u16, raw: &[u8]) -> Result<Value, VaultError> {
+        let parsed: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(raw).map_err(|_| {
+                self.bad(
+                    path,
+                    &format!("HTTP {status} with a body that is not JSON (is this a vault?)"),
+                )
+            })?
+        };
+        if (200..300).contains(&status) {
+            return Ok(parsed);
+        }
+        let message = parsed["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.replace('\n', " ").trim().to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        let addr = self.endpoint.addr.clone();
+        let path = path.to_string();
+        Err(match status {
+            503 if message.contains("sealed") => VaultError::Sealed { addr },
+            403 => VaultError::Denied { addr, path },
+            404 if message.is_empty() => VaultError::NotFound { addr, path },
+            _ => VaultError::Rejected {
+                addr,
+                path,
+                status,
+                message: if message.is_empty() {
+                    "no message".into()
+                } else {
+                    message
+                },
+            },
+        })
+    }
+
+    fn transport_error(&self, e: ureq::Error) -> VaultError {
+        let addr = self.endpoint.addr.clone();
+        match e {
+            ureq::Error::Timeout(_) => VaultError::Timeout {
+                addr,
+                secs: self.endpoint.timeout.as_secs().max(1),
+            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                VaultError::Timeout {
+                    addr,
+                    secs: self.endpoint.timeout.as_secs().max(1),
+                }
+            }
+            ureq::Error::Io(io) => {
+                let cause = crate::cli::passphrase::plain_io(&io);
+                // rustls reports certificate problems through the I/O error of the handshake.
+                let tls_words = ["certificate", "handshake", "tls", "peer"];
+                if addr.starts_with("https://") && tls_words.iter().any(|w| cause.contains(w)) {
+                    VaultError::Tls { addr, cause }
+                } else {
+                    VaultError::Unreachable { addr, cause }
+                }
+            }
+            ureq::Error::HostNotFound => VaultError::Unreachable {
+                addr,
+                cause: "host not found".into(),
+            },
+            ureq::Error::ConnectionFailed => VaultError::Unreachable {
+                addr,
+                cause: "connection failed".into(),
+            },
+            ureq::Error::Tls(why) => VaultError::Tls {
+                addr,
+                cause: why.to_string(),
+            },
+            ureq::Error::Rustls(r) => VaultError::Tls {
+                addr,
+                cause: r.to_string(),
+            },
+            ureq::Error::Protocol(p) => VaultError::Unreachable {
+                addr,
+                cause: format!(
+                    "not an HTTP answer ({p}); is the address http:// vs https:// right?"
+                ),
+            },
+            ureq::Error::BadUri(u) => VaultError::Config(format!("bad vault address {u}")),
+            other => VaultError::Unreachable {
+                addr,
+                cause: other.to_string(),
+            },
+        }
+    }
+}
+
+fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
+    if !(endpoint.addr.starts_with("http://") || endpoint.addr.starts_with("https://")) {
+        return Err(VaultError::Config(format!(
+            "vault address {:?} must start with http:// or https://",
+            endpoint.addr
+        )));
+    }
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &endpoint.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| {
+            VaultError::Config(format!(
+                "cannot read CA file {}: {}",
+                ca.display(),
+                crate::cli::passphrase::plain_io(&e)
+            ))
+        })?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(VaultError::Config(format!(
+                "CA file {} holds no PEM certificate",
+                ca.display()
+            )));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(endpoint.timeout)))
+        .timeout_global(Some(endpoint.timeout))
+        .max_redirects(0)
+        .tls_config(tls.build())
+        .build();
+    Ok(config.into())
+}
+
+/// The key version of a `vault:vN:...` ciphertext.
+pub fn ciphertext_version(ciphertext: &str) -> Option<u32> {
+    let rest = ciphertext.strip_prefix("vault:v")?;
+    rest.split(':').next()?.parse().ok()
+}
+
+/// Takes a string out of `value` at `path` into a secret, wiping the JSON copy.
+fn take_string(value: &mut Value, path: &[&str]) -> Option<SecretBytes> {
+    let mut v = value;
+    for p in path {
+        v = v.get_mut(*p)?;
+    }
+    match v.take() {
+        Value::String(mut s) => {
+            let out = SecretBytes::from_slice(s.as_bytes());
+            s.zeroize();
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Mount, key and path names go into URLs: letters, digits and `-_.` (and `/` between
+/// segments), no empty or `..` segment. They may come from an untrusted header.
+pub fn checked_name<'a>(name: &'a str, what: &str) -> Result<&'a str, VaultError> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != ".." && seg != ".")
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(VaultError::Config(format!(
+            "{what} {name:?} is not a valid name (letters, digits, - _ . and / only)"
+        )))
+    }
+}
+
+/// Parses VAULT_CLIENT_TIMEOUT as Vault's CLI does: seconds, optionally with an `s` suffix.
+pub fn parse_timeout(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let t = t.strip_suffix('s').unwrap_or(t);
+    t.parse::<u64>()
+        .ok()
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_the_url_are_refused() {
+        assert!(checked_name("transit", "m").is_ok());
+        assert!(checked_name("disks/db1", "p").is_ok());
+        for bad in [
+            "", "a/../b", "..", "a//b", "a?b", "a b", "/a", "a%2f", "k#x",
+        ] {
+            assert!(checked_name(bad, "p").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ciphertext_versions() {
+        assert_eq!(ciphertext_version("vault:v1:abc"), Some(1));
+        assert_eq!(ciphertext_version("vault:v12:abc"), Some(12));
+        assert_eq!(ciphertext_version("vault:x:abc"), None);
+        assert_eq!(ciphertext_version("abc"), None);
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("7s"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_timeout("0"), None);
+        assert_eq!(parse_timeout("x"), None);
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let c = Credentials::Token(SecretBytes::from_slice(b"s.secrettoken"));
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn refused_connection_names_the_address() {
+        // A port nobody listens on: bind, note the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let addr = format!("http://127.0.0.1:{port}");
+        let c = Client::connect(
+            &Endpoint::new(&addr),
+            &Credentials::Token(SecretBytes::from_slice(b"tok")),
+        )
+        .expect("no network at connect");
+        let e = c.transit_encrypt("transit", "k", b"x").unwrap_err();
+        assert!(matches!(e, VaultError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains(&addr), "{e}");
+        assert!(!e.to_string().contains("tok"), "{e}");
+    }
+}

@@ -1,0 +1,1089 @@
+//! Vault unlock against a real OpenBao dev server on 127.0.0.1 (each test starts its own and
+//! kills it by PID): transit and KV KEKs, token/AppRole auth, TLS, rewrap, and every failure
+//! mode giving one line and exit 2.
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An OpenBao dev server of this test's own.
+struct Bao {
+    child: Child,
+    addr: String,
+    token: String,
+    dir: tempfile::TempDir,
+    ca: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Bao {
+    /// None (test skipped loudly) when `bao` is not installed.
+    fn start(test: &str, tls: bool) -> Option<Bao> {
+        if !require(test, &["bao"]) {
+            return None;
+        }
+        let dir = temp();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("home");
+        let port = free_port();
+        let token = format!("root-{}", &sha256(test.as_bytes())[..16]);
+        let mut cmd = Command::new(tool("bao"));
+        cmd.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={token}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ]);
+        if tls {
+            cmd.args(["-dev-tls", &format!("-dev-tls-cert-dir={}", s(dir.path()))]);
+        }
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
+        let child = cmd
+            // The dev server writes ~/.vault-token: keep it in the test's own home.
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start bao server -dev");
+        let scheme = if tls { "https" } else { "http" };
+        let mut bao = Bao {
+            child,
+            addr: format!("{scheme}://127.0.0.1:{port}"),
+            token,
+            ca: tls.then(|| dir.path().join("vault-ca.pem")),
+            dir,
+        };
+        let up = wait_until(Duration::from_secs(30), || bao.cli(&["status"]).code == 0);
+        let log = std::fs::read_to_string(bao.dir.path().join("server.log")).unwrap_or_default();
+        assert!(up, "bao dev server did not come up:\n{log}");
+        bao.cli(&["secrets", "enable", "transit"]).ok();
+        // A second home with no ~/.vault-token for vaultdisk runs.
+        std::fs::create_dir(bao.dir.path().join("vd-home")).expect("vd home");
+        let _ = &mut bao;
+        Some(bao)
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("vd-home")
+    }
+
+    /// The bao CLI against this server as root.
+    fn cli(&self, args: &[&str]) -> Out {
+        let mut all = vec![
+            format!("HOME={}", s(&self.dir.path().join("home"))),
+            format!("VAULT_ADDR={}", self.addr),
+            format!("VAULT_TOKEN={}", self.token),
+        ];
+        if let Some(ca) = &self.ca {
+            all.push(format!("VAULT_CACERT={}", s(ca)));
+        }
+        all.push(s(&tool("bao")).to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        run("env", &all, None)
+    }
+
+    /// vaultdisk with a clean vault environment plus `env` (KEY=VALUE), HOME without a token file.
+    fn vd(&self, env: &[String], args: &[&str], stdin: Option<&[u8]>) -> Out {
+        let mut all: Vec<String> = [
+            "VAULT_TOKEN",
+            "BAO_TOKEN",
+            "VAULT_ADDR",
+            "BAO_ADDR",
+            "VAULT_CACERT",
+            "BAO_CACERT",
+            "VAULT_NAMESPACE",
+            "VAULT_CLIENT_TIMEOUT",
+        ]
+        .iter()
+        .flat_map(|v| ["-u".to_string(), v.to_string()])
+        .collect();
+        all.push(format!("HOME={}", s(&self.home())));
+        all.extend(env.iter().cloned());
+        all.push(BIN.to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        run("env", &all, stdin)
+    }
+
+    /// The full set a user would export: address, token and CA.
+    fn env(&self) -> Vec<String> {
+        let mut e = vec![
+            format!("VAULT_ADDR={}", self.addr),
+            format!("VAULT_TOKEN={}", self.token),
+        ];
+        if let Some(ca) = &self.ca {
+            e.push(format!("VAULT_CACERT={}", s(ca)));
+        }
+        e
+    }
+
+    /// Only the token (the address comes from the header's token).
+    fn token_only_env(&self) -> Vec<String> {
+        let mut e = vec![format!("VAULT_TOKEN={}", self.token)];
+        if let Some(ca) = &self.ca {
+            e.push(format!("VAULT_CACERT={}", s(ca)));
+        }
+        e
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A passphrase volume with a transit vault keyslot enrolled (key `disk`, created).
+fn enrolled(bao: &Bao) -> Vol {
+    let vol = Vol::new("8M", &[]);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            s(&vol.backing),
+            "--key-file",
+            s(&vol.key),
+            "--transit-key",
+            "disk",
+            "--create",
+        ],
+        None,
+    )
+    .ok();
+    vol
+}
+
+fn open_args<'a>(vol: &'a Vol, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["open", s(&vol.backing), s(&vol.plain)];
+    a.extend_from_slice(extra);
+    a
+}
+
+fn vault_list(bao: &Bao, backing: &Path) -> Vec<Value> {
+    let out = bao
+        .vd(&[], &["vault", "list", s(backing), "--json"], None)
+        .ok();
+    serde_json::from_str::<Value>(&out.stdout)
+        .expect("vault list --json")
+        .as_array()
+        .cloned()
+        .expect("array")
+}
+
+/// The stderr line must name the vault address and the cause.
+fn assert_vault_failure(out: &Out, addr: &str, cause: &str) {
+    if let Err(e) = out.check_error(&[2]) {
+        panic!("{e}");
+    }
+    assert!(
+        out.stderr.contains(addr) && out.stderr.to_lowercase().contains(cause),
+        "expected {addr} and {cause:?} in the error:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn transit_enroll_then_open_with_only_the_token_and_cryptsetup_reads_it() {
+    let Some(bao) = Bao::start("transit_enroll_then_open", false) else {
+        return;
+    };
+    if !require_fuse("transit_enroll_then_open")
+        || !require("transit_enroll_then_open", &["cryptsetup"])
+    {
+        return;
+    }
+    let vol = enrolled(&bao);
+    // cryptsetup parses the header and lists our token, linked to keyslot 1.
+    let cs = cryptsetup_json(&vol.backing);
+    assert_eq!(cs["tokens"]["0"]["type"], "vaultdisk-vault", "{cs}");
+    assert_eq!(cs["tokens"]["0"]["keyslots"][0], "1");
+    let exported = sys(
+        "cryptsetup",
+        &["token", "export", "--token-id", "0", s(&vol.backing)],
+    )
+    .ok();
+    let token: Value = serde_json::from_str(&exported.stdout).expect("token JSON");
+    let ciphertext = token["ciphertext"]
+        .as_str()
+        .expect("ciphertext")
+        .to_string();
+    assert!(ciphertext.starts_with("vault:v1:"), "{token}");
+    assert!(
+        !exported.stdout.contains(&bao.token),
+        "the vault token must never be in the header"
+    );
+    let rows = vault_list(&bao, &vol.backing);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["kek"], "transit");
+    assert_eq!(rows[0]["vault_addr"], bao.addr.as_str());
+    assert_eq!(rows[0]["key_version"], 1);
+
+    // Only VAULT_TOKEN: the address comes from the token; no passphrase is read.
+    let out = bao.vd(
+        &bao.token_only_env(),
+        &open_args(&vol, &["--token-only", "-v"]),
+        None,
+    );
+    let guard = Mount::new(&vol.plain);
+    let out = out.ok();
+    assert!(out.stderr.contains("vault token 0"), "{}", out.describe());
+    write_plain(&vol.plain, 4096, b"sealed by the vault");
+    guard.close();
+    // Without --token-only and with no stdin, the vault opens it too.
+    let out = bao.vd(&bao.token_only_env(), &open_args(&vol, &[]), None);
+    let guard = Mount::new(&vol.plain);
+    out.ok();
+    assert_eq!(
+        &read_plain(&vol.plain)[4096..4096 + 19],
+        b"sealed by the vault"
+    );
+    guard.close();
+
+    // No lock-in: the bao CLI's plaintext is the keyslot passphrase cryptsetup accepts.
+    let plain = bao
+        .cli(&[
+            "write",
+            "-field=plaintext",
+            "transit/decrypt/disk",
+            &format!("ciphertext={ciphertext}"),
+        ])
+        .ok();
+    let pass = write_key(vol.dir.path(), "from-bao", plain.stdout.trim().as_bytes());
+    assert!(cryptsetup_accepts(&vol.backing, &pass));
+    // The passphrase keyslot still works.
+    vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+}
+
+#[test]
+fn deleted_or_disabled_transit_key_makes_the_token_useless_but_the_passphrase_works() {
+    let Some(bao) = Bao::start("deleted_transit_key", false) else {
+        return;
+    };
+    let vol = enrolled(&bao);
+    let test = |extra: &[&str]| {
+        let mut a = vec!["test-key", s(&vol.backing)];
+        a.extend_from_slice(extra);
+        bao.vd(&bao.token_only_env(), &a, None)
+    };
+    test(&["--token-only"]).ok();
+    // Disabled: rotate, then forbid decryption with version 1.
+    bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
+    bao.cli(&[
+        "write",
+        "transit/keys/disk/config",
+        "min_decryption_version=2",
+    ])
+    .ok();
+    assert_vault_failure(&test(&["--token-only"]), &bao.addr, "refused");
+    // Deleted: crypto-shredding.
+    bao.cli(&["write", "transit/keys/disk/config", "deletion_allowed=true"])
+        .ok();
+    bao.cli(&["delete", "transit/keys/disk"]).ok();
+    let out = test(&["--token-only"]);
+    if let Err(e) = out.check_error(&[2]) {
+        panic!("{e}");
+    }
+    assert!(out.stderr.contains(&bao.addr), "{}", out.describe());
+    // The passphrase keyslot still opens (test-key tests an explicit key alone)...
+    let out = test(&["--key-file", s(&vol.key)]).ok();
+    assert!(out.stdout.contains("keyslot 0 opens"), "{}", out.describe());
+    assert!(!out.stderr.contains("vault"), "{}", out.describe());
+    // ...and a verb that tries the vault first falls back to it after one warning line.
+    let out = bao
+        .vd(
+            &bao.token_only_env(),
+            &["digest", s(&vol.backing), "--key-file", s(&vol.key)],
+            None,
+        )
+        .ok();
+    assert_eq!(
+        out.stdout.split_whitespace().count(),
+        2,
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.describe());
+    assert!(
+        out.stderr.contains("vault unlock failed") && out.stderr.contains(&bao.addr),
+        "{}",
+        out.describe()
+    );
+    // Nothing piped in and the vault fails: one line, exit 2, no passphrase attempt.
+    assert_vault_failure(&test(&[]), &bao.addr, "vault");
+}
+
+#[test]
+fn rewrap_after_rotate_moves_the_token_to_the_new_key_version_crash_safely() {
+    let Some(bao) = Bao::start("rewrap_after_rotate", false) else {
+        return;
+    };
+    let vol = enrolled(&bao);
+    bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
+    let before = std::fs::read(&vol.backing).expect("read");
+    // Crash after every write or sync of the header update: the token opens each time.
+    let mut k = 1;
+    loop {
+        let mut env = bao.token_only_env();
+        env.push(format!("VAULTDISK_CRASH_AFTER_WRITES={k}"));
+        let out = bao.vd(&env, &["vault", "rewrap", s(&vol.backing)], None);
+        if out.code == 0 {
+            break;
+        }
+        assert_eq!(out.code, 86, "{}", out.describe());
+        bao.vd(
+            &bao.token_only_env(),
+            &["test-key", s(&vol.backing), "--token-only"],
+            None,
+        )
+        .ok();
+        vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+        std::fs::write(&vol.backing, &before).expect("restore");
+        k += 1;
+        assert!(k < 20, "rewrap never completed");
+    }
+    assert!(k > 2, "expected several crash points, got {}", k - 1);
+    let rows = vault_list(&bao, &vol.backing);
+    assert_eq!(rows[0]["key_version"], 2, "{rows:?}");
+    // The new wrap is the one in use: version 1 can no longer decrypt, the token still opens.
+    bao.cli(&[
+        "write",
+        "transit/keys/disk/config",
+        "min_decryption_version=2",
+    ])
+    .ok();
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", s(&vol.backing), "--token-only"],
+        None,
+    )
+    .ok();
+    // A second rewrap has nothing to do and writes nothing.
+    let fp = fingerprint(&vol.backing);
+    let out = bao
+        .vd(
+            &bao.token_only_env(),
+            &["vault", "rewrap", s(&vol.backing)],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stdout.contains("latest version 2"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(fingerprint(&vol.backing), fp);
+    if find_tool("cryptsetup").is_some() {
+        assert_eq!(
+            cryptsetup_json(&vol.backing)["tokens"]["0"]["key_version"],
+            2
+        );
+    }
+    eprintln!("rewrap crash points exercised: {}", k - 1);
+}
+
+#[test]
+fn every_vault_failure_is_one_line_naming_address_and_cause() {
+    let Some(bao) = Bao::start("vault_failures", false) else {
+        return;
+    };
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let snapshot = fingerprint(&vol.backing);
+    // Connection refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only", "--vault-addr", &dead],
+        None,
+    );
+    assert_vault_failure(&out, &dead, "unreachable");
+    // A server that accepts the connection and never answers: a timeout, not a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = format!("http://{}", silent.local_addr().expect("addr"));
+    let mut env = bao.token_only_env();
+    env.push("VAULT_CLIENT_TIMEOUT=2".into());
+    let started = Instant::now();
+    let out = bao.vd(
+        &env,
+        &["test-key", b, "--token-only", "--vault-addr", &silent_addr],
+        None,
+    );
+    assert_vault_failure(&out, &silent_addr, "did not answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    // Wrong token: 403.
+    let out = bao.vd(
+        &["VAULT_TOKEN=not-a-token".into()],
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "permission denied");
+    assert!(
+        !out.stderr.contains("not-a-token"),
+        "token echoed: {}",
+        out.stderr
+    );
+    // No credentials at all.
+    let out = bao.vd(&[], &["test-key", b, "--token-only"], None);
+    if let Err(e) = out.check_error(&[2]) {
+        panic!("{e}");
+    }
+    assert!(
+        out.stderr.contains("no vault credentials"),
+        "{}",
+        out.describe()
+    );
+    // An unreadable token file is a usage error naming the file.
+    let out = bao.vd(
+        &[],
+        &[
+            "test-key",
+            b,
+            "--token-only",
+            "--vault-token-file",
+            "/nonexistent/tok",
+        ],
+        None,
+    );
+    out.fails_with(1);
+    // A token file works like VAULT_TOKEN.
+    let tok = write_key(
+        vol.dir.path(),
+        "vault-token",
+        format!("{}\n", bao.token).as_bytes(),
+    );
+    bao.vd(
+        &[],
+        &["test-key", b, "--token-only", "--vault-token-file", s(&tok)],
+        None,
+    )
+    .ok();
+    // ~/.vault-token, as Vault's CLI.
+    std::fs::write(bao.home().join(".vault-token"), &bao.token).expect("token file");
+    bao.vd(&[], &["test-key", b, "--token-only"], None).ok();
+    std::fs::remove_file(bao.home().join(".vault-token")).expect("rm");
+    // Nothing above wrote to the volume.
+    assert_eq!(fingerprint(&vol.backing), snapshot);
+
+    // Tampered ciphertext (the header rewritten by cryptsetup itself).
+    if require("vault_failures tampered", &["cryptsetup"]) {
+        let exported = sys("cryptsetup", &["token", "export", "--token-id", "0", b]).ok();
+        let mut token: Value = serde_json::from_str(&exported.stdout).expect("json");
+        let ct = token["ciphertext"].as_str().expect("ct").to_string();
+        let (head, tail) = ct.split_at(ct.len() - 6);
+        let flipped: String = tail
+            .chars()
+            .map(|c| if c == 'A' { 'B' } else { 'A' })
+            .collect();
+        token["ciphertext"] = Value::String(format!("{head}{flipped}"));
+        let file = data_file(vol.dir.path(), "token.json", token.to_string().as_bytes());
+        sys(
+            "cryptsetup",
+            &[
+                "token",
+                "import",
+                "--token-replace",
+                "--token-id",
+                "0",
+                "--json-file",
+                s(&file),
+                b,
+            ],
+        )
+        .ok();
+        let out = bao.vd(
+            &bao.token_only_env(),
+            &["test-key", b, "--token-only"],
+            None,
+        );
+        assert_vault_failure(&out, &bao.addr, "refused");
+    }
+
+    // Sealed (last: the dev server stays sealed).
+    bao.cli(&["operator", "seal"]).ok();
+    let out = bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "sealed");
+}
+
+#[test]
+fn kv_kek_with_create_rotation_rewrap_and_missing_secret() {
+    let Some(bao) = Bao::start("kv_kek", false) else {
+        return;
+    };
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--kv-path",
+            "disks/db1",
+            "--create",
+        ],
+        None,
+    )
+    .ok();
+    // The KEK lives in KV v2 as base64 of 32 bytes; the header holds only the wrapped secret.
+    let kek = bao
+        .cli(&["kv", "get", "-field=kek", "secret/disks/db1"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(kek.len(), 44, "{kek}");
+    let header = std::fs::read(&vol.backing).expect("read");
+    assert!(
+        !String::from_utf8_lossy(&header[..32768]).contains(&kek),
+        "the KEK must not be in the header"
+    );
+    let rows = vault_list(&bao, &vol.backing);
+    assert_eq!(rows[0]["kek"], "kv");
+    assert_eq!(rows[0]["location"], "secret/disks/db1#kek");
+    assert_eq!(rows[0]["key_version"], 1);
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+    // --create never overwrites an existing KEK: a second enrolment reuses version 1.
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--kv-path",
+            "disks/db1",
+            "--create",
+        ],
+        None,
+    )
+    .ok();
+    assert_eq!(
+        bao.cli(&["kv", "get", "-field=kek", "secret/disks/db1"])
+            .ok()
+            .stdout
+            .trim(),
+        kek
+    );
+    bao.vd(&[], &["vault", "remove", b, "--token", "1"], None)
+        .ok();
+    // KEK rotation: a new KV version, rewrap, then destroy version 1.
+    let new_kek = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    bao.cli(&["kv", "put", "secret/disks/db1", &format!("kek={new_kek}")])
+        .ok();
+    bao.vd(&bao.token_only_env(), &["vault", "rewrap", b], None)
+        .ok();
+    assert_eq!(vault_list(&bao, &vol.backing)[0]["key_version"], 2);
+    bao.cli(&["kv", "destroy", "-versions=1", "secret/disks/db1"])
+        .ok();
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+    // Secret deleted for good: one line naming the address, exit 2.
+    bao.cli(&["kv", "metadata", "delete", "secret/disks/db1"])
+        .ok();
+    let out = bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "nothing at");
+    // Enrolling against a missing secret without --create is refused, nothing written.
+    let fp = fingerprint(&vol.backing);
+    let out = bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--kv-path",
+            "disks/none",
+        ],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "nothing at");
+    assert_eq!(fingerprint(&vol.backing), fp);
+}
+
+#[test]
+fn approle_login_and_a_policy_that_forbids_decrypt() {
+    let Some(bao) = Bao::start("approle", false) else {
+        return;
+    };
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let dir = vol.dir.path();
+    bao.cli(&["auth", "enable", "approle"]).ok();
+    let policy = data_file(
+        dir,
+        "unlock.hcl",
+        br#"path "transit/decrypt/disk" { capabilities = ["update"] }"#,
+    );
+    bao.cli(&["policy", "write", "disk-unlock", s(&policy)])
+        .ok();
+    bao.cli(&[
+        "write",
+        "auth/approle/role/host",
+        "token_policies=disk-unlock",
+    ])
+    .ok();
+    let role_id = bao
+        .cli(&["read", "-field=role_id", "auth/approle/role/host/role-id"])
+        .ok()
+        .stdout;
+    let secret_id = bao
+        .cli(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            "auth/approle/role/host/secret-id",
+        ])
+        .ok()
+        .stdout;
+    let role_file = write_key(dir, "role-id", role_id.as_bytes());
+    let secret_file = write_key(dir, "secret-id", secret_id.as_bytes());
+    let approle = [
+        "--vault-role-id-file",
+        s(&role_file),
+        "--vault-secret-id-file",
+        s(&secret_file),
+    ];
+    let mut args = vec!["test-key", b, "--token-only"];
+    args.extend_from_slice(&approle);
+    let out = bao.vd(&[], &args, None).ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // The role may decrypt but not rewrap: 403, one line.
+    let mut args = vec!["vault", "rewrap", b];
+    args.extend_from_slice(&approle);
+    bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
+    assert_vault_failure(&bao.vd(&[], &args, None), &bao.addr, "permission denied");
+    // A wrong secret_id: the login fails.
+    let bad = write_key(
+        dir,
+        "bad-secret-id",
+        b"00000000-0000-0000-0000-000000000000",
+    );
+    let out = bao.vd(
+        &[],
+        &[
+            "test-key",
+            b,
+            "--token-only",
+            "--vault-role-id-file",
+            s(&role_file),
+            "--vault-secret-id-file",
+            s(&bad),
+        ],
+        None,
+    );
+    if let Err(e) = out.check_error(&[2]) {
+        panic!("{e}");
+    }
+    assert!(out.stderr.contains(&bao.addr), "{}", out.describe());
+}
+
+#[test]
+fn tls_needs_the_ca_and_works_with_it() {
+    let Some(bao) = Bao::start("vault_tls", true) else {
+        return;
+    };
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    assert!(bao.addr.starts_with("https://"));
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+    // The same server without its CA: certificate not trusted.
+    let out = bao.vd(
+        &[format!("VAULT_TOKEN={}", bao.token)],
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "tls");
+    // --vault-cacert works like VAULT_CACERT.
+    let ca = bao.ca.clone().expect("ca");
+    bao.vd(
+        &[format!("VAULT_TOKEN={}", bao.token)],
+        &["test-key", b, "--token-only", "--vault-cacert", s(&ca)],
+        None,
+    )
+    .ok();
+}
+
+#[test]
+fn vault_only_format_prints_a_recovery_key_and_remove_refuses_the_last_keyslot() {
+    let Some(bao) = Bao::start("vault_only_format", false) else {
+        return;
+    };
+    let dir = temp();
+    let disk = dir.path().join("disk.img");
+    let out = bao
+        .vd(
+            &bao.env(),
+            &[
+                "format",
+                s(&disk),
+                "--size",
+                "8M",
+                "--transit-key",
+                "disk",
+                "--create",
+            ],
+            None,
+        )
+        .ok();
+    let recovery = out.stdout.trim().to_string();
+    assert_eq!(recovery.len(), 71, "{}", out.describe());
+    let rows = vault_list(&bao, &disk);
+    assert_eq!(rows[0]["keyslots"][0], 0);
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", s(&disk), "--token-only"],
+        None,
+    )
+    .ok();
+    let out = vd_in(
+        &["test-key", s(&disk), "--recovery-key"],
+        recovery.to_uppercase().as_bytes(),
+    )
+    .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    if require("vault_only_format cryptsetup", &["cryptsetup"]) {
+        let cs = cryptsetup_json(&disk);
+        assert_eq!(cs["tokens"]["0"]["type"], "vaultdisk-vault");
+        assert_eq!(cs["tokens"]["1"]["type"], "vaultdisk-recovery");
+        let rk = write_key(dir.path(), "rk", recovery.as_bytes());
+        assert!(cryptsetup_accepts(&disk, &rk));
+    }
+    // Key verbs take the vault as the existing key: add a passphrase with only VAULT_TOKEN.
+    let pass = write_key(dir.path(), "later", b"added later");
+    let mut args = vec!["add-key", s(&disk), "--new-key-file", s(&pass)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    args.push("--token-only");
+    let out = bao.vd(&bao.token_only_env(), &args, None).ok();
+    assert!(out.stdout.contains("added keyslot 2"), "{}", out.describe());
+    vd(&["test-key", s(&disk), "--key-file", s(&pass)]).ok();
+    vd(&["remove-key", s(&disk), "--key-slot", "2"]).ok();
+    // --no-recovery-key: the vault is the only way in; removing it needs --force.
+    let lone = dir.path().join("lone.img");
+    let out = bao
+        .vd(
+            &bao.env(),
+            &[
+                "format",
+                s(&lone),
+                "--size",
+                "8M",
+                "--transit-key",
+                "disk",
+                "--no-recovery-key",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.is_empty(), "{}", out.describe());
+    let fp = fingerprint(&lone);
+    bao.vd(&[], &["vault", "remove", s(&lone), "--token", "0"], None)
+        .fails_with(5);
+    assert_eq!(fingerprint(&lone), fp);
+    bao.vd(&[], &["vault", "remove", s(&lone), "--token", "7"], None)
+        .fails_with(1);
+    // Vault-only format refuses a passphrase source.
+    let key = write_key(dir.path(), "k", PASS);
+    bao.vd(
+        &bao.env(),
+        &[
+            "format",
+            s(&dir.path().join("x.img")),
+            "--size",
+            "8M",
+            "--transit-key",
+            "disk",
+            "--key-file",
+            s(&key),
+        ],
+        None,
+    )
+    .fails_with(1);
+    // Unreachable vault at format: nothing is created.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let never = dir.path().join("never.img");
+    let out = bao.vd(
+        &[format!("VAULT_TOKEN={}", bao.token)],
+        &[
+            "format",
+            s(&never),
+            "--size",
+            "8M",
+            "--transit-key",
+            "disk",
+            "--vault-addr",
+            &dead,
+        ],
+        None,
+    );
+    assert_vault_failure(&out, &dead, "unreachable");
+    assert!(!never.exists());
+    // remove of the vault token on the volume with a recovery key: token and keyslot gone.
+    bao.vd(&[], &["vault", "remove", s(&disk), "--token", "0"], None)
+        .ok();
+    assert!(vault_list(&bao, &disk).is_empty());
+    let (dump, _) = dump_json(&disk);
+    let ids: Vec<u64> = dump["keyslots"]
+        .as_array()
+        .expect("keyslots")
+        .iter()
+        .filter_map(|k| k["id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1], "{dump}");
+}
+
+#[test]
+fn verify_checks_vault_tokens_and_the_daemon_never_sees_the_token() {
+    let Some(bao) = Bao::start("verify_vault", false) else {
+        return;
+    };
+    if !require_fuse("verify_vault") {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let before = sha256_file(&vol.backing);
+    let out = bao
+        .vd(
+            &bao.token_only_env(),
+            &[
+                "verify",
+                b,
+                "--vault",
+                "--key-file",
+                s(&vol.key),
+                "--digest",
+                "--json",
+            ],
+            None,
+        )
+        .ok();
+    let report: Value = serde_json::from_str(&out.stdout).expect("json");
+    let ks = report["keyslots"].as_array().expect("keyslots");
+    assert!(
+        ks.iter().any(|k| k["keyslot"] == 1 && k["key"].as_str().unwrap_or("").contains("vault token 0")),
+        "{report}"
+    );
+    assert!(ks.iter().any(|k| k["keyslot"] == 0));
+    assert_eq!(report["ok"], true);
+    // digest opens through the vault like open does.
+    let out = bao
+        .vd(&bao.token_only_env(), &["digest", b, "--token-only"], None)
+        .ok();
+    assert_eq!(
+        out.stdout.split_whitespace().next(),
+        report["data"]["digest"].as_str(),
+        "{}",
+        out.describe()
+    );
+    // A wrong vault token alone: exit 2, the report says why.
+    let out = bao.vd(
+        &["VAULT_TOKEN=wrong".into()],
+        &["verify", b, "--vault", "--json"],
+        None,
+    );
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert!(
+        out.stdout.contains("permission denied"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        sha256_file(&vol.backing),
+        before,
+        "verify changed the backing file"
+    );
+
+    // The daemon opened through the vault: no token in its environ or cmdline, none in logs.
+    let mut env = bao.token_only_env();
+    env.push("RUST_LOG=trace".into());
+    let out = bao.vd(&env, &open_args(&vol, &["--token-only"]), None);
+    let guard = Mount::new(&vol.plain);
+    let out = out.ok();
+    assert!(!out.stderr.contains(&bao.token) && !out.stdout.contains(&bao.token));
+    let status = vd(&["status", "--json"]).ok();
+    let all: Value = serde_json::from_str(&status.stdout).expect("status json");
+    let st = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|v| {
+            v["backing"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(s(&vol.backing)) || s(&vol.backing).ends_with(p))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{} not in status: {all}", vol.backing.display()));
+    let pid = st["pid"].as_u64().expect("pid");
+    assert!(
+        st["unlocked_by"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vault token 0"),
+        "{st}"
+    );
+    for f in ["environ", "cmdline"] {
+        let bytes = std::fs::read(format!("/proc/{pid}/{f}")).expect("proc");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&bao.token),
+            "vault token in /proc/{pid}/{f}"
+        );
+    }
+    guard.close();
+}
+
+#[test]
+fn namespace_is_recorded_and_sent() {
+    let Some(bao) = Bao::start("vault_namespace", false) else {
+        return;
+    };
+    bao.cli(&["namespace", "create", "team"]).ok();
+    let ns_cli = |args: &[&str]| {
+        let mut all = vec![
+            format!("HOME={}", s(&bao.dir.path().join("home"))),
+            format!("VAULT_ADDR={}", bao.addr),
+            format!("VAULT_TOKEN={}", bao.token),
+            "VAULT_NAMESPACE=team".to_string(),
+            s(&tool("bao")).to_string(),
+        ];
+        all.extend(args.iter().map(|x| x.to_string()));
+        run("env", &all, None)
+    };
+    ns_cli(&["secrets", "enable", "transit"]).ok();
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--transit-key",
+            "nsdisk",
+            "--create",
+            "--vault-namespace",
+            "team",
+        ],
+        None,
+    )
+    .ok();
+    assert_eq!(vault_list(&bao, &vol.backing)[0]["vault_namespace"], "team");
+    // The key exists only inside the namespace.
+    assert_ne!(bao.cli(&["read", "transit/keys/nsdisk"]).code, 0);
+    ns_cli(&["read", "transit/keys/nsdisk"]).ok();
+    // Opening needs only the token: the namespace comes from the header's token.
+    bao.vd(
+        &bao.token_only_env(),
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+}
+
+/// A crash after any write or sync of `vault enroll` and `vault remove` leaves a header that
+/// cryptsetup parses, the passphrase working, and the vault token working or absent.
+#[test]
+fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
+    let Some(bao) = Bao::start("crash_vault_enroll", false) else {
+        return;
+    };
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    bao.cli(&["write", "-f", "transit/keys/disk"]).ok();
+    let pristine = std::fs::read(&vol.backing).expect("read");
+    let check = |phase: &str, k: u32| {
+        vd(&["test-key", b, "--key-file", s(&vol.key)]).ok();
+        if find_tool("cryptsetup").is_some() {
+            sys("cryptsetup", &["luksDump", b]).ok();
+        }
+        let tokens = vault_list(&bao, &vol.backing);
+        let out = bao.vd(
+            &bao.token_only_env(),
+            &["test-key", b, "--token-only"],
+            None,
+        );
+        assert_eq!(
+            out.code == 0,
+            !tokens.is_empty(),
+            "{phase} crash {k}: a listed token must open, an unlisted one cannot:\n{}",
+            out.describe()
+        );
+    };
+    let enroll = [
+        "vault",
+        "enroll",
+        b,
+        "--key-file",
+        s(&vol.key),
+        "--transit-key",
+        "disk",
+    ];
+    let mut points = 0;
+    for phase in ["enroll", "remove"] {
+        let mut k = 1;
+        loop {
+            std::fs::write(&vol.backing, &pristine).expect("restore");
+            if phase == "remove" {
+                bao.vd(&bao.env(), &enroll, None).ok();
+            }
+            let mut env = bao.env();
+            env.push(format!("VAULTDISK_CRASH_AFTER_WRITES={k}"));
+            let args: Vec<&str> = if phase == "enroll" {
+                enroll.to_vec()
+            } else {
+                vec!["vault", "remove", b, "--token", "0"]
+            };
+            let out = bao.vd(&env, &args, None);
+            if out.code == 0 {
+                check(phase, k);
+                break;
+            }
+            assert_eq!(out.code, 86, "{phase} {k}: {}", out.describe());
+            check(phase, k);
+            points += 1;
+            k += 1;
+            assert!(k < 20, "{phase} never completed");
+        }
+    }
+    assert!(points >= 6, "only {points} crash points");
+    eprintln!("vault enroll/remove crash points exercised: {points}");
+}
