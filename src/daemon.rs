@@ -661,11 +661,12 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
 }
 
 /// Locks the pages holding the cipher's round keys, which `Volume::new` built on this
-/// thread's heap. Called after the transport copy of the key is dropped: its munlock would
-/// unlock any page it shares with them. Best effort: the warning to show if RLIMIT_MEMLOCK
+/// thread's heap (and, with CAP_IPC_LOCK or no RLIMIT_MEMLOCK, every later mapping: the
+/// per-thread cipher contexts the workers copy). Called after the transport copy of the key
+/// is dropped: its munlock would unlock any page it shares with them. Best effort: the warning to show if RLIMIT_MEMLOCK
 /// forbids it.
 fn lock_key_pages() -> Option<String> {
-    match crate::sys::lock_current_memory() {
+    match crate::sys::lock_memory() {
         Ok(how) => {
             log::debug!("key pages locked in memory ({how:?})");
             None

@@ -269,6 +269,37 @@ fn daemon_not_dumpable_and_keys_locked() {
         heap.split_whitespace().any(|f| f == "lo"),
         "[heap] (where the round keys are) is not locked: {heap}"
     );
+    // As root (CAP_IPC_LOCK) later mappings are locked too: after traffic, which makes the
+    // FUSE workers allocate their own cipher contexts, no mapping is unlocked but the
+    // kernel's [vvar]/[vdso]/[vsyscall].
+    if vaultdisk::sys::geteuid() == 0 {
+        write_plain(&v.plain, 4096 * 7 + 3, &pattern(3 * MIB as usize, 5));
+        let _ = read_range(&v.plain, 0, 4 * MIB);
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let mut mapping = "";
+        let mut unlocked = Vec::new();
+        for line in smaps.lines() {
+            if line
+                .split(' ')
+                .next()
+                .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+            {
+                mapping = line;
+            } else if let Some(flags) = line.strip_prefix("VmFlags:")
+                && !flags.split_whitespace().any(|f| f == "lo")
+                && !["[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]"]
+                    .iter()
+                    .any(|k| mapping.ends_with(k))
+            {
+                unlocked.push(mapping.to_string());
+            }
+        }
+        assert!(
+            unlocked.is_empty(),
+            "unlocked mappings:\n{}",
+            unlocked.join("\n")
+        );
+    }
     vd_rt(&rt, &["close", s(&v.plain)]).ok();
     std::mem::forget(m);
 
