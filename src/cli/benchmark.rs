@@ -210,11 +210,15 @@ fn rate(args: &BenchmarkArgs, threads: usize, f: &(dyn Fn(&mut [u8]) + Sync)) ->
                         s.spawn(|| {
                             let mut buf = vec![0x5au8; BUFFER_BYTES];
                             let mut done = 0;
-                            while start.elapsed() < span {
+                            // At least one buffer each: a worker started late on a busy
+                            // machine must not report 0 MB/s.
+                            loop {
                                 f(&mut buf);
                                 done += buf.len();
+                                if start.elapsed() >= span {
+                                    break done;
+                                }
                             }
-                            done
                         })
                     })
                     .collect();
