@@ -13,6 +13,7 @@ need_packages() {
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v losetup >/dev/null || missing+=(util-linux)
     command -v setfacl >/dev/null || missing+=(acl)
+    command -v fio >/dev/null || missing+=(fio)
     command -v sha256sum >/dev/null || missing+=(coreutils)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
