@@ -1042,3 +1042,69 @@ fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
     assert!(points >= 6, "only {points} crash points");
     eprintln!("vault enroll/remove crash points exercised: {points}");
 }
+
+/// `mount` unlocks through the vault like `open`: ext4 on a loop device with only the token.
+#[test]
+fn mount_through_the_vault_alone() {
+    let test = "mount_through_the_vault_alone";
+    let Some(bao) = Bao::start(test, false) else {
+        return;
+    };
+    if !require(test, &["root", "loop", "fuse", "mkfs.ext4"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let mnt = vol.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mut env = bao.token_only_env();
+    env.push(format!(
+        "VAULTDISK_RUNTIME_DIR={}",
+        s(&vol.dir.path().join("rt"))
+    ));
+    struct Umount<'a>(&'a Bao, Vec<String>, PathBuf);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            if is_mounted(&self.2) {
+                let _ = self.0.vd(&self.1, &["umount", s(&self.2)], None);
+            }
+        }
+    }
+    let mounted = bao.vd(
+        &env,
+        &[
+            "mount",
+            s(&vol.backing),
+            s(&mnt),
+            "--token-only",
+            "--mkfs",
+            "ext4",
+        ],
+        None,
+    );
+    let guard = Umount(&bao, env.clone(), mnt.clone());
+    mounted.ok();
+    std::fs::write(mnt.join("f"), b"through the vault").expect("write");
+    let status = bao.vd(&env, &["status", "--json"], None).ok();
+    assert!(status.stdout.contains("vault token 0"), "{}", status.stdout);
+    bao.vd(&env, &["umount", s(&mnt)], None).ok();
+    drop(guard);
+    bao.vd(
+        &env,
+        &[
+            "mount",
+            s(&vol.backing),
+            s(&mnt),
+            "--token-only",
+            "--read-only",
+        ],
+        None,
+    )
+    .ok();
+    let guard = Umount(&bao, env.clone(), mnt.clone());
+    assert_eq!(
+        std::fs::read(mnt.join("f")).expect("read"),
+        b"through the vault"
+    );
+    bao.vd(&env, &["umount", s(&mnt)], None).ok();
+    drop(guard);
+}
