@@ -15,6 +15,8 @@ need_packages() {
     command -v setfacl >/dev/null || missing+=(acl)
     command -v fio >/dev/null || missing+=(fio)
     command -v sha256sum >/dev/null || missing+=(coreutils)
+    command -v fio >/dev/null || missing+=(fio)
+    command -v prlimit >/dev/null || missing+=(util-linux)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"

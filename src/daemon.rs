@@ -108,7 +108,9 @@ pub fn start(spec: ServeSpec, key: VolumeKey) -> Result<()> {
         crate::sys::set_not_dumpable();
         let serving = mount(&spec, &key)?;
         drop(key);
-        lock_key_pages();
+        if let Some(warning) = lock_key_pages() {
+            warn!("{warning}");
+        }
         let registration = register(&spec, &serving)?;
         let signals = spawn_signal_thread(
             &serving.plain,
@@ -632,7 +634,11 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
     let (spec, key) = read_request()?;
     let serving = mount(&spec, &key)?;
     drop(key);
-    lock_key_pages();
+    if let Some(warning) = lock_key_pages() {
+        // In daemon.log, and shown by the starting process.
+        warn!("{warning}");
+        ready.note(&warning);
+    }
     let registration = register(&spec, &serving)?;
     // Paths are canonical from here on; do not pin the caller's working directory.
     let _ = std::env::set_current_dir("/");
@@ -655,14 +661,20 @@ fn child_serve(ready: &mut Readiness) -> Result<()> {
 }
 
 /// Locks the pages holding the cipher's round keys, which `Volume::new` built on this
-/// thread's heap. Called after the transport copy of the key is dropped: its munlock would
-/// unlock any page it shares with them. Best effort: one warning if RLIMIT_MEMLOCK forbids.
-fn lock_key_pages() {
-    match crate::sys::lock_current_memory() {
-        Ok(how) => log::debug!("key pages locked in memory ({how:?})"),
-        Err(e) => warn!(
-            "cannot lock the cipher keys in memory ({e}): they may be swapped out; raise RLIMIT_MEMLOCK (ulimit -l)"
-        ),
+/// thread's heap (and, with CAP_IPC_LOCK or no RLIMIT_MEMLOCK, every later mapping: the
+/// per-thread cipher contexts the workers copy). Called after the transport copy of the key
+/// is dropped: its munlock would unlock any page it shares with them. Best effort: the warning to show if RLIMIT_MEMLOCK
+/// forbids it.
+fn lock_key_pages() -> Option<String> {
+    match crate::sys::lock_memory() {
+        Ok(how) => {
+            log::debug!("key pages locked in memory ({how:?})");
+            None
+        }
+        Err(e) => Some(format!(
+            "cannot lock the volume's keys in memory ({}): they may be swapped out; raise RLIMIT_MEMLOCK (ulimit -l)",
+            e.to_string().split(" (os error").next().unwrap_or_default()
+        )),
     }
 }
 
@@ -672,6 +684,12 @@ struct Readiness {
 }
 
 impl Readiness {
+    /// Passes a warning to the parent, which logs it; the final report is still to come.
+    fn note(&mut self, warning: &str) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "warn {}", one_line(warning)).and_then(|()| out.flush());
+    }
+
     /// Writes one report line; false if the parent is no longer reading.
     fn send(&mut self, line: &str) -> bool {
         self.reported = true;
@@ -708,6 +726,10 @@ fn read_report(stdout: impl Read) -> Report {
             Ok(_) => {}
         }
         let text = line.trim_end();
+        if let Some(warning) = text.strip_prefix("warn ") {
+            warn!("{warning}");
+            continue;
+        }
         if text == "ok" {
             return Report::Ready;
         }
@@ -1097,6 +1119,10 @@ mod tests {
     #[test]
     fn report_lines_parse() {
         assert!(matches!(read_report(&b"noise\nok\n"[..]), Report::Ready));
+        assert!(matches!(
+            read_report(&b"warn keys not locked\nok\n"[..]),
+            Report::Ready
+        ));
         match read_report(&b"running 1 test\nerr 5 disk.img is busy\n"[..]) {
             Report::Failed(5, m) => assert_eq!(m, "disk.img is busy"),
             _ => panic!("expected Failed"),

@@ -41,23 +41,32 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// What `lock_current_memory` managed to lock.
+/// What `lock_memory` managed to lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locked {
+    /// Every mapping, now and later (`mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`):
+    /// chosen when locked memory is unbounded (CAP_IPC_LOCK or RLIMIT_MEMLOCK infinity), so
+    /// key copies made later (per-thread cipher contexts) are locked too.
+    AllMappingsAndFuture,
     /// Every mapping of the process as it is now (`mlockall(MCL_CURRENT | MCL_ONFAULT)`).
     AllMappings,
     /// Only the `[heap]` mapping, because RLIMIT_MEMLOCK is smaller than the whole process.
     Heap,
 }
 
-/// Locks the memory the process has mapped so far, so that secrets already in it (a cipher's
-/// round keys on the heap) are never swapped out. Pages are locked as they are faulted in
-/// (ONFAULT): nothing is populated, later mappings are not locked. Falls back to the
-/// `[heap]` mapping alone when the whole process exceeds RLIMIT_MEMLOCK; Err when neither
-/// is allowed.
-pub fn lock_current_memory() -> std::io::Result<Locked> {
+/// Locks memory so that secrets in it (a cipher's round keys) are never swapped out. Pages
+/// are locked as they are faulted in (ONFAULT): nothing is populated. Where locked memory is
+/// unbounded, later mappings are locked too; under a finite RLIMIT_MEMLOCK that could make
+/// later allocations fail, so only what is mapped now is locked, or the `[heap]` mapping
+/// alone when the whole process exceeds the limit. Err when neither is allowed.
+pub fn lock_memory() -> std::io::Result<Locked> {
+    let current = libc::MCL_CURRENT | libc::MCL_ONFAULT;
     // SAFETY: mlockall takes flags only and changes no memory contents.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_ONFAULT) } == 0 {
+    if memlock_unbounded() && unsafe { libc::mlockall(current | libc::MCL_FUTURE) } == 0 {
+        return Ok(Locked::AllMappingsAndFuture);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::mlockall(current) } == 0 {
         return Ok(Locked::AllMappings);
     }
     let all_err = std::io::Error::last_os_error();
@@ -77,6 +86,30 @@ pub fn lock_current_memory() -> std::io::Result<Locked> {
         return Ok(Locked::Heap);
     }
     Err(std::io::Error::last_os_error())
+}
+
+/// Whether this process may lock any amount of memory: CAP_IPC_LOCK in its effective set,
+/// or an infinite RLIMIT_MEMLOCK.
+fn memlock_unbounded() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return true;
+    }
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// The address range of the `[heap]` mapping (glibc's main arena) from /proc/self/maps.

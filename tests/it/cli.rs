@@ -12,7 +12,7 @@ const UUID: &str = "0badc0de-1234-4cde-8f00-123456789abc";
 /// One bad input: `args` with `@name` placeholders for fixture paths, optional stdin, the
 /// accepted exit codes (one, except where the contract leaves a choice; see README) and an
 /// optional substring the error line must contain.
-struct Row {
+pub(crate) struct Row {
     name: &'static str,
     args: &'static [&'static str],
     stdin: Option<&'static [u8]>,
@@ -20,7 +20,11 @@ struct Row {
     says: Option<&'static str>,
 }
 
-const fn row(name: &'static str, args: &'static [&'static str], code: &'static [i32]) -> Row {
+pub(crate) const fn row(
+    name: &'static str,
+    args: &'static [&'static str],
+    code: &'static [i32],
+) -> Row {
     Row {
         name,
         args,
@@ -30,7 +34,7 @@ const fn row(name: &'static str, args: &'static [&'static str], code: &'static [
     }
 }
 
-const fn row_says(
+pub(crate) const fn row_says(
     name: &'static str,
     args: &'static [&'static str],
     code: &'static [i32],
@@ -45,7 +49,7 @@ const fn row_says(
     }
 }
 
-const fn row_stdin(
+pub(crate) const fn row_stdin(
     name: &'static str,
     args: &'static [&'static str],
     stdin: &'static [u8],
@@ -63,8 +67,9 @@ const fn row_stdin(
 /// Runs every row in `dir`, replacing `@x` args by `dir/x`, and checks that no file in
 /// `dir` was created, removed or modified (content, length, mtime, mode) by any row.
 /// Collects all failures so one broken row does not hide the others.
-fn run_table(dir: &Path, rows: &[Row]) {
+pub(crate) fn run_table(dir: &Path, rows: &[Row]) {
     let mut failures = Vec::new();
+    let mut records = Vec::new();
     for r in rows {
         let args: Vec<String> = r
             .args
@@ -80,6 +85,16 @@ fn run_table(dir: &Path, rows: &[Row]) {
             None => vd(&args),
         };
         let after = dir_snapshot(dir);
+        if out.elapsed > std::time::Duration::from_secs(5) {
+            eprintln!("[{}] took {:?}", r.name, out.elapsed);
+        }
+        records.push(crate::badinputs::Record {
+            name: r.name.to_string(),
+            args: args.clone(),
+            stdin: r.stdin.map(<[u8]>::to_vec),
+            code: out.code,
+            stderr: out.stderr.clone(),
+        });
         if let Err(e) = out.check_error(r.codes) {
             failures.push(format!("[{}] {e}", r.name));
         }
@@ -102,6 +117,8 @@ fn run_table(dir: &Path, rows: &[Row]) {
             let _ = fs::remove_file(dir.join("plain"));
         }
     }
+    let table = std::thread::current().name().unwrap_or("table").to_string();
+    crate::badinputs::record(&table, dir, &records);
     assert!(
         failures.is_empty(),
         "{} failure(s) in a table of {} rows:\n{}",

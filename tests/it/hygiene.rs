@@ -269,6 +269,37 @@ fn daemon_not_dumpable_and_keys_locked() {
         heap.split_whitespace().any(|f| f == "lo"),
         "[heap] (where the round keys are) is not locked: {heap}"
     );
+    // As root (CAP_IPC_LOCK) later mappings are locked too: after traffic, which makes the
+    // FUSE workers allocate their own cipher contexts, no mapping is unlocked but the
+    // kernel's [vvar]/[vdso]/[vsyscall].
+    if vaultdisk::sys::geteuid() == 0 {
+        write_plain(&v.plain, 4096 * 7 + 3, &pattern(3 * MIB as usize, 5));
+        let _ = read_range(&v.plain, 0, 4 * MIB);
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let mut mapping = "";
+        let mut unlocked = Vec::new();
+        for line in smaps.lines() {
+            if line
+                .split(' ')
+                .next()
+                .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+            {
+                mapping = line;
+            } else if let Some(flags) = line.strip_prefix("VmFlags:")
+                && !flags.split_whitespace().any(|f| f == "lo")
+                && !["[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]"]
+                    .iter()
+                    .any(|k| mapping.ends_with(k))
+            {
+                unlocked.push(mapping.to_string());
+            }
+        }
+        assert!(
+            unlocked.is_empty(),
+            "unlocked mappings:\n{}",
+            unlocked.join("\n")
+        );
+    }
     vd_rt(&rt, &["close", s(&v.plain)]).ok();
     std::mem::forget(m);
 
@@ -419,5 +450,87 @@ fn key_file_readable_by_others_warns() {
         } else {
             assert!(lines.is_empty(), "mode {mode:o}: {}", out.describe());
         }
+    }
+}
+
+/// Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK the daemon locks only its heap
+/// (where the round keys are); below that it still serves, and `open` shows one warning.
+#[test]
+fn memlock_limit_falls_back_to_the_heap_then_warns() {
+    let test = "memlock_limit_falls_back_to_the_heap_then_warns";
+    if !require(test, &["fuse", "setpriv", "prlimit"]) {
+        return;
+    }
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    let rt_env = format!("VAULTDISK_RUNTIME_DIR={}", s(&rt));
+    // Limits may only be lowered here (no CAP_SYS_RESOURCE in every container).
+    let hard_kib = fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .map(|h| h.parse::<u64>().map(|b| b / 1024).unwrap_or(u64::MAX))
+        .unwrap();
+    let mut cases = vec![(64u64, false)];
+    if hard_kib >= 1024 {
+        // The [heap] of a fresh daemon is a few hundred KiB.
+        cases.insert(0, (hard_kib.min(4096), true));
+    } else {
+        note_skip(
+            test,
+            "RLIMIT_MEMLOCK hard limit below 1 MiB: heap fallback case not run",
+        );
+    }
+    for (limit_kib, heap_only) in cases {
+        let limit = format!("--memlock={0}:{0}", limit_kib * 1024);
+        // prlimit first: raising the hard limit may need the capabilities setpriv drops.
+        let out = run(
+            tool("prlimit"),
+            &[
+                &limit,
+                s(&tool("setpriv")),
+                "--bounding-set=-ipc_lock",
+                "env",
+                &rt_env,
+                BIN,
+                "open",
+                s(&v.backing),
+                s(&v.plain),
+                "--key-file",
+                s(&v.key),
+            ],
+            None,
+        );
+        let m = Mount::new(&v.plain);
+        let out = out.ok();
+        let pid = daemon_pid(&rt, &v.plain);
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap();
+        assert_eq!(cap_eff & (1 << 14), 0, "daemon kept CAP_IPC_LOCK");
+        let vmlck: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let warned: Vec<&str> = out.stderr.lines().collect();
+        if heap_only {
+            assert!(vmlck > 0 && vmlck <= limit_kib, "VmLck {vmlck} kB");
+            assert!(warned.is_empty(), "{}", out.describe());
+        } else {
+            assert_eq!(vmlck, 0);
+            assert_eq!(warned.len(), 1, "{}", out.describe());
+            assert!(
+                warned[0].starts_with("vaultdisk: warn: cannot lock the volume's keys in memory"),
+                "{}",
+                warned[0]
+            );
+        }
+        vd_rt(&rt, &["close", s(&v.plain)]).ok();
+        std::mem::forget(m);
     }
 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: runs the built `vaultdisk` against real files, FUSE,
 //! loop devices, ext4, cryptsetup, qemu-img and an independent Python XTS oracle.
 
+mod badinputs;
 mod bench;
 mod cli;
 mod compat;
