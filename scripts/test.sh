@@ -21,3 +21,5 @@ if [ -s "$skips" ]; then
     echo "== skipped tests (they ran no check here):"
     sort -u "$skips"
 fi
+echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
+bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md
