@@ -209,12 +209,15 @@ fn rate(args: &BenchmarkArgs, threads: usize, f: &(dyn Fn(&mut [u8]) + Sync)) ->
                     .map(|_| {
                         s.spawn(|| {
                             let mut buf = vec![0x5au8; BUFFER_BYTES];
+                            // At least one pass, however late this thread starts.
                             let mut done = 0;
-                            while start.elapsed() < span {
+                            loop {
                                 f(&mut buf);
                                 done += buf.len();
+                                if start.elapsed() >= span {
+                                    break done;
+                                }
                             }
-                            done
                         })
                     })
                     .collect();
