@@ -482,6 +482,27 @@ fn every_vault_failure_is_one_line_naming_address_and_cause() {
     std::fs::write(bao.home().join(".vault-token"), &bao.token).expect("token file");
     bao.vd(&[], &["test-key", b, "--token-only"], None).ok();
     std::fs::remove_file(bao.home().join(".vault-token")).expect("rm");
+    // Bad usage: no KEK named, a name that would escape the API path.
+    bao.vd(
+        &bao.env(),
+        &["vault", "enroll", b, "--key-file", s(&vol.key)],
+        None,
+    )
+    .fails_with(1);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--transit-key",
+            "../sys",
+        ],
+        None,
+    )
+    .fails_with(1);
     // Nothing above wrote to the volume.
     assert_eq!(fingerprint(&vol.backing), snapshot);
 
