@@ -225,5 +225,35 @@ for t in targets:
     md.append(f"| {t['target']} | {t['what']} | {shown} | {need} | {'yes' if t['met'] else '**no**'} |")
 md.append("")
 
+# ---- summary (what the README shows): medians only, ratios to vaultdisk ----
+summary = ["| median of %d runs | vaultdisk | qemu-storage-daemon | gocryptfs | bindfs (no crypto) | raw store |"
+           % meta["runs"], "|---|---:|---:|---:|---:|---:|"]
+
+
+def cell(s, base=None):
+    if not s:
+        return "–"
+    r = ratio(base, med(s)) if base is not None else None
+    return f"{med(s):,.0f}" + (f" ({r:.1f}×)" if r else "")
+
+
+for store in ("tmpfs", "disk"):
+    for m in ("write", "read"):
+        v = get("seq", store, "vaultdisk", f"{m}_mbps")
+        raw = [x for x in (get("seq", store, "raw-direct", f"{m}_mbps"), get("seq", store, "raw-buffered", f"{m}_mbps")) if x]
+        raw_txt = " / ".join(cell(x, med(v)) for x in raw) + (" (O_DIRECT / buffered)" if len(raw) == 2 else " (buffered)")
+        summary.append(f"| seq {m} MB/s, {store} | **{cell(v)}** | "
+                       + " | ".join(cell(get("seq", store, p, f"{m}_mbps"), med(v)) for p in ("qsd", "gocryptfs", "bindfs"))
+                       + f" | {raw_txt} |")
+for dio in ("on", "off"):
+    for m in ("randread", "randwrite"):
+        v = get("rand", "tmpfs", "vaultdisk", f"{m}_iops_dio_{dio}")
+        summary.append(f"| 4K {m} IOPS, ext4 on loop --direct-io={dio} | **{cell(v)}** | "
+                       f"{cell(get('rand', 'tmpfs', 'qsd', f'{m}_iops_dio_{dio}'), med(v))} | | | |")
+summary.append("")
+summary.append("(N×) = vaultdisk's figure divided by that one.")
+md[4:4] = ["### Summary", ""] + summary + [""]
+open(stem + "-summary.md", "w").write("\n".join(summary) + "\n")
+
 open(stem + ".md", "w").write("\n".join(md))
 json.dump(result, open(stem + ".json", "w"), indent=1)

@@ -13,6 +13,7 @@ need_packages() {
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v losetup >/dev/null || missing+=(util-linux)
     command -v setfacl >/dev/null || missing+=(acl)
+    command -v fio >/dev/null || missing+=(fio)
     command -v sha256sum >/dev/null || missing+=(coreutils)
     command -v fio >/dev/null || missing+=(fio)
     command -v prlimit >/dev/null || missing+=(util-linux)

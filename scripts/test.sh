@@ -26,3 +26,5 @@ if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- docs/bad-inp
     echo "== docs/bad-inputs.md changed (bad-input tables ran with other results; commit it):"
     git diff --stat -- docs/bad-inputs.md
 fi
+echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
+bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md

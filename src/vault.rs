@@ -167,11 +167,7 @@ impl Client {
         key: &str,
         plaintext: &[u8],
     ) -> Result<Wrapped, VaultError> {
-        let path = format!(
-            "{}/encrypt/{}",
-            checked_name(mount, "transit mount")?,
-            checked_name(key, "transit key")?
-        );
+        let path = transit_path(mount, "encrypt", key)?;
         let mut b64 = B64.encode(plaintext);
         let body = json!({ "plaintext": b64 });
         b64.zeroize();
@@ -186,11 +182,7 @@ impl Client {
         key: &str,
         ciphertext: &str,
     ) -> Result<SecretBytes, VaultError> {
-        let path = format!(
-            "{}/decrypt/{}",
-            checked_name(mount, "transit mount")?,
-            checked_name(key, "transit key")?
-        );
+        let path = transit_path(mount, "decrypt", key)?;
         let mut answer = self.call(
             "POST",
             &path,
@@ -214,11 +206,7 @@ impl Client {
         key: &str,
         ciphertext: &str,
     ) -> Result<Wrapped, VaultError> {
-        let path = format!(
-            "{}/rewrap/{}",
-            checked_name(mount, "transit mount")?,
-            checked_name(key, "transit key")?
-        );
+        let path = transit_path(mount, "rewrap", key)?;
         let answer = self.call(
             "POST",
             &path,
@@ -230,11 +218,7 @@ impl Client {
 
     /// Creates transit key `key` (aes256-gcm96) if it does not exist yet.
     pub fn transit_create_key(&self, mount: &str, key: &str) -> Result<(), VaultError> {
-        let path = format!(
-            "{}/keys/{}",
-            checked_name(mount, "transit mount")?,
-            checked_name(key, "transit key")?
-        );
+        let path = transit_path(mount, "keys", key)?;
         self.call("POST", &path, Some(json!({ "type": "aes256-gcm96" })), true)?;
         Ok(())
     }
@@ -513,6 +497,15 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
         .tls_config(tls.build())
         .build();
     Ok(config.into())
+}
+
+/// `<mount>/<op>/<key>` of the transit engine, names checked.
+fn transit_path(mount: &str, op: &str, key: &str) -> Result<String, VaultError> {
+    Ok(format!(
+        "{}/{op}/{}",
+        checked_name(mount, "transit mount")?,
+        checked_name(key, "transit key")?
+    ))
 }
 
 /// The key version of a `vault:vN:...` ciphertext.

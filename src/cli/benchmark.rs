@@ -209,9 +209,8 @@ fn rate(args: &BenchmarkArgs, threads: usize, f: &(dyn Fn(&mut [u8]) + Sync)) ->
                     .map(|_| {
                         s.spawn(|| {
                             let mut buf = vec![0x5au8; BUFFER_BYTES];
+                            // At least one pass, however late this thread starts.
                             let mut done = 0;
-                            // At least one pass: a worker that starts after the span (a
-                            // loaded machine, a tiny --time-ms) must not report 0 MB/s.
                             loop {
                                 f(&mut buf);
                                 done += buf.len();

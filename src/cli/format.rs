@@ -278,12 +278,7 @@ pub fn run(args: &FormatArgs) -> Result<()> {
         plan.uuid
     );
     if let Some(key) = recovery {
-        // Printed once, on stdout alone, so `> file` captures exactly the key.
-        let mut out = std::io::stdout().lock();
-        out.write_all(key.expose_secret())
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::io("cannot print the recovery key", e))?;
+        super::keys::print_recovery_key(&key)?;
         eprintln!(
             "keyslot 1 of {} holds the recovery key above: keep it safe, it is not shown again (open --recovery-key)",
             args.backing.display()

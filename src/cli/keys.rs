@@ -414,19 +414,21 @@ pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
         None,
         Some(serde_json::json!({ "type": crate::token::RECOVERY })),
     )?;
-    // Printed once, on stdout alone, so `> file` or a pipe captures exactly the key.
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        out.write_all(recovery.expose_secret())
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::io("cannot print the recovery key", e))?;
-    }
+    print_recovery_key(&recovery)?;
     eprintln!(
         "added recovery keyslot {id} to {name}: keep the key above safe, it is not shown again (open --recovery-key)"
     );
     Ok(())
+}
+
+/// Prints a new recovery key once, on stdout alone, so `> file` or a pipe captures exactly it.
+pub(super) fn print_recovery_key(key: &crate::secret::Passphrase) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(key.expose_secret())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot print the recovery key", e))
 }
 
 pub fn remove_key(args: &RemoveKeyArgs) -> Result<()> {

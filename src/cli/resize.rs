@@ -12,13 +12,14 @@ use crate::luks2::ReadAt;
 /// cached for one second).
 const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub fn run(args: &ResizeArgs) -> Result<()> {
-    let size_bytes = super::size::parse(&args.size)?;
-    if let Some(entry) = daemon::serving(&args.backing) {
-        return grow_online(args, size_bytes, &entry);
-    }
-    let (dev, header) = keys::open_for_update(&args.backing)?;
-    let name = dev.name();
+/// The data segment, with SIZE checked against its sector size (exit 1 when not a positive
+/// multiple).
+fn checked_segment<'h>(
+    header: &'h crate::luks2::Header,
+    args: &ResizeArgs,
+    size_bytes: u64,
+    name: &str,
+) -> Result<&'h crate::luks2::metadata::CryptSegment> {
     let seg = header.metadata.data_segment().map_err(|why| {
         Error::Device(format!(
             "{name} uses what vaultdisk does not support: {why}"
@@ -31,6 +32,18 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
             args.size
         )));
     }
+    Ok(seg)
+}
+
+pub fn run(args: &ResizeArgs) -> Result<()> {
+    let size_bytes = super::size::parse(&args.size)?;
+    if let Some(entry) = daemon::serving(&args.backing) {
+        return grow_online(args, size_bytes, &entry);
+    }
+    let (dev, header) = keys::open_for_update(&args.backing)?;
+    let name = dev.name();
+    let seg = checked_segment(&header, args, size_bytes, &name)?;
+    let sector = u64::from(seg.sector_size);
     if seg.offset_bytes == 0 {
         return Err(Error::Device(format!(
             "{name} has a detached header (data offset 0): resize does not support it"
@@ -89,18 +102,8 @@ fn grow_online(args: &ResizeArgs, size_bytes: u64, entry: &daemon::OpenVolume) -
     let dev = keys::Backing::open(&args.backing, true)?;
     let name = dev.name();
     let header = dev.luks2_header()?;
-    let seg = header.metadata.data_segment().map_err(|why| {
-        Error::Device(format!(
-            "{name} uses what vaultdisk does not support: {why}"
-        ))
-    })?;
+    let seg = checked_segment(&header, args, size_bytes, &name)?;
     let sector = u64::from(seg.sector_size);
-    if size_bytes == 0 || !size_bytes.is_multiple_of(sector) {
-        return Err(Error::Usage(format!(
-            "--size {} must be a positive multiple of the {sector}-byte sector size of {name}",
-            args.size
-        )));
-    }
     let busy = |why: &str| {
         Error::Busy(format!(
             "{name} is open as {} (pid {}): {why}; `vaultdisk close {}` first",

@@ -435,6 +435,11 @@ pub fn check_each(
 }
 
 pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
+    if args.kek.transit_key.is_none() && args.kek.kv_path.is_none() {
+        return Err(Error::Usage(
+            "vault enroll needs --transit-key NAME or --kv-path PATH".into(),
+        ));
+    }
     let (dev, header) = keys::open_for_update(&args.backing)?;
     let name = dev.name();
     let id = keys::free_keyslot(&header, args.key_slot, &name)?;

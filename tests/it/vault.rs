@@ -110,6 +110,15 @@ impl Bao {
         run("env", &all, stdin)
     }
 
+    /// `test-key BACKING --token-only` with only the token in the environment.
+    fn test_token(&self, backing: &str) -> Out {
+        self.vd(
+            &self.token_only_env(),
+            &["test-key", backing, "--token-only"],
+            None,
+        )
+    }
+
     /// The full set a user would export: address, token and CA.
     fn env(&self) -> Vec<String> {
         let mut e = vec![
@@ -473,6 +482,27 @@ fn every_vault_failure_is_one_line_naming_address_and_cause() {
     std::fs::write(bao.home().join(".vault-token"), &bao.token).expect("token file");
     bao.vd(&[], &["test-key", b, "--token-only"], None).ok();
     std::fs::remove_file(bao.home().join(".vault-token")).expect("rm");
+    // Bad usage: no KEK named, a name that would escape the API path.
+    bao.vd(
+        &bao.env(),
+        &["vault", "enroll", b, "--key-file", s(&vol.key)],
+        None,
+    )
+    .fails_with(1);
+    bao.vd(
+        &bao.env(),
+        &[
+            "vault",
+            "enroll",
+            b,
+            "--key-file",
+            s(&vol.key),
+            "--transit-key",
+            "../sys",
+        ],
+        None,
+    )
+    .fails_with(1);
     // Nothing above wrote to the volume.
     assert_eq!(fingerprint(&vol.backing), snapshot);
 
@@ -502,21 +532,13 @@ fn every_vault_failure_is_one_line_naming_address_and_cause() {
             ],
         )
         .ok();
-        let out = bao.vd(
-            &bao.token_only_env(),
-            &["test-key", b, "--token-only"],
-            None,
-        );
+        let out = bao.test_token(b);
         assert_vault_failure(&out, &bao.addr, "refused");
     }
 
     // Sealed (last: the dev server stays sealed).
     bao.cli(&["operator", "seal"]).ok();
-    let out = bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    );
+    let out = bao.test_token(b);
     assert_vault_failure(&out, &bao.addr, "sealed");
 }
 
@@ -527,21 +549,17 @@ fn kv_kek_with_create_rotation_rewrap_and_missing_secret() {
     };
     let vol = Vol::new("8M", &[]);
     let b = s(&vol.backing);
-    bao.vd(
-        &bao.env(),
-        &[
-            "vault",
-            "enroll",
-            b,
-            "--key-file",
-            s(&vol.key),
-            "--kv-path",
-            "disks/db1",
-            "--create",
-        ],
-        None,
-    )
-    .ok();
+    let enroll_kv = [
+        "vault",
+        "enroll",
+        b,
+        "--key-file",
+        s(&vol.key),
+        "--kv-path",
+        "disks/db1",
+        "--create",
+    ];
+    bao.vd(&bao.env(), &enroll_kv, None).ok();
     // The KEK lives in KV v2 as base64 of 32 bytes; the header holds only the wrapped secret.
     let kek = bao
         .cli(&["kv", "get", "-field=kek", "secret/disks/db1"])
@@ -559,28 +577,9 @@ fn kv_kek_with_create_rotation_rewrap_and_missing_secret() {
     assert_eq!(rows[0]["kek"], "kv");
     assert_eq!(rows[0]["location"], "secret/disks/db1#kek");
     assert_eq!(rows[0]["key_version"], 1);
-    bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    )
-    .ok();
+    bao.test_token(b).ok();
     // --create never overwrites an existing KEK: a second enrolment reuses version 1.
-    bao.vd(
-        &bao.env(),
-        &[
-            "vault",
-            "enroll",
-            b,
-            "--key-file",
-            s(&vol.key),
-            "--kv-path",
-            "disks/db1",
-            "--create",
-        ],
-        None,
-    )
-    .ok();
+    bao.vd(&bao.env(), &enroll_kv, None).ok();
     assert_eq!(
         bao.cli(&["kv", "get", "-field=kek", "secret/disks/db1"])
             .ok()
@@ -599,20 +598,11 @@ fn kv_kek_with_create_rotation_rewrap_and_missing_secret() {
     assert_eq!(vault_list(&bao, &vol.backing)[0]["key_version"], 2);
     bao.cli(&["kv", "destroy", "-versions=1", "secret/disks/db1"])
         .ok();
-    bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    )
-    .ok();
+    bao.test_token(b).ok();
     // Secret deleted for good: one line naming the address, exit 2.
     bao.cli(&["kv", "metadata", "delete", "secret/disks/db1"])
         .ok();
-    let out = bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    );
+    let out = bao.test_token(b);
     assert_vault_failure(&out, &bao.addr, "nothing at");
     // Enrolling against a missing secret without --create is refused, nothing written.
     let fp = fingerprint(&vol.backing);
@@ -718,12 +708,7 @@ fn tls_needs_the_ca_and_works_with_it() {
     let vol = enrolled(&bao);
     let b = s(&vol.backing);
     assert!(bao.addr.starts_with("https://"));
-    bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    )
-    .ok();
+    bao.test_token(b).ok();
     // The same server without its CA: certificate not trusted.
     let out = bao.vd(
         &[format!("VAULT_TOKEN={}", bao.token)],
@@ -1011,12 +996,7 @@ fn namespace_is_recorded_and_sent() {
     assert_ne!(bao.cli(&["read", "transit/keys/nsdisk"]).code, 0);
     ns_cli(&["read", "transit/keys/nsdisk"]).ok();
     // Opening needs only the token: the namespace comes from the header's token.
-    bao.vd(
-        &bao.token_only_env(),
-        &["test-key", b, "--token-only"],
-        None,
-    )
-    .ok();
+    bao.test_token(b).ok();
 }
 
 /// A crash after any write or sync of `vault enroll` and `vault remove` leaves a header that
@@ -1036,11 +1016,7 @@ fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
             sys("cryptsetup", &["luksDump", b]).ok();
         }
         let tokens = vault_list(&bao, &vol.backing);
-        let out = bao.vd(
-            &bao.token_only_env(),
-            &["test-key", b, "--token-only"],
-            None,
-        );
+        let out = bao.test_token(b);
         assert_eq!(
             out.code == 0,
             !tokens.is_empty(),
@@ -1086,4 +1062,70 @@ fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
     }
     assert!(points >= 6, "only {points} crash points");
     eprintln!("vault enroll/remove crash points exercised: {points}");
+}
+
+/// `mount` unlocks through the vault like `open`: ext4 on a loop device with only the token.
+#[test]
+fn mount_through_the_vault_alone() {
+    let test = "mount_through_the_vault_alone";
+    let Some(bao) = Bao::start(test, false) else {
+        return;
+    };
+    if !require(test, &["root", "loop", "fuse", "mkfs.ext4"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let mnt = vol.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mut env = bao.token_only_env();
+    env.push(format!(
+        "VAULTDISK_RUNTIME_DIR={}",
+        s(&vol.dir.path().join("rt"))
+    ));
+    struct Umount<'a>(&'a Bao, Vec<String>, PathBuf);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            if is_mounted(&self.2) {
+                let _ = self.0.vd(&self.1, &["umount", s(&self.2)], None);
+            }
+        }
+    }
+    let mounted = bao.vd(
+        &env,
+        &[
+            "mount",
+            s(&vol.backing),
+            s(&mnt),
+            "--token-only",
+            "--mkfs",
+            "ext4",
+        ],
+        None,
+    );
+    let guard = Umount(&bao, env.clone(), mnt.clone());
+    mounted.ok();
+    std::fs::write(mnt.join("f"), b"through the vault").expect("write");
+    let status = bao.vd(&env, &["status", "--json"], None).ok();
+    assert!(status.stdout.contains("vault token 0"), "{}", status.stdout);
+    bao.vd(&env, &["umount", s(&mnt)], None).ok();
+    drop(guard);
+    bao.vd(
+        &env,
+        &[
+            "mount",
+            s(&vol.backing),
+            s(&mnt),
+            "--token-only",
+            "--read-only",
+        ],
+        None,
+    )
+    .ok();
+    let guard = Umount(&bao, env.clone(), mnt.clone());
+    assert_eq!(
+        std::fs::read(mnt.join("f")).expect("read"),
+        b"through the vault"
+    );
+    bao.vd(&env, &["umount", s(&mnt)], None).ok();
+    drop(guard);
 }
