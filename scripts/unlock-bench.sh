@@ -12,6 +12,7 @@ work=$(mktemp -d /tmp/vaultdisk-unlock.XXXXXX)
 eval "$(bash scripts/vault-dev.sh)"
 trap 'kill "$VAULTDISK_BAO_PID" 2>/dev/null; rm -rf "$work"' EXIT INT TERM
 printf 'correct horse battery staple' > "$work/pass"
+chmod 600 "$work/pass"
 "$vd" format "$work/disk.img" --size 64M --key-file "$work/pass"
 "$vd" vault enroll "$work/disk.img" --key-file "$work/pass" --transit-key bench --create >/dev/null
 "$vd" add-recovery-key "$work/disk.img" --key-file "$work/pass" > "$work/recovery" 2>/dev/null
