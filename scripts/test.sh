@@ -11,6 +11,10 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
+mkdir -p target/tmp
+bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md 2> target/tmp/bench-smoke.log ||
+    { cat target/tmp/bench-smoke.log; exit 1; }
 echo "== cargo test"
 # Integration tests mount FUSE and attach loop devices: keep them to two at a time on a
 # two-core machine so a slow KDF never races a timeout.
@@ -21,5 +25,3 @@ if [ -s "$skips" ]; then
     echo "== skipped tests (they ran no check here):"
     sort -u "$skips"
 fi
-echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
-bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md
