@@ -11,6 +11,10 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
+mkdir -p target/tmp
+bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md 2> target/tmp/bench-smoke.log ||
+    { cat target/tmp/bench-smoke.log; exit 1; }
 echo "== cargo test"
 # Integration tests mount FUSE and attach loop devices: keep them to two at a time on a
 # two-core machine so a slow KDF never races a timeout.
@@ -26,5 +30,3 @@ if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- docs/bad-inp
     echo "== docs/bad-inputs.md changed (bad-input tables ran with other results; commit it):"
     git diff --stat -- docs/bad-inputs.md
 fi
-echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
-bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md

@@ -447,6 +447,7 @@ fn mount(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
             spec.plain.display()
         ))
     })?;
+    fusefs::raise_readahead(&plain);
     info!("serving {} as {}", backing_canon.display(), plain.display());
     Ok(Serving {
         session,

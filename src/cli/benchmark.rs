@@ -65,17 +65,33 @@ pub fn run(args: &BenchmarkArgs) -> Result<()> {
         ));
     }
     let parallel = args.argon2_parallel.unwrap_or(cores().min(4) as u32);
-    let argon = Kdf::Argon2id {
+    let mut argon = Kdf::Argon2id {
         time: args.argon2_time,
         memory_kib: args.argon2_memory,
         cpus: parallel,
     };
     if !args.cipher_only {
-        argon.check_limits().map_err(|e| {
-            Error::Usage(format!(
-                "argon2id cost --argon2-time/--argon2-memory/--argon2-parallel: {e}"
-            ))
-        })?;
+        match argon.check_limits() {
+            // Like cryptsetup, a machine with less free memory measures a smaller cost (the
+            // row names the memory used) instead of failing.
+            Err(crate::crypto::CryptoError::KdfMemory(_)) => {
+                let usable = kdf::usable_memory_kib().unwrap_or(0);
+                let memory_kib = u32::try_from(usable)
+                    .unwrap_or(u32::MAX)
+                    .max(kdf::MIN_ARGON2_MEMORY_KIB);
+                argon = Kdf::Argon2id {
+                    time: args.argon2_time,
+                    memory_kib,
+                    cpus: parallel,
+                };
+            }
+            Err(e) => {
+                return Err(Error::Usage(format!(
+                    "argon2id cost --argon2-time/--argon2-memory/--argon2-parallel: {e}"
+                )));
+            }
+            Ok(()) => {}
+        }
     }
     let ciphers = cipher_rows(args);
     let kdfs = if args.cipher_only {

@@ -215,15 +215,16 @@ impl SectorCipher {
 
     fn run(&self, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, dir: Direction) {
         check_geometry(buf.len(), sector_size);
-        let threads = rayon::current_num_threads();
-        if buf.len() < PARALLEL_THRESHOLD_BYTES || threads < 2 {
+        // Length first: asking rayon for its thread count starts its global pool, which the
+        // FUSE data path (always below the threshold) then never needs.
+        if buf.len() < PARALLEL_THRESHOLD_BYTES || rayon::current_num_threads() < 2 {
             self.sequential(buf, sector_size, first_iv, iv_step, dir);
             return;
         }
         // About two pieces per thread for balance, whole sectors, at least 16 KiB each.
         let sectors = buf.len() / sector_size;
         let per_chunk = sectors
-            .div_ceil(threads * 2)
+            .div_ceil(rayon::current_num_threads() * 2)
             .max(MIN_PARALLEL_CHUNK_BYTES / sector_size);
         let chunk_bytes = per_chunk * sector_size;
         buf.par_chunks_mut(chunk_bytes)
