@@ -141,6 +141,10 @@ impl Client {
         &self.endpoint.addr
     }
 
+    pub fn namespace(&self) -> Option<&str> {
+        self.endpoint.namespace.as_deref()
+    }
+
     fn approle_login(
         &self,
         mount: &str,
@@ -386,6 +390,13 @@ impl Client {
                     .join("; ")
             })
             .unwrap_or_default();
+        // A server never should, but an echoed token must not reach a message.
+        let token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
+        let message = if token.is_empty() {
+            message
+        } else {
+            message.replace(&token, "<redacted>")
+        };
         let addr = self.endpoint.addr.clone();
         let path = path.to_string();
         Err(match status {
@@ -419,7 +430,7 @@ impl Client {
                 }
             }
             ureq::Error::Io(io) => {
-                let cause = crate::cli::passphrase::plain_io(&io);
+                let cause = crate::error::plain_io(&io);
                 // rustls reports certificate problems through the I/O error of the handshake.
                 let tls_words = ["certificate", "handshake", "tls", "peer"];
                 if addr.starts_with("https://") && tls_words.iter().any(|w| cause.contains(w)) {
@@ -472,7 +483,7 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
             VaultError::Config(format!(
                 "cannot read CA file {}: {}",
                 ca.display(),
-                crate::cli::passphrase::plain_io(&e)
+                crate::error::plain_io(&e)
             ))
         })?;
         let certs: Vec<_> = ureq::tls::parse_pem(&pem)

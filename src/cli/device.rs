@@ -1,5 +1,5 @@
 //! Opening a backing file and reading its header (LUKS2, or LUKS1 once supported) for the verbs.
-use crate::cli::passphrase::plain_io;
+use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::luks1;

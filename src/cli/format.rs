@@ -1,9 +1,9 @@
 //! `vaultdisk format`: a new LUKS2 volume in a sparse backing file, as cryptsetup 2.6 lays it out.
 use super::{FormatArgs, passphrase, size};
-use crate::cli::passphrase::plain_io;
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::{self, CalibrationRequest};
 use crate::crypto::{digest, random};
+use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::keyslot;
 use crate::luks2::binary::{BinaryHeader, CopyKind};

@@ -1,8 +1,8 @@
 //! `vaultdisk header backup | restore`: the whole header area (both copies and the keyslots
 //! area, 2·hdr_size + keyslots_size bytes), interchangeable with cryptsetup luksHeaderBackup.
 use super::keys::Backing;
-use super::passphrase::plain_io;
 use super::{HeaderBackupArgs, HeaderRestoreArgs};
+use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::luks2::write::WriteAt;
 use crate::luks2::{self, Header, ReadAt};

@@ -146,13 +146,15 @@ fn from_stdin(key: &KeyArgs) -> bool {
     }
 }
 
-/// Unlocks with the existing key (vault tokens first when credentials are present, then the
-/// passphrase): (keyslot id, volume key, what opened it). Exit 2 when nothing opens.
+/// Unlocks with the existing key (with `with_vault`, vault tokens first when credentials are
+/// present, then the passphrase): (keyslot id, volume key, what opened it). Exit 2 when
+/// nothing opens.
 pub(super) fn unlock_existing(
     dev: &Backing,
     header: &Header,
     key: &KeyArgs,
     only: Option<u32>,
+    with_vault: bool,
 ) -> Result<(u32, VolumeKey, String)> {
     if let Some(id) = only
         && !header.metadata.keyslots.contains_key(&id)
@@ -164,6 +166,11 @@ pub(super) fn unlock_existing(
     }
     keyslot::candidates(&header.metadata, only)
         .map_err(|e| super::open::unlock_error(e, &dev.path))?;
+    if !with_vault {
+        let (id, vk) =
+            super::open::unlock_luks2_passphrase(&header.metadata, dev, key, only, &dev.path)?;
+        return Ok((id, vk, format!("keyslot {id}")));
+    }
     let opened = super::open::unlock_luks2(&header.metadata, dev, key, only, &dev.path)?;
     Ok((opened.keyslot, opened.volume_key, opened.unlocked_by))
 }
@@ -174,7 +181,7 @@ fn unlock(
     key: &KeyArgs,
     only: Option<u32>,
 ) -> Result<(u32, VolumeKey)> {
-    unlock_existing(dev, header, key, only).map(|(id, vk, _)| (id, vk))
+    unlock_existing(dev, header, key, only, true).map(|(id, vk, _)| (id, vk))
 }
 
 /// The keyslot KDF the pbkdf options ask for (same rules as `format`).
@@ -500,27 +507,13 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
                 ops: Cell::new(0),
             };
             // An explicit key is tested alone; without one, vault tokens are tried as by open.
-            let id = if args.key.key_file.is_some() || args.key.recovery_key {
-                if args.key.vault.token_only {
-                    return Err(Error::Usage(
-                        "--token-only tests the vault tokens: drop --key-file/--recovery-key"
-                            .into(),
-                    ));
-                }
-                if let Some(n) = args.key_slot
-                    && !h.metadata.keyslots.contains_key(&n)
-                {
-                    return Err(Error::Usage(format!("keyslot {n} of {name} is not in use")));
-                }
-                keyslot::candidates(&h.metadata, args.key_slot)
-                    .map_err(|e| super::open::unlock_error(e, &dev.path))?;
-                let pass = passphrase::read(&args.key, &name, false)?;
-                keyslot::unlock(&h.metadata, &dev, pass.expose_secret(), args.key_slot)
-                    .map_err(|e| super::open::unlock_error(e, &dev.path))?
-                    .0
-            } else {
-                unlock(&dev, &h, &args.key, args.key_slot)?.0
-            };
+            let explicit = args.key.key_file.is_some() || args.key.recovery_key;
+            if explicit && args.key.vault.token_only {
+                return Err(Error::Usage(
+                    "--token-only tests the vault tokens: drop --key-file/--recovery-key".into(),
+                ));
+            }
+            let (id, _, _) = unlock_existing(&dev, &h, &args.key, args.key_slot, !explicit)?;
             println!("keyslot {id} opens {name}");
         }
         VolumeHeader::Luks1(h) => {

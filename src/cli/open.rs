@@ -68,28 +68,30 @@ pub fn unlock_luks2(
     backing: &Path,
 ) -> Result<OpenedKeyslot> {
     let name = backing.display().to_string();
-    // Why the vault did not open it: (reason, whether tokens were actually tried).
-    let (why, tried) = match super::vault::try_unlock(meta, dev, &key.vault, key_slot)? {
-        VaultUnlock::Opened {
-            keyslot,
-            token,
-            volume_key,
-        } => {
-            return Ok(OpenedKeyslot {
+    // Why the vault did not open it: (reason, whether tokens were actually tried, whether the
+    // volume has vault tokens for this keyslot at all).
+    let (why, tried, has_vault_tokens) =
+        match super::vault::try_unlock(meta, dev, &key.vault, key_slot)? {
+            VaultUnlock::Opened {
                 keyslot,
+                token,
                 volume_key,
-                unlocked_by: format!("vault token {token} (keyslot {keyslot})"),
-            });
-        }
-        VaultUnlock::Failed(why) => (why, true),
-        VaultUnlock::Skipped(why) => (why, false),
-    };
+            } => {
+                return Ok(OpenedKeyslot {
+                    keyslot,
+                    volume_key,
+                    unlocked_by: format!("vault token {token} (keyslot {keyslot})"),
+                });
+            }
+            VaultUnlock::Failed(why) => (why, true, true),
+            VaultUnlock::NoCredentials(why) => (why, false, true),
+            VaultUnlock::NoTokens => ("the volume has no vault token".to_string(), false, false),
+        };
     if key.vault.token_only {
         return Err(Error::Vault(format!(
             "no vault token of {name} opened a keyslot (--token-only): {why}"
         )));
     }
-    let has_vault_tokens = !crate::token::vault_tokens(&meta.wire.tokens).is_empty();
     let implicit_stdin = key.key_file.is_none() && !std::io::stdin().is_terminal();
     let warn = || {
         if tried {
@@ -112,8 +114,7 @@ pub fn unlock_luks2(
         }
         warn();
     }
-    let (id, volume_key) = keyslot::unlock(meta, dev, pass.expose_secret(), key_slot)
-        .map_err(|e| unlock_error(e, backing))?;
+    let (id, volume_key) = try_passphrase(meta, dev, &pass, key_slot, backing)?;
     Ok(OpenedKeyslot {
         keyslot: id,
         volume_key,
@@ -168,6 +169,28 @@ pub fn unlock(
         unlocked_by: opened.unlocked_by,
         grows_with_file,
     })
+}
+
+/// Opens a LUKS2 keyslot with the passphrase alone (no vault): reads the key, tries it.
+pub fn unlock_luks2_passphrase(
+    meta: &crate::luks2::Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    key: &KeyArgs,
+    key_slot: Option<u32>,
+    backing: &Path,
+) -> Result<(u32, VolumeKey)> {
+    let pass = passphrase::read(key, &backing.display().to_string(), false)?;
+    try_passphrase(meta, dev, &pass, key_slot, backing)
+}
+
+fn try_passphrase(
+    meta: &crate::luks2::Metadata,
+    dev: &(impl ReadAt + ?Sized),
+    pass: &crate::secret::Passphrase,
+    key_slot: Option<u32>,
+    backing: &Path,
+) -> Result<(u32, VolumeKey)> {
+    keyslot::unlock(meta, dev, pass.expose_secret(), key_slot).map_err(|e| unlock_error(e, backing))
 }
 
 /// LUKS1 (cryptsetup --type luks1, qemu-img -f luks): same steps, its own header and keyslots.

@@ -93,7 +93,7 @@ fn read_key_file(path: &Path, key: &KeyArgs) -> Result<Passphrase> {
         let what = format!("cannot open key file {}", path.display());
         match e.kind() {
             std::io::ErrorKind::PermissionDenied => Error::Permission(what),
-            _ => Error::Usage(format!("{what}: {}", plain_io(&e))),
+            _ => Error::Usage(format!("{what}: {}", crate::error::plain_io(&e))),
         }
     })?;
     let meta = f.metadata().ok();
@@ -226,15 +226,6 @@ fn prompt(what_for: &str, confirm: bool) -> Result<Passphrase> {
         }
     }
     Ok(first)
-}
-
-/// An io::Error without the "(os error N)" suffix, for one-line messages.
-pub fn plain_io(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_lowercase(),
-        None => s,
-    }
 }
 
 #[cfg(test)]

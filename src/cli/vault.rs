@@ -50,7 +50,7 @@ fn read_secret_file(path: &Path, what: &str) -> Result<SecretBytes> {
         let msg = format!(
             "cannot read {what} file {}: {}",
             path.display(),
-            super::passphrase::plain_io(&e)
+            crate::error::plain_io(&e)
         );
         match e.kind() {
             std::io::ErrorKind::PermissionDenied => Error::Permission(msg),
@@ -286,7 +286,7 @@ pub fn enrol(v: &VaultArgs, args: &KekArgs, keyslot: u32) -> Result<Enrolment> {
     let token = VaultToken {
         keyslots: vec![keyslot],
         addr: client.addr().to_string(),
-        namespace: endpoint(v, None)?.namespace,
+        namespace: client.namespace().map(str::to_string),
         kek,
     };
     let back = unwrap_secret(&client, &token).map_err(Error::Vault)?;
@@ -308,8 +308,10 @@ pub enum VaultUnlock {
     },
     /// Tokens were tried; one line saying why each failed.
     Failed(String),
-    /// Nothing was tried (no tokens, or no credentials), and why.
-    Skipped(String),
+    /// The volume has vault tokens but no credentials were found: nothing was tried.
+    NoCredentials(String),
+    /// The volume has no vault token (for `only`, none serving that keyslot).
+    NoTokens,
 }
 
 /// Opens a keyslot of token `t` through its vault: (keyslot, volume key) or why not.
@@ -362,10 +364,10 @@ pub fn try_unlock(
 ) -> Result<VaultUnlock> {
     let tokens = tokens_for(meta, only);
     if tokens.is_empty() {
-        return Ok(VaultUnlock::Skipped("the volume has no vault token".into()));
+        return Ok(VaultUnlock::NoTokens);
     }
     let Some(creds) = credentials(v)? else {
-        return Ok(VaultUnlock::Skipped(NO_CREDENTIALS.into()));
+        return Ok(VaultUnlock::NoCredentials(NO_CREDENTIALS.into()));
     };
     let mut why = Vec::new();
     for (id, parsed) in tokens {
@@ -445,7 +447,7 @@ pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
     let id = keys::free_keyslot(&header, args.key_slot, &name)?;
     // The vault first: a vault problem should show before anyone types a passphrase.
     let enrolment = enrol(&args.key.vault, &args.kek, id)?;
-    let (opened, vk, _) = keys::unlock_existing(&dev, &header, &args.key, None)?;
+    let (opened, vk, _) = keys::unlock_existing(&dev, &header, &args.key, None, true)?;
     let digest = keys::digest_id_of(&header, opened, &name)?;
     let pass = keyslot_passphrase(&enrolment.secret);
     let token = enrolment.token.encode();

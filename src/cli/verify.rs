@@ -1,10 +1,9 @@
 //! `vaultdisk verify` / `digest`: restore verification, read-only throughout.
 use super::device::{self, VolumeHeader};
-use super::{DigestArgs, KeyArgs, VerifyArgs, open::unlock_error, passphrase};
+use super::{DigestArgs, KeyArgs, VerifyArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
-use crate::keyslot;
 use crate::luks2::{CopyState, ReadAt};
 use crate::secret::VolumeKey;
 use crate::verify::{self, FsckVerdict};
@@ -70,16 +69,13 @@ fn try_key(
             &opened.header_path,
         )
         .map(|o| (o.keyslot, o.volume_key)),
-        VolumeHeader::Luks2(h) => {
-            let pass = passphrase::read(key, &name, false)?;
-            keyslot::unlock(
-                &h.metadata,
-                &opened.header_file,
-                pass.expose_secret(),
-                key_slot,
-            )
-            .map_err(|e| unlock_error(e, &opened.header_path))
-        }
+        VolumeHeader::Luks2(h) => super::open::unlock_luks2_passphrase(
+            &h.metadata,
+            &opened.header_file,
+            key,
+            key_slot,
+            &opened.header_path,
+        ),
         VolumeHeader::Luks1(h) => {
             let pass = passphrase::read(key, &name, false)?;
             let only = key_slot.and_then(|n| u8::try_from(n).ok());
