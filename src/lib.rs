@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod crypto;
 pub mod daemon;
+pub mod device;
 pub mod error;
+pub mod fsutil;
 pub mod fusefs;
 pub mod geometry;
 pub mod keyslot;

@@ -1,6 +1,6 @@
 //! `vaultdisk dump`: what luksDump shows, as text or stable JSON. Never key material.
 use super::DumpArgs;
-use super::device::{self, VolumeHeader};
+use crate::device::{self, VolumeHeader};
 use crate::error::Result;
 use crate::luks2::{self, CopyState, metadata::Keyslot};
 use serde_json::{Value, json};

@@ -1,6 +1,5 @@
 //! `vaultdisk add-key | remove-key | change-key | test-key | repair`: keyslot lifecycle with
 //! crash-safe header writes (luks-format.md §2 "Writing", §5 "Adding/Removing").
-use super::device::{self, VolumeHeader};
 use super::{
     AddKeyArgs, AddRecoveryKeyArgs, ChangeKeyArgs, KeyArgs, PbkdfArgs, RemoveKeyArgs, RepairArgs,
     TestKeyArgs, passphrase,
@@ -8,6 +7,7 @@ use super::{
 use crate::crypto::kdf::Kdf;
 use crate::crypto::random;
 use crate::daemon;
+use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::keyslot;
 use crate::luks2::layout::Layout;

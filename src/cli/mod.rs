@@ -1,7 +1,6 @@
 //! Command line: clap types and one file per verb. Only this module prints.
 mod benchmark;
 mod close;
-mod device;
 pub mod dump;
 mod erase;
 mod format;

@@ -1,9 +1,9 @@
 //! `vaultdisk open`: unlock a keyslot and serve the plaintext through FUSE.
-use super::device::{self, VolumeHeader};
 use super::vault::VaultUnlock;
 use super::{KeyArgs, OpenArgs, passphrase};
 use crate::crypto::CryptoError;
 use crate::daemon::{self, ServeSpec};
+use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::keyslot::{self, UnlockError};

@@ -493,7 +493,7 @@ fn token_rows(meta: &Metadata) -> Vec<Value> {
 pub fn list(args: &VaultListArgs) -> Result<()> {
     let dev = Backing::open(&args.backing, false)?;
     let header = dev.luks2_header()?;
-    super::device::warn_damaged_copy(&header, &args.backing);
+    crate::device::warn_damaged_copy(&header, &args.backing);
     let rows = token_rows(&header.metadata);
     if args.json {
         println!(

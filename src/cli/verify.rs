@@ -1,7 +1,7 @@
 //! `vaultdisk verify` / `digest`: restore verification, read-only throughout.
-use super::device::{self, VolumeHeader};
 use super::{DigestArgs, KeyArgs, VerifyArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
+use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::luks2::{CopyState, ReadAt};

@@ -1,4 +1,4 @@
-//! Opening a backing file and reading its header (LUKS2, or LUKS1 once supported) for the verbs.
+//! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1).
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
