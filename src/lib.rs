@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod device;
 pub mod error;
+pub mod escape;
 pub mod fsutil;
 pub mod fusefs;
 pub mod geometry;

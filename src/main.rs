@@ -1,5 +1,6 @@
 //! vaultdisk: parse args, set up logging, run one verb, print one error line, exit.
 use std::io::Write;
+use vaultdisk::escape::escape_control;
 
 fn init_logging(verbose: bool, quiet: bool) {
     let default = if quiet {
@@ -17,16 +18,27 @@ fn init_logging(verbose: bool, quiet: bool) {
         .filter_module("ureq", log::LevelFilter::Warn)
         .filter_module("ureq_proto", log::LevelFilter::Warn)
         .filter_module("rustls", log::LevelFilter::Warn)
-        .format(|buf, record| match record.level() {
-            log::Level::Error | log::Level::Warn => writeln!(
-                buf,
-                "vaultdisk: {}: {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            ),
-            _ => writeln!(buf, "vaultdisk: {}", record.args()),
+        // Messages carry file names and header strings: escaped, a log record stays one line.
+        .format(|buf, record| {
+            let text = record.args().to_string();
+            let text = escape_control(&text);
+            match record.level() {
+                log::Level::Error | log::Level::Warn => writeln!(
+                    buf,
+                    "vaultdisk: {}: {}",
+                    record.level().as_str().to_lowercase(),
+                    text
+                ),
+                _ => writeln!(buf, "vaultdisk: {text}"),
+            }
         })
         .init();
+}
+
+/// Prints the one error line; control characters in it (from file names, header strings)
+/// are escaped so that it stays one line and never drives the terminal.
+fn print_error(e: &vaultdisk::error::Error) {
+    eprintln!("vaultdisk: {}", escape_control(&e.to_string()));
 }
 
 fn main() {
@@ -37,13 +49,13 @@ fn main() {
             match vaultdisk::cli::run(cli) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("vaultdisk: {e}");
+                    print_error(&e);
                     e.exit_code()
                 }
             }
         }
         Err(e) => {
-            eprintln!("vaultdisk: {e}");
+            print_error(&e);
             e.exit_code()
         }
     };

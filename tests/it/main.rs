@@ -12,6 +12,7 @@ mod hygiene;
 mod keys;
 mod lifecycle;
 mod mount;
+mod oneline;
 mod perf;
 mod reliability;
 mod support;
