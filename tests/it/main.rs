@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod corrupt;
 mod ext4;
+mod frozen;
 mod fuse;
 mod hygiene;
 mod keys;
