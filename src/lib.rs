@@ -10,6 +10,7 @@ pub mod escape;
 pub mod fsutil;
 pub mod fusefs;
 pub mod geometry;
+pub mod hex;
 pub mod keyslot;
 pub mod luks1;
 pub mod luks2;

@@ -85,10 +85,7 @@ fn diffuse(buf: &mut [u8], hash: HashAlg) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     fn vector_src(n: usize) -> Vec<u8> {
         (0..n * STRIPES)

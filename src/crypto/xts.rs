@@ -344,17 +344,11 @@ fn xts<D, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::encode as hex;
     use xts_mode::Xts128;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::hex::decode(s).expect("hex test vector")
     }
 
     /// Tiny deterministic generator for test data (xorshift64*).
