@@ -19,6 +19,13 @@ pub enum UnlockError {
     /// There was nothing we could try.
     #[error("{0}")]
     NoUsableKeyslot(String),
+    /// The keyslot asked for by id holds a key whose digest is not bound to the data segment
+    /// (cryptsetup `luksAddKey --unbound`): its key is not the volume key, so it must never
+    /// open the data.
+    #[error(
+        "keyslot {0} is unbound (its key is not the volume key of the data segment): it cannot open the data"
+    )]
+    Unbound(u32),
     #[error("{0}")]
     Crypto(#[from] CryptoError),
     #[error("reading keyslot material: {0}")]
@@ -32,11 +39,28 @@ fn list(ids: &[u32]) -> String {
         .join(", ")
 }
 
-/// Keyslot ids to try, preferred ones first; priority 0 only when asked for by id.
+/// True when keyslot `id`'s digest lists the data segment, i.e. its key is the volume key
+/// (luks-format.md §4.3). A keyslot added with `cryptsetup luksAddKey --unbound` has a digest
+/// with no segments: it stores some other key and must not decrypt the data. Without a crypt
+/// segment (an unsupported layout) a digest listing any segment counts as bound.
+pub fn is_bound(meta: &Metadata, id: u32) -> bool {
+    let Some(dg) = meta.digest_of_keyslot(id) else {
+        return false;
+    };
+    match meta.segments.keys().next() {
+        Some(data) => dg.segments.contains(data),
+        None => !dg.segments.is_empty(),
+    }
+}
+
+/// Keyslot ids to try for the data, preferred ones first; priority 0 only when asked for by
+/// id. Keyslots not bound to the data segment ([`is_bound`]) are never candidates: asked for
+/// by id they are [`UnlockError::Unbound`].
 pub fn candidates(meta: &Metadata, only: Option<u32>) -> Result<Vec<u32>, UnlockError> {
     if let Some(id) = only {
         return match meta.keyslots.get(&id) {
-            Some(Keyslot::Luks2(_)) => Ok(vec![id]),
+            Some(Keyslot::Luks2(_)) if is_bound(meta, id) => Ok(vec![id]),
+            Some(Keyslot::Luks2(_)) => Err(UnlockError::Unbound(id)),
             Some(Keyslot::Unusable { reason, .. }) => {
                 Err(UnlockError::NoUsableKeyslot(reason.clone()))
             }
@@ -49,16 +73,19 @@ pub fn candidates(meta: &Metadata, only: Option<u32>) -> Result<Vec<u32>, Unlock
         .keyslots
         .iter()
         .filter_map(|(id, k)| match k {
-            Keyslot::Luks2(k) if k.priority > 0 => Some((*id, k.priority)),
+            Keyslot::Luks2(k) if k.priority > 0 && is_bound(meta, *id) => Some((*id, k.priority)),
             _ => None,
         })
         .collect();
     if ids.is_empty() {
         let reasons: Vec<String> = meta
             .keyslots
-            .values()
-            .filter_map(|k| match k {
+            .iter()
+            .filter_map(|(id, k)| match k {
                 Keyslot::Unusable { reason, .. } => Some(reason.clone()),
+                Keyslot::Luks2(_) if !is_bound(meta, *id) => {
+                    Some(format!("keyslot {id} is unbound"))
+                }
                 Keyslot::Luks2(_) => None,
             })
             .collect();

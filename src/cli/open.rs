@@ -275,6 +275,9 @@ pub fn unlock_error(e: UnlockError, path: &Path) -> Error {
                 .join(", "),
         },
         UnlockError::NoUsableKeyslot(why) => Error::Device(format!("{name}: {why}")),
+        UnlockError::Unbound(id) => Error::Usage(format!(
+            "keyslot {id} of {name} is unbound (its key is not the volume key of the data segment): it cannot open the data"
+        )),
         UnlockError::Crypto(CryptoError::KdfMemory(kib)) => Error::NoMemory(format!(
             "keyslot KDF of {name} needs {kib} KiB, more than this machine can spare"
         )),

@@ -15,5 +15,6 @@ mod mount;
 mod perf;
 mod reliability;
 mod support;
+mod unlock;
 mod vault;
 mod verify;
