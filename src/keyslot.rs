@@ -3,26 +3,90 @@ use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::Kdf;
 use crate::crypto::xts::SectorCipher;
 use crate::crypto::{CryptoError, af, digest};
+use crate::error::Error;
 use crate::luks2::ReadAt;
 use crate::luks2::json;
 use crate::luks2::metadata::{self, AF_STRIPES, Keyslot, Luks2Keyslot, Metadata};
 use crate::secret::{SecretBytes, VolumeKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::path::{Path, PathBuf};
 
 /// Why no keyslot produced the volume key.
 #[derive(Debug, thiserror::Error)]
 pub enum UnlockError {
     /// Keyslots were tried and none matched the key.
     #[error("no keyslot opened with this key (tried {})", list(.tried))]
-    WrongKey { tried: Vec<u32> },
+    WrongKey {
+        /// The keyslots tried, in order.
+        tried: Vec<u32>,
+    },
     /// There was nothing we could try.
     #[error("{0}")]
     NoUsableKeyslot(String),
+    /// The keyslot asked for by id is not in use.
+    #[error("keyslot {0} is not in use")]
+    NotInUse(u32),
+    /// The keyslot asked for by id holds a key whose digest is not bound to the data segment
+    /// (cryptsetup `luksAddKey --unbound`): its key is not the volume key, so it must never
+    /// open the data.
+    #[error(
+        "keyslot {0} is unbound (its key is not the volume key of the data segment): it cannot open the data"
+    )]
+    Unbound(u32),
+    /// The KDF or cipher failed (out of memory for Argon2, a bad parameter).
     #[error("{0}")]
     Crypto(#[from] CryptoError),
+    /// The keyslot material could not be read.
     #[error("reading keyslot material: {0}")]
     Io(String),
+}
+
+impl UnlockError {
+    /// This failure on the volume at `path`, ready to become the crate's [`Error`].
+    pub fn at(self, path: &Path) -> UnlockFailure {
+        UnlockFailure {
+            path: path.to_path_buf(),
+            error: self,
+        }
+    }
+}
+
+/// An [`UnlockError`] on a named volume: what the user-facing [`Error`] is made from.
+#[derive(Debug)]
+pub struct UnlockFailure {
+    /// The volume (backing file or detached header).
+    pub path: PathBuf,
+    /// What went wrong.
+    pub error: UnlockError,
+}
+
+impl From<UnlockFailure> for Error {
+    /// The user-facing error and exit code: a wrong key is exit 2, a `--key-slot` that is not
+    /// in use or cannot open the data exit 1, an Argon2 keyslot out of memory exit 3, the
+    /// rest exit 4.
+    fn from(f: UnlockFailure) -> Error {
+        let name = f.path.display();
+        match f.error {
+            UnlockError::WrongKey { tried } => Error::NoKey {
+                what: "passphrase",
+                tried: list(&tried),
+                path: f.path,
+            },
+            UnlockError::NotInUse(id) => {
+                Error::Usage(format!("keyslot {id} of {name} is not in use"))
+            }
+            UnlockError::NoUsableKeyslot(why) => Error::Device(format!("{name}: {why}")),
+            UnlockError::Unbound(id) => Error::Usage(format!(
+                "keyslot {id} of {name} is unbound (its key is not the volume key of the data segment): it cannot open the data"
+            )),
+            UnlockError::Crypto(CryptoError::KdfMemory(kib)) => Error::NoMemory(format!(
+                "keyslot KDF of {name} needs {kib} KiB, more than this machine can spare"
+            )),
+            UnlockError::Crypto(other) => Error::Device(format!("{name}: {other}")),
+            UnlockError::Io(msg) => Error::Device(format!("{name}: {msg}")),
+        }
+    }
 }
 
 fn list(ids: &[u32]) -> String {
@@ -32,33 +96,51 @@ fn list(ids: &[u32]) -> String {
         .join(", ")
 }
 
-/// Keyslot ids to try, preferred ones first; priority 0 only when asked for by id.
+/// True when keyslot `id`'s digest lists the data segment, i.e. its key is the volume key
+/// (luks-format.md §4.3). A keyslot added with `cryptsetup luksAddKey --unbound` has a digest
+/// with no segments: it stores some other key and must not decrypt the data. Without a crypt
+/// segment (an unsupported layout) a digest listing any segment counts as bound.
+pub fn is_bound(meta: &Metadata, id: u32) -> bool {
+    let Some(dg) = meta.digest_of_keyslot(id) else {
+        return false;
+    };
+    match meta.segments.keys().next() {
+        Some(data) => dg.segments.contains(data),
+        None => !dg.segments.is_empty(),
+    }
+}
+
+/// Keyslot ids to try for the data, preferred ones first; priority 0 only when asked for by
+/// id. Keyslots not bound to the data segment ([`is_bound`]) are never candidates: asked for
+/// by id they are [`UnlockError::Unbound`].
 pub fn candidates(meta: &Metadata, only: Option<u32>) -> Result<Vec<u32>, UnlockError> {
     if let Some(id) = only {
         return match meta.keyslots.get(&id) {
-            Some(Keyslot::Luks2(_)) => Ok(vec![id]),
+            Some(Keyslot::Luks2(_)) if is_bound(meta, id) => Ok(vec![id]),
+            Some(Keyslot::Luks2(_)) => Err(UnlockError::Unbound(id)),
             Some(Keyslot::Unusable { reason, .. }) => {
                 Err(UnlockError::NoUsableKeyslot(reason.clone()))
             }
-            None => Err(UnlockError::NoUsableKeyslot(format!(
-                "keyslot {id} is not in use"
-            ))),
+            None => Err(UnlockError::NotInUse(id)),
         };
     }
     let mut ids: Vec<(u32, u32)> = meta
         .keyslots
         .iter()
         .filter_map(|(id, k)| match k {
-            Keyslot::Luks2(k) if k.priority > 0 => Some((*id, k.priority)),
+            Keyslot::Luks2(k) if k.priority > 0 && is_bound(meta, *id) => Some((*id, k.priority)),
             _ => None,
         })
         .collect();
     if ids.is_empty() {
         let reasons: Vec<String> = meta
             .keyslots
-            .values()
-            .filter_map(|k| match k {
+            .iter()
+            .filter_map(|(id, k)| match k {
                 Keyslot::Unusable { reason, .. } => Some(reason.clone()),
+                Keyslot::Luks2(_) if !is_bound(meta, *id) => {
+                    Some(format!("keyslot {id} is unbound"))
+                }
                 Keyslot::Luks2(_) => None,
             })
             .collect();
@@ -129,7 +211,7 @@ fn unlock_one(
         &dg.salt,
         &dg.digest,
     );
-    Ok(ok.then_some(VolumeKey(key)))
+    Ok(ok.then_some(VolumeKey::from_secret(key)))
 }
 
 /// A new keyslot: its JSON and the encrypted AF material to write at `area.offset`.

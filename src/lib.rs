@@ -18,6 +18,7 @@ pub mod mount;
 pub mod secret;
 pub mod sys;
 pub mod token;
+pub mod unlock;
 pub mod vault;
 pub mod verify;
 pub mod volume;

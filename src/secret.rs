@@ -36,18 +36,22 @@ impl SecretBytes {
         Ok(s)
     }
 
+    /// The secret bytes.
     pub fn expose_secret(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// The secret bytes, to fill in place.
     pub fn expose_secret_mut(&mut self) -> &mut [u8] {
         &mut self.bytes
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// True for a zero-length secret.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -75,24 +79,63 @@ impl std::fmt::Debug for SecretBytes {
 }
 
 /// The volume (master) key that encrypts the data segment: 32 or 64 bytes for aes-xts.
+///
+/// Build it with [`VolumeKey::from_secret`] or [`VolumeKey::random`]. The field is still
+/// public only because code outside the unlock path (daemon, luks1, volume tests, format)
+/// constructs it directly; it becomes private once those use the constructors.
 #[derive(Debug)]
 pub struct VolumeKey(pub SecretBytes);
 
 impl VolumeKey {
+    /// Takes ownership of the key bytes.
+    pub fn from_secret(key: SecretBytes) -> Self {
+        VolumeKey(key)
+    }
+
+    /// A fresh random key of `len` bytes (format).
+    pub fn random(len: usize) -> std::io::Result<Self> {
+        SecretBytes::random(len).map(VolumeKey)
+    }
+
+    /// The key bytes.
     pub fn expose_secret(&self) -> &[u8] {
         self.0.expose_secret()
     }
 }
 
 /// A passphrase or key-file content, taken byte for byte.
+///
+/// Build it with [`Passphrase::from_secret`] or [`Passphrase::from_slice`]; the field is
+/// public for the same reason as [`VolumeKey`]'s.
 #[derive(Debug)]
 pub struct Passphrase(pub SecretBytes);
 
 impl Passphrase {
+    /// Takes ownership of the bytes.
+    pub fn from_secret(bytes: SecretBytes) -> Self {
+        Passphrase(bytes)
+    }
+
+    /// Copies `bytes` into locked memory; the caller wipes its own copy.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        Passphrase(SecretBytes::from_slice(bytes))
+    }
+
+    /// The passphrase bytes.
     pub fn expose_secret(&self) -> &[u8] {
         self.0.expose_secret()
     }
+
+    /// Constant-time comparison with `other`.
+    pub fn ct_eq(&self, other: &Passphrase) -> bool {
+        self.0.ct_eq(other.expose_secret())
+    }
 }
+
+/// Serialises the tests that use the one-block allocator probe (`sys::dealloc_probe`):
+/// two of them watching at once would see each other's frees.
+#[cfg(test)]
+pub(crate) static PROBE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[cfg(test)]
 mod tests {
@@ -114,6 +157,7 @@ mod tests {
     #[test]
     fn secrets_are_zeroized_on_drop() {
         use crate::sys::dealloc_probe::{freed_zeroed, watch};
+        let _probe = PROBE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let secret = b"hunter2 hunter2 hunter2 hunter2!";
         let s = SecretBytes::from_slice(secret);
         watch(s.expose_secret().as_ptr(), s.len());

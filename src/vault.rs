@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Connect timeout: an unreachable vault must fail fast, never hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -152,13 +152,12 @@ impl Client {
         secret_id: &SecretBytes,
     ) -> Result<SecretBytes, VaultError> {
         let path = format!("auth/{}/login", checked_name(mount, "AppRole mount")?);
-        let text = |b: &SecretBytes| String::from_utf8_lossy(b.expose_secret()).into_owned();
-        let mut role = text(role_id);
-        let mut secret = text(secret_id);
-        let body = json!({ "role_id": role, "secret_id": secret });
-        role.zeroize();
-        secret.zeroize();
-        let mut answer = self.call("POST", &path, Some(body), false)?;
+        let text = |b: &SecretBytes| {
+            Zeroizing::new(String::from_utf8_lossy(b.expose_secret()).into_owned())
+        };
+        let (role, secret) = (text(role_id), text(secret_id));
+        let body = secret_body(None, &[("role_id", &role), ("secret_id", &secret)], "");
+        let mut answer = self.call("POST", &path, Some(&body), false)?;
         let token = take_string(&mut answer, &["auth", "client_token"])
             .ok_or_else(|| self.bad(&path, "no auth.client_token in the login answer"))?;
         Ok(token)
@@ -172,10 +171,9 @@ impl Client {
         plaintext: &[u8],
     ) -> Result<Wrapped, VaultError> {
         let path = transit_path(mount, "encrypt", key)?;
-        let mut b64 = B64.encode(plaintext);
-        let body = json!({ "plaintext": b64 });
-        b64.zeroize();
-        let answer = self.call("POST", &path, Some(body), true)?;
+        let b64 = Zeroizing::new(B64.encode(plaintext));
+        let body = secret_body(None, &[("plaintext", &b64)], "");
+        let answer = self.call("POST", &path, Some(&body), true)?;
         self.wrapped(&path, &answer)
     }
 
@@ -190,7 +188,7 @@ impl Client {
         let mut answer = self.call(
             "POST",
             &path,
-            Some(json!({ "ciphertext": ciphertext })),
+            Some(&json_body(&json!({ "ciphertext": ciphertext }))),
             true,
         )?;
         let b64 = take_string(&mut answer, &["data", "plaintext"])
@@ -214,7 +212,7 @@ impl Client {
         let answer = self.call(
             "POST",
             &path,
-            Some(json!({ "ciphertext": ciphertext })),
+            Some(&json_body(&json!({ "ciphertext": ciphertext }))),
             true,
         )?;
         self.wrapped(&path, &answer)
@@ -223,7 +221,8 @@ impl Client {
     /// Creates transit key `key` (aes256-gcm96) if it does not exist yet.
     pub fn transit_create_key(&self, mount: &str, key: &str) -> Result<(), VaultError> {
         let path = transit_path(mount, "keys", key)?;
-        self.call("POST", &path, Some(json!({ "type": "aes256-gcm96" })), true)?;
+        let body = json_body(&json!({ "type": "aes256-gcm96" }));
+        self.call("POST", &path, Some(&body), true)?;
         Ok(())
     }
 
@@ -278,15 +277,14 @@ impl Client {
             checked_name(mount, "KV mount")?,
             checked_name(path, "KV path")?
         );
-        let mut text = String::from_utf8_lossy(value).into_owned();
-        let mut data = serde_json::Map::new();
-        data.insert(field.to_string(), Value::String(text.clone()));
-        text.zeroize();
-        let mut body = json!({ "data": Value::Object(data) });
-        if create_only {
-            body["options"] = json!({ "cas": 0 });
-        }
-        let answer = self.call("POST", &api, Some(body), true)?;
+        let text = Zeroizing::new(String::from_utf8_lossy(value).into_owned());
+        let tail = if create_only {
+            r#","options":{"cas":0}"#
+        } else {
+            ""
+        };
+        let body = secret_body(Some("data"), &[(field, &text)], tail);
+        let answer = self.call("POST", &api, Some(&body), true)?;
         answer["data"]["version"]
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
@@ -317,21 +315,19 @@ impl Client {
         }
     }
 
-    /// One API call; the answer body is parsed as JSON (an empty body is `null`).
+    /// One API call with a JSON `body` already encoded (see [`json_body`], [`secret_body`]); the
+    /// answer body is parsed as JSON (an empty body is `null`).
     fn call(
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
+        body: Option<&[u8]>,
         with_token: bool,
     ) -> Result<Value, VaultError> {
         let url = format!("{}/v1/{path}", self.endpoint.addr);
         let mut token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
         let result = (|| {
-            let mut body_bytes = match &body {
-                Some(b) => serde_json::to_vec(b).map_err(|e| self.bad(path, &e.to_string()))?,
-                None => Vec::new(),
-            };
+            let body_bytes = body.unwrap_or_default();
             let request = ureq::http::Request::builder()
                 .method(method)
                 .uri(&url)
@@ -347,10 +343,9 @@ impl Client {
                 None => request,
             };
             let request = request
-                .body(&body_bytes)
+                .body(body_bytes)
                 .map_err(|e| self.bad(path, &format!("cannot build the request: {e}")))?;
             let response = self.agent.run(request);
-            body_bytes.zeroize();
             let response = response.map_err(|e| self.transport_error(e))?;
             let status = response.status().as_u16();
             let raw = response
@@ -391,11 +386,12 @@ impl Client {
             })
             .unwrap_or_default();
         // A server never should, but an echoed token must not reach a message.
-        let token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
+        let token =
+            Zeroizing::new(String::from_utf8_lossy(self.token.expose_secret()).into_owned());
         let message = if token.is_empty() {
             message
         } else {
-            message.replace(&token, "<redacted>")
+            message.replace(token.as_str(), "<redacted>")
         };
         let addr = self.endpoint.addr.clone();
         let path = path.to_string();
@@ -519,6 +515,68 @@ fn transit_path(mount: &str, op: &str, key: &str) -> Result<String, VaultError> 
     ))
 }
 
+/// A JSON request body without secrets.
+fn json_body(v: &Value) -> Vec<u8> {
+    // Serialising a Value into memory cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// A JSON request body holding secret strings, written straight into one zeroizing buffer
+/// sized for the worst case up front, so it never reallocates and no unwiped copy (a
+/// `serde_json::Value`, a grown-out-of Vec) is left behind. `fields` are string members,
+/// nested in an object named `wrap` when given; `tail` is raw JSON appended as more members
+/// of the top-level object (no secrets).
+fn secret_body(wrap: Option<&str>, fields: &[(&str, &str)], tail: &str) -> Zeroizing<Vec<u8>> {
+    // Escaping turns one byte into at most six (\u00XX); two quotes per string, then `:`,
+    // `,` and braces.
+    let quoted = |t: &str| 6 * t.len() + 2;
+    let cap = 4
+        + wrap.map_or(0, |w| quoted(w) + 3)
+        + tail.len()
+        + fields
+            .iter()
+            .map(|(k, v)| quoted(k) + quoted(v) + 2)
+            .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(cap));
+    let start = out.as_ptr();
+    out.push(b'{');
+    if let Some(w) = wrap {
+        push_json_str(&mut out, w);
+        out.extend_from_slice(b":{");
+    }
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, k);
+        out.push(b':');
+        push_json_str(&mut out, v);
+    }
+    if wrap.is_some() {
+        out.push(b'}');
+    }
+    out.extend_from_slice(tail.as_bytes());
+    out.push(b'}');
+    debug_assert_eq!(out.as_ptr(), start, "secret_body reallocated");
+    out
+}
+
+/// Appends `s` as a JSON string; serde_json writes the escaped pieces straight into `out`.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+impl From<VaultError> for crate::error::Error {
+    /// A bad vault option is a usage error (exit 1); everything else is a vault failure (exit 2).
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Config(msg) => crate::error::Error::Usage(msg),
+            other => crate::error::Error::Vault(other.to_string()),
+        }
+    }
+}
+
 /// The key version of a `vault:vN:...` ciphertext.
 pub fn ciphertext_version(ciphertext: &str) -> Option<u32> {
     let rest = ciphertext.strip_prefix("vault:v")?;
@@ -574,6 +632,35 @@ pub fn parse_timeout(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Secret request bodies are exact JSON, never outgrow their first allocation (the debug
+    /// assertion in `secret_body`), and are wiped when dropped.
+    #[test]
+    fn secret_bodies_are_exact_json_in_one_wiped_buffer() {
+        use crate::sys::dealloc_probe::{freed_zeroed, watch};
+        let _probe = crate::secret::PROBE_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let nasty = "\u{1}\u{1f}\"\\\n\té\u{7f}".repeat(50);
+        let body = secret_body(Some("data"), &[("kek", &nasty)], r#","options":{"cas":0}"#);
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v, json!({"data": {"kek": nasty}, "options": {"cas": 0}}));
+        let body = secret_body(None, &[("role_id", "r"), ("secret_id", &nasty)], "");
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v, json!({"role_id": "r", "secret_id": nasty}));
+        let body = secret_body(
+            None,
+            &[("plaintext", "aGVsbG8gaGVsbG8gaGVsbG8gaGVsbG8=")],
+            "",
+        );
+        assert_eq!(
+            &body[..],
+            br#"{"plaintext":"aGVsbG8gaGVsbG8gaGVsbG8gaGVsbG8="}"#
+        );
+        watch(body.as_ptr(), body.len());
+        drop(body);
+        assert_eq!(freed_zeroed(), Some(true), "secret body");
+    }
 
     #[test]
     fn names_that_could_escape_the_url_are_refused() {

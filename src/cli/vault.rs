@@ -1,439 +1,69 @@
-//! `vaultdisk vault enroll | list | rewrap | remove`, and unlocking through `vaultdisk-vault`
-//! tokens for every verb that takes a key.
-//!
-//! The keyslot passphrase of a vault keyslot is the base64 text of a random 32-byte secret; the
-//! token holds the secret wrapped by a KEK (transit key, or a KV v2 field used with AES-GCM).
-//! So `bao write -field=plaintext transit/decrypt/<key> ciphertext=...` prints exactly the
-//! passphrase, and `cryptsetup open --test-passphrase` accepts it: no lock-in.
+//! `vaultdisk vault enroll | list | rewrap | remove`: arguments and printing. Unlocking
+//! through `vaultdisk-vault` tokens, credentials, endpoints, wrapping and rewrapping live in
+//! the library (`crate::unlock::vault`).
 use super::keys::{self, Backing};
 use super::{KekArgs, VaultArgs, VaultEnrollArgs, VaultListArgs, VaultRemoveArgs, VaultRewrapArgs};
-use crate::crypto::hash::HashAlg;
-use crate::crypto::kdf::Kdf;
-use crate::crypto::kek;
 use crate::error::{Error, Result};
-use crate::keyslot;
 use crate::luks2::ReadAt;
 use crate::luks2::metadata::Metadata;
 use crate::luks2::write;
-use crate::secret::{Passphrase, SecretBytes, VolumeKey};
-use crate::token::{self, Kek, VaultToken};
-use crate::vault::{Client, Credentials, Endpoint};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use crate::token;
+use crate::unlock::vault::{self as lib, Enrolment, NewKek, VaultConfig};
 use serde_json::{Value, json};
-use std::path::Path;
-use zeroize::Zeroize;
 
-/// Bytes of the random secret a vault keyslot is unlocked with (full entropy).
-const SECRET_BYTES: usize = 32;
-/// PBKDF2 iterations of a vault keyslot: the secret has 256 bits of entropy, so a slow KDF
-/// adds nothing; cryptsetup's minimum keeps unlock instant.
-pub const VAULT_PBKDF2_ITERATIONS: u32 = 1000;
+pub use crate::unlock::vault::{TokenCheck, full_entropy_kdf, keyslot_passphrase};
 
-/// The KDF of keyslots whose passphrase is a full-entropy secret (vault, recovery key).
-pub fn full_entropy_kdf() -> Kdf {
-    Kdf::Pbkdf2 {
-        hash: HashAlg::Sha256,
-        iterations: VAULT_PBKDF2_ITERATIONS,
+/// The library's vault configuration from the `--vault-*` flags.
+pub fn config(v: &VaultArgs) -> VaultConfig {
+    VaultConfig {
+        addr: v.vault_addr.clone(),
+        namespace: v.vault_namespace.clone(),
+        ca_cert: v.vault_cacert.clone(),
+        token_file: v.vault_token_file.clone(),
+        approle: v
+            .vault_role_id_file
+            .clone()
+            .zip(v.vault_secret_id_file.clone()),
+        approle_mount: v.vault_approle_mount.clone(),
     }
 }
 
-fn env(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-}
-
-/// Reads a small secret file (token, role id, secret id), surrounding whitespace removed.
-fn read_secret_file(path: &Path, what: &str) -> Result<SecretBytes> {
-    let mut raw = std::fs::read(path).map_err(|e| {
-        let msg = format!(
-            "cannot read {what} file {}: {}",
-            path.display(),
-            crate::error::plain_io(&e)
-        );
-        match e.kind() {
-            std::io::ErrorKind::PermissionDenied => Error::Permission(msg),
-            _ => Error::Usage(msg),
-        }
-    })?;
-    let start = raw
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(raw.len());
-    let end = raw
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    let out = SecretBytes::from_slice(&raw[start..end.max(start)]);
-    raw.zeroize();
-    if out.is_empty() {
-        return Err(Error::Usage(format!(
-            "{what} file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(out)
-}
-
-/// The credentials present, as Vault's CLI looks for them: AppRole files, --vault-token-file,
-/// VAULT_TOKEN, BAO_TOKEN, then ~/.vault-token. None when there are none.
-pub fn credentials(v: &VaultArgs) -> Result<Option<Credentials>> {
-    if let (Some(role), Some(secret)) = (&v.vault_role_id_file, &v.vault_secret_id_file) {
-        return Ok(Some(Credentials::AppRole {
-            mount: v
-                .vault_approle_mount
-                .clone()
-                .unwrap_or_else(|| "approle".into()),
-            role_id: read_secret_file(role, "AppRole role_id")?,
-            secret_id: read_secret_file(secret, "AppRole secret_id")?,
-        }));
-    }
-    if let Some(f) = &v.vault_token_file {
-        return Ok(Some(Credentials::Token(read_secret_file(
-            f,
-            "vault token",
-        )?)));
-    }
-    for name in ["VAULT_TOKEN", "BAO_TOKEN"] {
-        if let Some(mut t) = std::env::var(name).ok().filter(|t| !t.trim().is_empty()) {
-            let secret = SecretBytes::from_slice(t.trim().as_bytes());
-            t.zeroize();
-            return Ok(Some(Credentials::Token(secret)));
-        }
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let file = Path::new(&home).join(".vault-token");
-        if file.is_file() {
-            return Ok(Some(Credentials::Token(read_secret_file(
-                &file,
-                "vault token",
-            )?)));
-        }
-    }
-    Ok(None)
-}
-
-/// Where to connect: --vault-addr, else the address a token recorded, else VAULT_ADDR/BAO_ADDR.
-pub fn endpoint(v: &VaultArgs, recorded: Option<&VaultToken>) -> Result<Endpoint> {
-    let addr = v
-        .vault_addr
-        .clone()
-        .or_else(|| recorded.map(|t| t.addr.clone()))
-        .or_else(|| env(&["VAULT_ADDR", "BAO_ADDR"]))
-        .ok_or_else(|| {
-            Error::Usage("no vault address: give --vault-addr or set VAULT_ADDR".into())
-        })?;
-    let mut ep = Endpoint::new(&addr);
-    ep.namespace = v
-        .vault_namespace
-        .clone()
-        .or_else(|| recorded.and_then(|t| t.namespace.clone()))
-        .or_else(|| env(&["VAULT_NAMESPACE", "BAO_NAMESPACE"]));
-    ep.ca_cert = v
-        .vault_cacert
-        .clone()
-        .or_else(|| env(&["VAULT_CACERT", "BAO_CACERT"]).map(Into::into));
-    if let Some(t) = env(&["VAULT_CLIENT_TIMEOUT", "BAO_CLIENT_TIMEOUT"]) {
-        ep.timeout = crate::vault::parse_timeout(&t).ok_or_else(|| {
-            Error::Usage(format!(
-                "VAULT_CLIENT_TIMEOUT {t:?} is not a number of seconds"
-            ))
-        })?;
-    }
-    Ok(ep)
-}
-
-fn vault_error(e: crate::vault::VaultError) -> Error {
-    match e {
-        crate::vault::VaultError::Config(msg) => Error::Usage(msg),
-        other => Error::Vault(other.to_string()),
-    }
-}
-
-/// Connects (and logs in) for enrolment or rewrap, where credentials are required.
-fn connect_required(v: &VaultArgs, recorded: Option<&VaultToken>) -> Result<Client> {
-    let ep = endpoint(v, recorded)?;
-    let creds = credentials(v)?.ok_or_else(|| {
-        Error::Vault(format!(
-            "no vault credentials for {}: set VAULT_TOKEN, or give --vault-token-file or --vault-role-id-file/--vault-secret-id-file",
-            ep.addr
-        ))
-    })?;
-    Client::connect(&ep, &creds).map_err(vault_error)
-}
-
-/// The keyslot passphrase for a secret: its base64 text.
-pub fn keyslot_passphrase(secret: &SecretBytes) -> Passphrase {
-    let mut text = B64.encode(secret.expose_secret());
-    let p = Passphrase(SecretBytes::from_slice(text.as_bytes()));
-    text.zeroize();
-    p
-}
-
-/// Unwraps a token's secret through its vault.
-fn unwrap_secret(client: &Client, t: &VaultToken) -> std::result::Result<SecretBytes, String> {
-    match &t.kek {
-        Kek::Transit {
-            mount,
-            key,
-            ciphertext,
-            ..
-        } => client
-            .transit_decrypt(mount, key, ciphertext)
-            .map_err(|e| e.to_string()),
-        Kek::Kv {
-            mount,
-            path,
-            field,
-            kv_version,
-            wrapped,
-        } => {
-            let (kek_b64, _) = client
-                .kv_read(mount, path, field, Some(*kv_version))
-                .map_err(|e| e.to_string())?;
-            let kek =
-                decode_kek(&kek_b64).map_err(|e| format!("vault at {}: {e}", client.addr()))?;
-            let mut raw = kek::unwrap(kek.expose_secret(), wrapped)
-                .map_err(|e| format!("vault at {}: {mount}/{path}: {e}", client.addr()))?;
-            let s = SecretBytes::from_slice(&raw);
-            raw.zeroize();
-            Ok(s)
-        }
-    }
-}
-
-fn decode_kek(b64: &SecretBytes) -> std::result::Result<SecretBytes, String> {
-    let mut raw = B64
-        .decode(b64.expose_secret())
-        .map_err(|_| "the KV KEK is not base64".to_string())?;
-    let out = SecretBytes::from_slice(&raw);
-    raw.zeroize();
-    if out.len() != kek::KEK_BYTES {
-        return Err(format!(
-            "the KV KEK has {} bytes, not {}",
-            out.len(),
-            kek::KEK_BYTES
-        ));
-    }
-    Ok(out)
-}
-
-/// Wraps a new secret as `kek` asks (creating the KEK with --create) and checks that the wrap
-/// unwraps again before anything is written.
-fn wrap_new(client: &Client, args: &KekArgs, secret: &SecretBytes) -> Result<Kek> {
-    let kek = if let Some(key) = &args.transit_key {
-        if args.create {
-            client
-                .transit_create_key(&args.transit_mount, key)
-                .map_err(vault_error)?;
-        }
-        let w = client
-            .transit_encrypt(&args.transit_mount, key, secret.expose_secret())
-            .map_err(vault_error)?;
-        Kek::Transit {
+/// The KEK a new vault keyslot is wrapped with, from `--transit-key`/`--kv-path` (exit 1
+/// without either).
+pub fn new_kek(args: &KekArgs) -> Result<NewKek> {
+    if let Some(key) = &args.transit_key {
+        Ok(NewKek::Transit {
             mount: args.transit_mount.clone(),
             key: key.clone(),
-            ciphertext: w.ciphertext,
-            key_version: w.key_version,
-        }
+            create: args.create,
+        })
     } else if let Some(path) = &args.kv_path {
-        let (kek_b64, version) = match client.kv_read(&args.kv_mount, path, &args.kv_field, None) {
-            Ok(found) => found,
-            Err(crate::vault::VaultError::NotFound { .. }) if args.create => {
-                let fresh = SecretBytes::random(kek::KEK_BYTES)
-                    .map_err(|e| Error::io("cannot read the OS random generator", e))?;
-                let mut b64 = B64.encode(fresh.expose_secret());
-                let v = client
-                    .kv_write(&args.kv_mount, path, &args.kv_field, b64.as_bytes(), true)
-                    .map_err(vault_error)?;
-                let s = SecretBytes::from_slice(b64.as_bytes());
-                b64.zeroize();
-                (s, v)
-            }
-            Err(e) => return Err(vault_error(e)),
-        };
-        let kek_bytes = decode_kek(&kek_b64).map_err(Error::Vault)?;
-        let wrapped = kek::wrap(kek_bytes.expose_secret(), secret.expose_secret())
-            .map_err(|e| Error::Vault(e.to_string()))?;
-        Kek::Kv {
+        Ok(NewKek::Kv {
             mount: args.kv_mount.clone(),
             path: path.clone(),
             field: args.kv_field.clone(),
-            kv_version: version,
-            wrapped,
-        }
-    } else {
-        return Err(Error::Usage(
-            "give --transit-key NAME or --kv-path PATH".into(),
-        ));
-    };
-    Ok(kek)
-}
-
-/// A new vault secret and its token (keyslot id filled in by the caller), wrap verified.
-pub struct Enrolment {
-    pub secret: SecretBytes,
-    pub token: VaultToken,
-}
-
-/// Wraps a fresh secret for a new keyslot `keyslot`; checks the unwrap round trip.
-pub fn enrol(v: &VaultArgs, args: &KekArgs, keyslot: u32) -> Result<Enrolment> {
-    let client = connect_required(v, None)?;
-    let secret = SecretBytes::random(SECRET_BYTES)
-        .map_err(|e| Error::io("cannot read the OS random generator", e))?;
-    let kek = wrap_new(&client, args, &secret)?;
-    let token = VaultToken {
-        keyslots: vec![keyslot],
-        addr: client.addr().to_string(),
-        namespace: client.namespace().map(str::to_string),
-        kek,
-    };
-    let back = unwrap_secret(&client, &token).map_err(Error::Vault)?;
-    if !back.ct_eq(secret.expose_secret()) {
-        return Err(Error::Vault(format!(
-            "vault at {} returned a different secret when unwrapping the new wrap",
-            client.addr()
-        )));
-    }
-    Ok(Enrolment { secret, token })
-}
-
-/// What trying the vault tokens gave.
-pub enum VaultUnlock {
-    Opened {
-        keyslot: u32,
-        token: u32,
-        volume_key: VolumeKey,
-    },
-    /// Tokens were tried; one line saying why each failed.
-    Failed(String),
-    /// The volume has vault tokens but no credentials were found: nothing was tried.
-    NoCredentials(String),
-    /// The volume has no vault token (for `only`, none serving that keyslot).
-    NoTokens,
-}
-
-/// Opens a keyslot of token `t` through its vault: (keyslot, volume key) or why not.
-fn open_with_token(
-    meta: &Metadata,
-    dev: &(impl ReadAt + ?Sized),
-    v: &VaultArgs,
-    creds: &Credentials,
-    t: &VaultToken,
-    only: Option<u32>,
-) -> std::result::Result<(u32, VolumeKey), String> {
-    let ep = endpoint(v, Some(t)).map_err(|e| e.to_string())?;
-    let client = Client::connect(&ep, creds).map_err(|e| e.to_string())?;
-    let secret = unwrap_secret(&client, t)?;
-    let pass = keyslot_passphrase(&secret);
-    let mut last = String::from("it names no keyslot");
-    for &k in &t.keyslots {
-        if only.is_some_and(|o| o != k) {
-            continue;
-        }
-        match keyslot::unlock(meta, dev, pass.expose_secret(), Some(k)) {
-            Ok(found) => return Ok(found),
-            Err(e) => last = format!("the unwrapped secret does not open keyslot {k}: {e}"),
-        }
-    }
-    Err(last)
-}
-
-/// The vault tokens that serve keyslot `only` (all when None), parsed or not.
-fn tokens_for(
-    meta: &Metadata,
-    only: Option<u32>,
-) -> Vec<(u32, std::result::Result<VaultToken, token::TokenError>)> {
-    token::vault_tokens(&meta.wire.tokens)
-        .into_iter()
-        .filter(|(_, t)| match (t, only) {
-            (Ok(t), Some(k)) => t.keyslots.contains(&k),
-            _ => true,
+            create: args.create,
         })
-        .collect()
-}
-
-/// Tries every `vaultdisk-vault` token (only those of keyslot `only`, when given).
-/// A credentials file that cannot be read is the caller's error (exit 1/2), not a token failure.
-pub fn try_unlock(
-    meta: &Metadata,
-    dev: &(impl ReadAt + ?Sized),
-    v: &VaultArgs,
-    only: Option<u32>,
-) -> Result<VaultUnlock> {
-    let tokens = tokens_for(meta, only);
-    if tokens.is_empty() {
-        return Ok(VaultUnlock::NoTokens);
+    } else {
+        Err(Error::Usage(
+            "give --transit-key NAME or --kv-path PATH".into(),
+        ))
     }
-    let Some(creds) = credentials(v)? else {
-        return Ok(VaultUnlock::NoCredentials(NO_CREDENTIALS.into()));
-    };
-    let mut why = Vec::new();
-    for (id, parsed) in tokens {
-        let attempt = parsed
-            .map_err(|e| e.to_string())
-            .and_then(|t| open_with_token(meta, dev, v, &creds, &t, only).map(|ok| (ok, t)));
-        match attempt {
-            Ok(((keyslot, volume_key), t)) => {
-                log::info!(
-                    "vault token {id} ({} {} at {}) opened keyslot {keyslot}",
-                    t.mode(),
-                    t.kek_location(),
-                    t.addr
-                );
-                return Ok(VaultUnlock::Opened {
-                    keyslot,
-                    token: id,
-                    volume_key,
-                });
-            }
-            Err(e) => why.push(format!("token {id}: {e}")),
-        }
-    }
-    Ok(VaultUnlock::Failed(why.join("; ")))
 }
 
-const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token or AppRole files)";
-
-/// One vault token as `verify --vault` reports it.
-pub struct TokenCheck {
-    /// `vault token N (transit transit/disk at ADDR)`.
-    pub label: String,
-    /// (keyslot, volume key), or why the token did not open one.
-    pub result: std::result::Result<(u32, VolumeKey), String>,
+/// Wraps a fresh secret for a new keyslot `keyslot` (`unlock::vault::enrol`).
+pub fn enrol(v: &VaultArgs, args: &KekArgs, keyslot: u32) -> Result<Enrolment> {
+    lib::enrol(&config(v), &new_kek(args)?, keyslot)
 }
 
-/// For `verify --vault`: every vault token, what it is, and the keyslot it opens or why not.
+/// For `verify --vault`: every vault token and what it opens (`unlock::vault::check_each`).
 pub fn check_each(
     meta: &Metadata,
     dev: &(impl ReadAt + ?Sized),
     v: &VaultArgs,
     only: Option<u32>,
 ) -> Result<Vec<TokenCheck>> {
-    let tokens = tokens_for(meta, only);
-    if tokens.is_empty() {
-        return Ok(Vec::new());
-    }
-    let creds = credentials(v)?.ok_or_else(|| Error::Vault(NO_CREDENTIALS.into()))?;
-    Ok(tokens
-        .into_iter()
-        .map(|(id, parsed)| match parsed {
-            Ok(t) => TokenCheck {
-                label: format!(
-                    "vault token {id} ({} {} at {})",
-                    t.mode(),
-                    t.kek_location(),
-                    t.addr
-                ),
-                result: open_with_token(meta, dev, v, &creds, &t, only),
-            },
-            Err(e) => TokenCheck {
-                label: format!("vault token {id}"),
-                result: Err(e.to_string()),
-            },
-        })
-        .collect())
+    lib::check_each(meta, dev, &config(v), only)
 }
 
 pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
@@ -530,85 +160,6 @@ pub fn list(args: &VaultListArgs) -> Result<()> {
     Ok(())
 }
 
-/// A token re-wrapped to its KEK's latest version, checked: the new wrap unwraps to the same
-/// secret, and the secret opens the keyslot. None when it is already at the latest version.
-fn rewrap_one(
-    client: &Client,
-    meta: &Metadata,
-    dev: &Backing,
-    t: &VaultToken,
-) -> Result<Option<VaultToken>> {
-    let old = unwrap_secret(client, t).map_err(Error::Vault)?;
-    let new_kek = match &t.kek {
-        Kek::Transit {
-            mount,
-            key,
-            ciphertext,
-            key_version,
-        } => {
-            let w = client
-                .transit_rewrap(mount, key, ciphertext)
-                .map_err(vault_error)?;
-            if w.key_version == *key_version {
-                return Ok(None);
-            }
-            Kek::Transit {
-                mount: mount.clone(),
-                key: key.clone(),
-                ciphertext: w.ciphertext,
-                key_version: w.key_version,
-            }
-        }
-        Kek::Kv {
-            mount,
-            path,
-            field,
-            kv_version,
-            ..
-        } => {
-            let (latest, version) = client
-                .kv_read(mount, path, field, None)
-                .map_err(vault_error)?;
-            if version == *kv_version {
-                return Ok(None);
-            }
-            let kek_bytes = decode_kek(&latest).map_err(Error::Vault)?;
-            Kek::Kv {
-                mount: mount.clone(),
-                path: path.clone(),
-                field: field.clone(),
-                kv_version: version,
-                wrapped: kek::wrap(kek_bytes.expose_secret(), old.expose_secret())
-                    .map_err(|e| Error::Vault(e.to_string()))?,
-            }
-        }
-    };
-    let new = VaultToken {
-        kek: new_kek,
-        ..t.clone()
-    };
-    let back = unwrap_secret(client, &new).map_err(Error::Vault)?;
-    if !back.ct_eq(old.expose_secret()) {
-        return Err(Error::Vault(format!(
-            "vault at {} unwrapped the rewrapped secret to something else: token left unchanged",
-            client.addr()
-        )));
-    }
-    let pass = keyslot_passphrase(&back);
-    let opens = t
-        .keyslots
-        .iter()
-        .any(|&k| keyslot::unlock(meta, dev, pass.expose_secret(), Some(k)).is_ok());
-    if !opens {
-        return Err(Error::Device(format!(
-            "{}: the vault secret no longer opens keyslot {:?}: token left unchanged",
-            dev.name(),
-            t.keyslots
-        )));
-    }
-    Ok(Some(new))
-}
-
 pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
     let (dev, header) = keys::open_for_update(&args.backing)?;
     let name = dev.name();
@@ -628,8 +179,8 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
             continue;
         }
         let t = parsed.map_err(|e| Error::Device(format!("{name}: token {id}: {e}")))?;
-        let client = connect_required(&args.vault, Some(&t))?;
-        match rewrap_one(&client, &header.metadata, &dev, &t)? {
+        let client = lib::connect_required(&config(&args.vault), Some(&t))?;
+        match lib::rewrap_one(&client, &header.metadata, &dev, &name, &t)? {
             Some(new) => {
                 changed.push(format!(
                     "token {id}: {} {} version {} -> {}",

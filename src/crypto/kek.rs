@@ -1,5 +1,6 @@
 //! Local wrapping of a keyslot secret under a key-encryption key (KV mode): AES-256-GCM.
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use crate::secret::SecretBytes;
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 /// Name recorded in the token next to the wrapped bytes.
@@ -7,17 +8,23 @@ pub const ALGORITHM: &str = "aes-256-gcm";
 /// A KEK is 32 bytes (AES-256).
 pub const KEK_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
 /// Binds the ciphertext to its purpose: a blob wrapped for anything else does not verify.
 const AAD: &[u8] = b"vaultdisk-vault kv v1";
 
+/// Why a wrap or unwrap failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KekError {
+    /// The KEK has the wrong length.
     #[error("the KEK must be {KEK_BYTES} bytes, not {0}")]
     KeySize(usize),
+    /// The wrapped blob is shorter than nonce and tag.
     #[error("wrapped secret is too short")]
     Short,
+    /// The tag does not verify: wrong KEK or tampered blob.
     #[error("wrapped secret does not verify under this KEK (wrong KEK or tampered)")]
     Verify,
+    /// The OS random generator failed.
     #[error("cannot read the OS random generator")]
     Random,
 }
@@ -41,23 +48,27 @@ pub fn wrap(kek: &[u8], secret: &[u8]) -> Result<Vec<u8>, KekError> {
     Ok(out)
 }
 
-/// The secret from `wrap`'s output; the caller moves it into a secret buffer.
-pub fn unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, KekError> {
+/// The secret from `wrap`'s output, decrypted in place inside a [`SecretBytes`]: no plain
+/// heap copy of it is ever made (a failed check leaves only wiped memory behind).
+pub fn unwrap(kek: &[u8], wrapped: &[u8]) -> Result<SecretBytes, KekError> {
     let cipher = Aes256Gcm::new_from_slice(kek).map_err(|_| KekError::KeySize(kek.len()))?;
-    if wrapped.len() < NONCE_BYTES + 16 {
+    if wrapped.len() < NONCE_BYTES + TAG_BYTES {
         return Err(KekError::Short);
     }
     let (nonce, sealed) = wrapped.split_at(NONCE_BYTES);
     let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| KekError::Short)?;
+    let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_BYTES);
+    let tag: [u8; TAG_BYTES] = tag.try_into().map_err(|_| KekError::Short)?;
+    let mut secret = SecretBytes::from_slice(ciphertext);
     cipher
-        .decrypt(
+        .decrypt_inout_detached(
             &Nonce::from(nonce),
-            Payload {
-                msg: sealed,
-                aad: AAD,
-            },
+            AAD,
+            secret.expose_secret_mut().into(),
+            &tag.into(),
         )
-        .map_err(|_| KekError::Verify)
+        .map_err(|_| KekError::Verify)?;
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -70,14 +81,14 @@ mod tests {
         let w = wrap(&kek, b"0123456789abcdef0123456789abcdef").expect("wrap");
         assert_eq!(w.len(), 12 + 32 + 16);
         assert_eq!(
-            unwrap(&kek, &w).expect("unwrap"),
+            unwrap(&kek, &w).expect("unwrap").expose_secret(),
             b"0123456789abcdef0123456789abcdef"
         );
         let mut bad = w.clone();
         bad[20] ^= 1;
-        assert_eq!(unwrap(&kek, &bad), Err(KekError::Verify));
-        assert_eq!(unwrap(&[8u8; 32], &w), Err(KekError::Verify));
-        assert_eq!(unwrap(&kek, &w[..20]), Err(KekError::Short));
+        assert_eq!(unwrap(&kek, &bad).err(), Some(KekError::Verify));
+        assert_eq!(unwrap(&[8u8; 32], &w).err(), Some(KekError::Verify));
+        assert_eq!(unwrap(&kek, &w[..20]).err(), Some(KekError::Short));
         assert_eq!(wrap(&[1u8; 16], b"x"), Err(KekError::KeySize(16)));
         // Fresh nonce each time.
         assert_ne!(

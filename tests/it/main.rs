@@ -17,5 +17,6 @@ mod oneline;
 mod perf;
 mod reliability;
 mod support;
+mod unlock;
 mod vault;
 mod verify;
