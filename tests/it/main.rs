@@ -14,6 +14,7 @@ mod lifecycle;
 mod mount;
 mod perf;
 mod reliability;
+mod report;
 mod support;
 mod vault;
 mod verify;
