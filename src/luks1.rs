@@ -446,58 +446,11 @@ impl Luks1Header {
         );
         Ok(ok.then(|| VolumeKey(candidate)))
     }
-
-    /// A description for `dump --json`: header fields and keyslot parameters, no key material.
-    /// Salts and the digest are public header data and appear as lower-case hex, as luksDump
-    /// prints them (without its spaces).
-    pub fn describe_json(&self) -> serde_json::Value {
-        let keyslots: Vec<serde_json::Value> = self
-            .keyslots
-            .iter()
-            .enumerate()
-            .map(|(i, ks)| {
-                let state = match ks.state {
-                    SlotState::Enabled => "enabled".to_string(),
-                    SlotState::Disabled => "disabled".to_string(),
-                    SlotState::Invalid(v) => format!("invalid (0x{v:08x})"),
-                };
-                let mut o = serde_json::json!({
-                    "id": i,
-                    "state": state,
-                    "key_material_offset_sectors": ks.key_material_offset_sectors,
-                    "stripes": ks.stripes,
-                });
-                if ks.state == SlotState::Enabled {
-                    o["iterations"] = ks.iterations.into();
-                    o["salt"] = hex(&ks.salt).into();
-                }
-                o
-            })
-            .collect();
-        serde_json::json!({
-            "type": "luks1",
-            "version": 1,
-            "uuid": self.uuid,
-            "cipher_name": self.cipher_name,
-            "cipher_mode": self.cipher_mode,
-            "hash": self.hash.name(),
-            "payload_offset_sectors": self.payload_offset_sectors,
-            "key_bytes": self.key_bytes,
-            "mk_digest": hex(&self.mk_digest),
-            "mk_digest_salt": hex(&self.mk_digest_salt),
-            "mk_digest_iterations": self.mk_digest_iterations,
-            "keyslots": keyslots,
-        })
-    }
 }
 
 fn slot_id(i: usize) -> u8 {
     // i < NUM_KEYSLOTS everywhere this is called.
     u8::try_from(i).unwrap_or(u8::MAX)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -768,16 +721,16 @@ mod tests {
         let h = parse(&img).unwrap();
         assert_eq!(h.keyslots[0].state, SlotState::Invalid(0x1234_5678));
         assert!(h.unlock(img.as_slice(), PASS, None).unwrap().is_none());
-        let j = h.describe_json();
+        let j = serde_json::to_value(crate::report::Luks1Dump::new(&h)).unwrap();
         assert_eq!(j["keyslots"][0]["state"], "invalid (0x12345678)");
     }
 
     #[test]
-    fn describe_json_has_no_key_material() {
+    fn dump_report_has_no_key_material() {
         let spec = Spec::new(64, HashAlg::Sha256);
         let img = build(&spec);
         let h = parse(&img).unwrap();
-        let j = h.describe_json();
+        let j = serde_json::to_value(crate::report::Luks1Dump::new(&h)).unwrap();
         assert_eq!(j["type"], "luks1");
         assert_eq!(j["hash"], "sha256");
         assert_eq!(j["payload_offset_sectors"], 4096);
@@ -789,7 +742,7 @@ mod tests {
         assert_eq!(j["keyslots"][1]["state"], "disabled");
         assert!(j["keyslots"][1].get("salt").is_none());
         let text = j.to_string();
-        assert!(!text.contains(&hex(&spec.vk)), "{text}");
+        assert!(!text.contains(&crate::verify::hex(&spec.vk)), "{text}");
     }
 
     #[test]

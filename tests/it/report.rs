@@ -118,5 +118,6 @@ fn dump_and_verify_match_the_golden_output() {
 
 /// `dump --json` of a LUKS1 header, as the library builds it.
 fn luks1_json(h: &vaultdisk::luks1::Luks1Header) -> String {
-    serde_json::to_string_pretty(&h.describe_json()).expect("JSON")
+    use vaultdisk::report::Report;
+    vaultdisk::report::Luks1Dump::new(h).to_json()
 }
