@@ -12,7 +12,6 @@ use crate::crypto::kdf::{self, Kdf};
 use crate::crypto::xts::{Engine, SectorCipher};
 use crate::error::{Error, Result};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -113,13 +112,7 @@ pub fn run(args: &BenchmarkArgs) -> Result<()> {
     } else {
         render(&ciphers, &kdfs, &target)
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("cannot write to stdout", e))
-        }
-        _ => Ok(()),
-    }
+    super::output::emit(&text)
 }
 
 /// Median, min and max of one figure's repetitions.
