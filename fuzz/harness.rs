@@ -3,7 +3,8 @@
 //! reject must be an `Err`, never a panic, a hang or a large allocation.
 #![allow(dead_code)] // each fuzz target uses one function
 use vaultdisk::luks2::binary::{ALLOWED_HDR_SIZES, BINARY_SIZE};
-use vaultdisk::{cli::dump, luks1, luks2};
+use vaultdisk::report::{Luks1Dump, Luks2Dump, Report};
+use vaultdisk::{luks1, luks2};
 
 /// Where the sha256 of a binary header sits (luks-format.md §2).
 const CSUM_OFFSET: usize = 448;
@@ -46,8 +47,9 @@ fn luks2_device(data: &[u8]) -> bool {
         return false;
     };
     // What `dump` and `open` do next with a header that parsed.
-    let report = dump::luks2_report(&header);
-    let _ = dump::render_text(&report);
+    let report = Luks2Dump::new(&header);
+    let _ = report.to_text();
+    let _ = report.to_json();
     let _ = header.metadata.data_segment();
     let _ = header.damaged_copy();
     for id in header.metadata.keyslots.keys() {
@@ -113,7 +115,7 @@ pub fn luks1_header(data: &[u8]) -> bool {
     let Ok(header) = luks1::parse(data) else {
         return false;
     };
-    let _ = header.describe_json();
+    let _ = Luks1Dump::new(&header).to_json();
     let _ = header.key_material_bytes();
     let _ = header.validate_against_device(20 << 20);
     let _ = header.segment(20 << 20);

@@ -25,8 +25,3 @@ if [ -s "$skips" ]; then
     echo "== skipped tests (they ran no check here):"
     sort -u "$skips"
 fi
-# The bad-input tables rewrite docs/bad-inputs.md on every run: say so when it changed.
-if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- docs/bad-inputs.md; then
-    echo "== docs/bad-inputs.md changed (bad-input tables ran with other results; commit it):"
-    git diff --stat -- docs/bad-inputs.md
-fi

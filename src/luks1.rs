@@ -446,58 +446,11 @@ impl Luks1Header {
         );
         Ok(ok.then(|| VolumeKey(candidate)))
     }
-
-    /// A description for `dump --json`: header fields and keyslot parameters, no key material.
-    /// Salts and the digest are public header data and appear as lower-case hex, as luksDump
-    /// prints them (without its spaces).
-    pub fn describe_json(&self) -> serde_json::Value {
-        let keyslots: Vec<serde_json::Value> = self
-            .keyslots
-            .iter()
-            .enumerate()
-            .map(|(i, ks)| {
-                let state = match ks.state {
-                    SlotState::Enabled => "enabled".to_string(),
-                    SlotState::Disabled => "disabled".to_string(),
-                    SlotState::Invalid(v) => format!("invalid (0x{v:08x})"),
-                };
-                let mut o = serde_json::json!({
-                    "id": i,
-                    "state": state,
-                    "key_material_offset_sectors": ks.key_material_offset_sectors,
-                    "stripes": ks.stripes,
-                });
-                if ks.state == SlotState::Enabled {
-                    o["iterations"] = ks.iterations.into();
-                    o["salt"] = hex(&ks.salt).into();
-                }
-                o
-            })
-            .collect();
-        serde_json::json!({
-            "type": "luks1",
-            "version": 1,
-            "uuid": self.uuid,
-            "cipher_name": self.cipher_name,
-            "cipher_mode": self.cipher_mode,
-            "hash": self.hash.name(),
-            "payload_offset_sectors": self.payload_offset_sectors,
-            "key_bytes": self.key_bytes,
-            "mk_digest": hex(&self.mk_digest),
-            "mk_digest_salt": hex(&self.mk_digest_salt),
-            "mk_digest_iterations": self.mk_digest_iterations,
-            "keyslots": keyslots,
-        })
-    }
 }
 
 fn slot_id(i: usize) -> u8 {
     // i < NUM_KEYSLOTS everywhere this is called.
     u8::try_from(i).unwrap_or(u8::MAX)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -768,16 +721,16 @@ mod tests {
         let h = parse(&img).unwrap();
         assert_eq!(h.keyslots[0].state, SlotState::Invalid(0x1234_5678));
         assert!(h.unlock(img.as_slice(), PASS, None).unwrap().is_none());
-        let j = h.describe_json();
+        let j = serde_json::to_value(crate::report::Luks1Dump::new(&h)).unwrap();
         assert_eq!(j["keyslots"][0]["state"], "invalid (0x12345678)");
     }
 
     #[test]
-    fn describe_json_has_no_key_material() {
+    fn dump_report_has_no_key_material() {
         let spec = Spec::new(64, HashAlg::Sha256);
         let img = build(&spec);
         let h = parse(&img).unwrap();
-        let j = h.describe_json();
+        let j = serde_json::to_value(crate::report::Luks1Dump::new(&h)).unwrap();
         assert_eq!(j["type"], "luks1");
         assert_eq!(j["hash"], "sha256");
         assert_eq!(j["payload_offset_sectors"], 4096);
@@ -789,7 +742,7 @@ mod tests {
         assert_eq!(j["keyslots"][1]["state"], "disabled");
         assert!(j["keyslots"][1].get("salt").is_none());
         let text = j.to_string();
-        assert!(!text.contains(&hex(&spec.vk)), "{text}");
+        assert!(!text.contains(&crate::verify::hex(&spec.vk)), "{text}");
     }
 
     #[test]
@@ -812,161 +765,5 @@ mod tests {
             .unwrap()
             .decrypt_sectors(&mut back, 512, 0, 1);
         assert_eq!(back, plain);
-    }
-
-    // ---- real images made by cryptsetup and qemu-img (luks-format.md §10) ----
-
-    /// Path of `tool` if installed; otherwise prints SKIP (or fails under VAULTDISK_REQUIRE_ALL=1).
-    fn require(test: &str, tool: &str) -> Option<std::path::PathBuf> {
-        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
-            .iter()
-            .map(|d| std::path::Path::new(d).join(tool))
-            .find(|p| p.exists());
-        if found.is_none() {
-            let reason = format!("{tool} not installed");
-            if std::env::var("VAULTDISK_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("{test}: {reason} (VAULTDISK_REQUIRE_ALL=1)");
-            }
-            println!("SKIP {test}: {reason}");
-        }
-        found
-    }
-
-    fn run(cmd: &mut std::process::Command) -> String {
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The volume key from `cryptsetup luksDump --dump-volume-key` ("MK dump:" hex lines).
-    fn dumped_key(
-        cryptsetup: &std::path::Path,
-        img: &std::path::Path,
-        pass: &std::path::Path,
-    ) -> Vec<u8> {
-        let out = run(std::process::Command::new(cryptsetup)
-            .args(["luksDump", "--dump-volume-key", "-q", "--key-file"])
-            .arg(pass)
-            .arg(img));
-        let start = out.find("MK dump:").unwrap() + "MK dump:".len();
-        let mut key = Vec::new();
-        for (n, line) in out[start..].lines().enumerate() {
-            if n > 0 && line.contains(':') {
-                break;
-            }
-            for tok in line.split_whitespace() {
-                key.push(u8::from_str_radix(tok, 16).unwrap());
-            }
-        }
-        key
-    }
-
-    #[test]
-    fn unlocks_cryptsetup_luks1() {
-        let name = "luks1::unlocks_cryptsetup_luks1";
-        let Some(cryptsetup) = require(name, "cryptsetup") else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let pass = dir.path().join("pass.txt");
-        std::fs::write(&pass, PASS).unwrap();
-        // Default (sha256, 512-bit key), then the other hashSpecs and a 256-bit key.
-        let variants: [(&[&str], HashAlg, usize); 4] = [
-            (&[], HashAlg::Sha256, 64),
-            (&["--hash", "sha1", "--key-size", "256"], HashAlg::Sha1, 32),
-            (&["--hash", "sha512"], HashAlg::Sha512, 64),
-            (&["--hash", "ripemd160"], HashAlg::Ripemd160, 64),
-        ];
-        for (n, (extra, hash, key_bytes)) in variants.into_iter().enumerate() {
-            let img = dir.path().join(format!("v1-{n}.img"));
-            std::fs::File::create(&img)
-                .unwrap()
-                .set_len(20 << 20)
-                .unwrap();
-            run(std::process::Command::new(&cryptsetup)
-                .args(["luksFormat", "-q", "--type", "luks1"])
-                .args(["--pbkdf-force-iterations", "1000"])
-                .args(extra)
-                .arg("--key-file")
-                .arg(&pass)
-                .arg(&img));
-            let expected = dumped_key(&cryptsetup, &img, &pass);
-            assert_eq!(expected.len(), key_bytes);
-            let file = std::fs::File::open(&img).unwrap();
-            let mut phdr = [0u8; 1024];
-            file.read_exact_at(&mut phdr, 0).unwrap();
-            let h = parse(&phdr).unwrap();
-            assert_eq!(h.payload_offset_sectors, 4096);
-            assert_eq!(h.hash, hash);
-            let (slot, vk) = h.unlock(&file, PASS, None).unwrap().unwrap();
-            assert_eq!(slot, 0);
-            assert_eq!(vk.expose_secret(), expected.as_slice(), "{hash}");
-            assert!(h.unlock(&file, b"nope", None).unwrap().is_none());
-            let seg = h.segment(20 << 20).unwrap();
-            assert_eq!(seg.data_offset_bytes, 2 << 20);
-            assert_eq!(seg.data_size_bytes, 18 << 20);
-        }
-    }
-
-    #[test]
-    fn unlocks_qemu_img_luks_and_decrypts_its_data() {
-        let name = "luks1::unlocks_qemu_img_luks_and_decrypts_its_data";
-        let Some(qemu_img) = require(name, "qemu-img") else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let q = dir.path().join("q.luks");
-        let raw = dir.path().join("p.raw");
-        let secret = ["--object", "secret,id=s0,data=testpass"];
-        run(std::process::Command::new(&qemu_img)
-            .args(["create", "-f", "luks"])
-            .args(secret)
-            .args(["-o", "key-secret=s0,iter-time=10"])
-            .arg(&q)
-            .arg("16M"));
-        // Known plaintext in the first 64 KiB of the virtual disk.
-        let plain: Vec<u8> = (0..64 * 1024u32)
-            .map(|i| (i.wrapping_mul(7) >> 3) as u8)
-            .collect();
-        let mut raw_bytes = plain.clone();
-        raw_bytes.resize(16 << 20, 0);
-        std::fs::write(&raw, &raw_bytes).unwrap();
-        let target = format!("driver=luks,key-secret=s0,file.filename={}", q.display());
-        run(std::process::Command::new(&qemu_img)
-            .arg("convert")
-            .args(secret)
-            .args(["-n", "-f", "raw"])
-            .arg(&raw)
-            .args(["--target-image-opts", &target]));
-
-        let file = std::fs::File::open(&q).unwrap();
-        let mut phdr = [0u8; PHDR_LEN];
-        file.read_exact_at(&mut phdr, 0).unwrap();
-        let h = parse(&phdr).unwrap();
-        // qemu-img puts the payload right after slot 7 (luks-format.md §8).
-        assert_eq!(h.payload_offset_sectors, 4040);
-        let (slot, vk) = h.unlock(&file, PASS, None).unwrap().unwrap();
-        assert_eq!(slot, 0);
-        if let Some(cryptsetup) = require(name, "cryptsetup") {
-            let pass = dir.path().join("pass.txt");
-            std::fs::write(&pass, PASS).unwrap();
-            assert_eq!(
-                vk.expose_secret(),
-                dumped_key(&cryptsetup, &q, &pass).as_slice()
-            );
-        }
-        let len = file.len_bytes().unwrap();
-        let seg = h.segment(len).unwrap();
-        let mut data = vec![0u8; plain.len()];
-        file.read_exact_at(&mut data, seg.data_offset_bytes)
-            .unwrap();
-        SectorCipher::new(vk.expose_secret())
-            .unwrap()
-            .decrypt_sectors(&mut data, 512, seg.iv_tweak, 1);
-        assert!(data == plain, "qemu-img data did not decrypt");
     }
 }

@@ -4,15 +4,15 @@
 //! FUSE request is: "1 core" runs on this thread; "all cores" runs one buffer per online CPU
 //! at once and adds them up. Each figure is the median of `--runs` repetitions of
 //! `--time-ms`; JSON carries min and max too. Every engine that takes a key size is measured
-//! in the same run, so the ratio of the data path's engine to the fastest one (issue 7,
-//! target 1) needs no numbers from elsewhere. System OpenSSL and xts-mode are measured by
+//! in the same run, so the ratio of the data path's engine to the fastest one
+//! (`data_path_vs_fastest`) needs no numbers from elsewhere. System OpenSSL and xts-mode are measured by
 //! scripts/bench.sh (`openssl speed`, `cargo bench --bench xts`): neither is in this binary.
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::{self, Kdf};
 use crate::crypto::xts::{Engine, SectorCipher};
 use crate::error::{Error, Result};
-use serde_json::{Value, json};
-use std::io::Write;
+use crate::report::Report;
+use serde::{Serialize, Serializer};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -71,26 +71,23 @@ pub fn run(args: &BenchmarkArgs) -> Result<()> {
         cpus: parallel,
     };
     if !args.cipher_only {
-        match argon.check_limits() {
-            // Like cryptsetup, a machine with less free memory measures a smaller cost (the
-            // row names the memory used) instead of failing.
-            Err(crate::crypto::CryptoError::KdfMemory(_)) => {
-                let usable = kdf::usable_memory_kib().unwrap_or(0);
-                let memory_kib = u32::try_from(usable)
-                    .unwrap_or(u32::MAX)
-                    .max(kdf::MIN_ARGON2_MEMORY_KIB);
-                argon = Kdf::Argon2id {
-                    time: args.argon2_time,
-                    memory_kib,
-                    cpus: parallel,
-                };
-            }
-            Err(e) => {
-                return Err(Error::Usage(format!(
-                    "argon2id cost --argon2-time/--argon2-memory/--argon2-parallel: {e}"
-                )));
-            }
-            Ok(()) => {}
+        argon.check_caps().map_err(|e| {
+            Error::Usage(format!(
+                "argon2id cost --argon2-time/--argon2-memory/--argon2-parallel: {e}"
+            ))
+        })?;
+        // Like cryptsetup, a machine with less free memory measures a smaller cost (the row
+        // names the memory used) instead of failing.
+        if argon.fits_in_memory().is_err() {
+            let usable = kdf::usable_memory_kib().unwrap_or(0);
+            let memory_kib = u32::try_from(usable)
+                .unwrap_or(u32::MAX)
+                .max(kdf::MIN_ARGON2_MEMORY_KIB);
+            argon = Kdf::Argon2id {
+                time: args.argon2_time,
+                memory_kib,
+                cpus: parallel,
+            };
         }
     }
     let ciphers = cipher_rows(args);
@@ -99,26 +96,31 @@ pub fn run(args: &BenchmarkArgs) -> Result<()> {
     } else {
         kdf_rows(args, argon)?
     };
-    let target = target1(&ciphers);
-    let text = if args.json {
-        let v = json!({
-            "cores": cores(),
-            "runs": args.runs,
-            "buffer_bytes": BUFFER_BYTES,
-            "cipher": ciphers.iter().map(CipherRow::json).collect::<Vec<_>>(),
-            "kdf": kdfs.iter().map(KdfRow::json).collect::<Vec<_>>(),
-            "target1": target,
-        });
-        serde_json::to_string_pretty(&v).map_err(|e| Error::Device(e.to_string()))?
-    } else {
-        render(&ciphers, &kdfs, &target)
+    let report = BenchmarkReport {
+        cores: cores(),
+        runs: args.runs,
+        buffer_bytes: BUFFER_BYTES,
+        data_path_vs_fastest: data_path_vs_fastest(&ciphers),
+        cipher: ciphers,
+        kdf: kdfs,
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("cannot write to stdout", e))
-        }
-        _ => Ok(()),
+    super::output::print(&report, args.json)
+}
+
+/// What `benchmark` measured (`--json`: the README's shape).
+#[derive(Serialize)]
+struct BenchmarkReport {
+    cores: usize,
+    runs: u32,
+    buffer_bytes: usize,
+    cipher: Vec<CipherRow>,
+    kdf: Vec<KdfRow>,
+    data_path_vs_fastest: Option<VsFastest>,
+}
+
+impl Report for BenchmarkReport {
+    fn to_text(&self) -> String {
+        render(&self.cipher, &self.kdf, self.data_path_vs_fastest.as_ref())
     }
 }
 
@@ -139,10 +141,28 @@ impl Stats {
             max: v[v.len() - 1],
         }
     }
+}
 
-    fn json(&self) -> Value {
-        json!({ "median": round(self.median), "min": round(self.min), "max": round(self.max) })
+/// In JSON, each figure rounded to 0.1.
+impl Serialize for Stats {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Rounded {
+            median: f64,
+            min: f64,
+            max: f64,
+        }
+        Rounded {
+            median: round(self.median),
+            min: round(self.min),
+            max: round(self.max),
+        }
+        .serialize(s)
     }
+}
+
+fn engine_name<S: Serializer>(e: &Engine, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(e.name())
 }
 
 fn round(x: f64) -> f64 {
@@ -153,32 +173,24 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
+#[derive(Serialize)]
 struct CipherRow {
+    /// Always "aes-xts-plain64".
+    cipher: &'static str,
     key_bits: usize,
     sector_bytes: usize,
+    #[serde(serialize_with = "engine_name")]
     engine: Engine,
     /// Whether volumes with this key size run on this engine.
     data_path: bool,
+    #[serde(rename = "encrypt_1core_mbps")]
     enc_1: Stats,
+    #[serde(rename = "decrypt_1core_mbps")]
     dec_1: Stats,
+    #[serde(rename = "encrypt_allcores_mbps")]
     enc_all: Stats,
+    #[serde(rename = "decrypt_allcores_mbps")]
     dec_all: Stats,
-}
-
-impl CipherRow {
-    fn json(&self) -> Value {
-        json!({
-            "cipher": "aes-xts-plain64",
-            "key_bits": self.key_bits,
-            "sector_bytes": self.sector_bytes,
-            "engine": self.engine.name(),
-            "data_path": self.data_path,
-            "encrypt_1core_mbps": self.enc_1.json(),
-            "decrypt_1core_mbps": self.dec_1.json(),
-            "encrypt_allcores_mbps": self.enc_all.json(),
-            "decrypt_allcores_mbps": self.dec_all.json(),
-        })
-    }
 }
 
 fn cipher_rows(args: &BenchmarkArgs) -> Vec<CipherRow> {
@@ -197,6 +209,7 @@ fn cipher_rows(args: &BenchmarkArgs) -> Vec<CipherRow> {
                 let dec =
                     |b: &mut [u8]| cipher.decrypt_sectors_sequential(b, sector_bytes, 0, step);
                 rows.push(CipherRow {
+                    cipher: "aes-xts-plain64",
                     key_bits: key_bytes * 8,
                     sector_bytes,
                     engine,
@@ -245,9 +258,9 @@ fn rate(args: &BenchmarkArgs, threads: usize, f: &(dyn Fn(&mut [u8]) + Sync)) ->
     Stats::of(samples)
 }
 
-/// Target 1 of issue 7: the data path's 512-bit, 4096-byte-sector, one-core figures over the
-/// fastest engine's in this run.
-fn target1(rows: &[CipherRow]) -> Value {
+/// The data path's 512-bit, 4096-byte-sector, one-core figures over the fastest engine's in
+/// this run.
+fn data_path_vs_fastest(rows: &[CipherRow]) -> Option<VsFastest> {
     let pick = |data_path: bool| {
         rows.iter()
             .filter(|r| r.key_bits == 512 && r.sector_bytes == 4096)
@@ -257,7 +270,7 @@ fn target1(rows: &[CipherRow]) -> Value {
     let ours = pick(true);
     let all = pick(false);
     let (Some(ours), false) = (ours.first(), all.is_empty()) else {
-        return Value::Null;
+        return None;
     };
     let best = |f: fn(&CipherRow) -> f64| {
         all.iter()
@@ -267,26 +280,33 @@ fn target1(rows: &[CipherRow]) -> Value {
     };
     let (enc_best, enc_mbps) = best(|r| r.enc_1.median);
     let (dec_best, dec_mbps) = best(|r| r.dec_1.median);
-    json!({
-        "engine": ours.engine.name(),
-        "encrypt_ratio": (ours.enc_1.median / enc_mbps * 100.0).round() / 100.0,
-        "encrypt_fastest": enc_best,
-        "decrypt_ratio": (ours.dec_1.median / dec_mbps * 100.0).round() / 100.0,
-        "decrypt_fastest": dec_best,
+    Some(VsFastest {
+        engine: ours.engine.name(),
+        encrypt_ratio: (ours.enc_1.median / enc_mbps * 100.0).round() / 100.0,
+        encrypt_fastest: enc_best,
+        decrypt_ratio: (ours.dec_1.median / dec_mbps * 100.0).round() / 100.0,
+        decrypt_fastest: dec_best,
     })
 }
 
+/// The data path's engine against the fastest one here (ratios rounded to 0.01; a ratio that
+/// is not a number, from a zero figure, is null in JSON and 0 in text).
+#[derive(Serialize)]
+struct VsFastest {
+    engine: &'static str,
+    encrypt_ratio: f64,
+    encrypt_fastest: &'static str,
+    decrypt_ratio: f64,
+    decrypt_fastest: &'static str,
+}
+
+#[derive(Serialize)]
 struct KdfRow {
+    #[serde(rename = "kdf")]
     name: String,
     /// "iterations per second" for PBKDF2, "ms per derivation" for Argon2.
     unit: &'static str,
     value: Stats,
-}
-
-impl KdfRow {
-    fn json(&self) -> Value {
-        json!({ "kdf": self.name, "unit": self.unit, "value": self.value.json() })
-    }
 }
 
 fn kdf_rows(args: &BenchmarkArgs, argon: Kdf) -> Result<Vec<KdfRow>> {
@@ -344,7 +364,7 @@ fn kdf_rows(args: &BenchmarkArgs, argon: Kdf) -> Result<Vec<KdfRow>> {
     Ok(rows)
 }
 
-fn render(ciphers: &[CipherRow], kdfs: &[KdfRow], target: &Value) -> String {
+fn render(ciphers: &[CipherRow], kdfs: &[KdfRow], vs_fastest: Option<&VsFastest>) -> String {
     let mut s = String::from("# Tests are approximate using memory only (no storage IO).\n");
     for k in kdfs {
         s += &format!("{:<44} {:>10.0} {}\n", k.name, k.value.median, k.unit);
@@ -369,13 +389,14 @@ fn render(ciphers: &[CipherRow], kdfs: &[KdfRow], target: &Value) -> String {
         );
     }
     s += "* = the engine volumes with this key size use\n";
-    if let Some(t) = target.as_object() {
+    if let Some(t) = vs_fastest {
+        let finite = |r: f64| if r.is_finite() { r } else { 0.0 };
         s += &format!(
             "data path / fastest engine here (512b, 4096-byte sectors, 1 core): encrypt {:.2} (fastest {}), decrypt {:.2} (fastest {})",
-            t["encrypt_ratio"].as_f64().unwrap_or(0.0),
-            t["encrypt_fastest"].as_str().unwrap_or("?"),
-            t["decrypt_ratio"].as_f64().unwrap_or(0.0),
-            t["decrypt_fastest"].as_str().unwrap_or("?")
+            finite(t.encrypt_ratio),
+            t.encrypt_fastest,
+            finite(t.decrypt_ratio),
+            t.decrypt_fastest
         );
     }
     s

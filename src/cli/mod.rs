@@ -8,6 +8,7 @@ mod header;
 mod keys;
 mod mount;
 mod open;
+mod output;
 pub mod passphrase;
 mod pbkdf;
 mod resize;

@@ -1,21 +1,16 @@
 //! `vaultdisk verify` / `digest`: restore verification, read-only throughout.
-use super::{DigestArgs, KeyArgs, VerifyArgs, passphrase};
-use crate::daemon::{self, ServeSpec};
+use super::{DigestArgs, KeyArgs, VerifyArgs, output, passphrase};
 use crate::device::{self, VolumeHeader};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
-use crate::luks2::{CopyState, ReadAt};
+use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
-use crate::verify::{self, FsckVerdict};
+use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
 use crate::volume::Volume;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-/// Exit code of `verify` when it found damage.
-pub const EXIT_DAMAGE: i32 = 6;
 
 /// A header read for verification, with where the data is and who unlocks it.
 struct Opened {
@@ -147,64 +142,6 @@ fn digest_of(
     res
 }
 
-/// `e2fsck -fn` on the plaintext, served read-only by a daemon in the runtime directory.
-fn fsck(
-    backing: &Path,
-    segment: Segment,
-    key: VolumeKey,
-    keyslot: u32,
-) -> Result<(FsckVerdict, String)> {
-    daemon::ensure_backing_free(backing, true)?;
-    let plain = daemon::runtime_dir().join(format!("verify-{}.img", std::process::id()));
-    daemon::start(
-        ServeSpec {
-            backing: backing.to_path_buf(),
-            plain: plain.clone(),
-            segment,
-            read_only: true,
-            foreground: false,
-            allow_other: false,
-            unlocked_by: format!("keyslot {keyslot}"),
-            grow_with_file: false,
-        },
-        key,
-    )?;
-    let e2fsck = ["/usr/sbin/e2fsck", "/sbin/e2fsck"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("e2fsck"));
-    let out = Command::new(e2fsck)
-        .args(["-f", "-n"])
-        .arg(&plain)
-        .stdin(Stdio::null())
-        .output();
-    let closed = daemon::close(&plain);
-    let out = out.map_err(|e| Error::io("cannot run e2fsck", e))?;
-    closed?;
-    let verdict = FsckVerdict::from_exit(out.status.code());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string();
-    Ok((verdict, last))
-}
-
-fn copy_report(c: &CopyState) -> Value {
-    json!({
-        "name": c.kind.name(),
-        "offset": c.offset,
-        "seqid": c.seqid,
-        "valid": c.error.is_none(),
-        "stale": c.stale,
-        "error": c.error.as_ref().map(ToString::to_string),
-    })
-}
-
 pub fn run(args: &VerifyArgs) -> Result<i32> {
     let expected = args
         .expect_digest
@@ -214,25 +151,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let want_digest = args.digest || expected.is_some();
     let opened = open_read_only(&args.backing, args.header.as_deref())?;
 
-    let (header_report, header_damaged) = match &opened.header {
-        VolumeHeader::Luks2(h) => {
-            let damaged = h.primary.error.is_some() || h.secondary.error.is_some();
-            (
-                json!({
-                    "version": 2,
-                    "file": opened.header_path,
-                    "current": h.current.name(),
-                    "copies": [copy_report(&h.primary), copy_report(&h.secondary)],
-                    "damaged": damaged,
-                }),
-                damaged,
-            )
-        }
-        VolumeHeader::Luks1(_) => (
-            json!({"version": 1, "file": opened.header_path, "damaged": false}),
-            false,
-        ),
-    };
+    let header = HeaderCheck::new(&opened.header, &opened.header_path);
 
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
     let sources: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
@@ -272,9 +191,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             args.key_slot,
         )?;
         if checked.is_empty() {
-            keyslots.push(
-                json!({"key": "vault", "keyslot": null, "error": "the volume has no vault token"}),
-            );
+            keyslots.push(KeyCheck::failed("vault", "the volume has no vault token"));
             last_error = Some(Error::Vault(format!(
                 "{} has no vault token",
                 opened.header_path.display()
@@ -283,13 +200,13 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
         for super::vault::TokenCheck { label, result } in checked {
             match result {
                 Ok((id, vk)) => {
-                    keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
+                    keyslots.push(KeyCheck::opened(&label, id));
                     if volume_key.is_none() {
                         volume_key = Some((id, vk));
                     }
                 }
                 Err(why) => {
-                    keyslots.push(json!({"key": label, "keyslot": null, "error": why}));
+                    keyslots.push(KeyCheck::failed(&label, &why));
                     last_error = Some(Error::Vault(format!("{label}: {why}")));
                 }
             }
@@ -298,21 +215,23 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     for (label, key) in &sources {
         match try_key(&opened, key, args.key_slot, false) {
             Ok((id, vk)) => {
-                keyslots.push(json!({"key": label, "keyslot": id, "error": null}));
+                keyslots.push(KeyCheck::opened(label, id));
                 if volume_key.is_none() {
                     volume_key = Some((id, vk));
                 }
             }
             Err(e @ (Error::NoKey { .. } | Error::Device(_) | Error::NoMemory(_))) => {
-                keyslots.push(json!({"key": label, "keyslot": null, "error": e.to_string()}));
+                keyslots.push(KeyCheck::failed(label, e.to_string()));
                 last_error = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
 
-    let mut data = json!({"digest": null, "expected": expected, "match": null, "fsck": null});
-    let mut data_ok = true;
+    let mut data = DataCheck {
+        expected,
+        ..DataCheck::default()
+    };
     if let Some((id, vk)) = volume_key.take() {
         if want_digest {
             let mode = DigestMode {
@@ -320,61 +239,31 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                 progress_json: args.progress_json,
             };
             let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
-            if let Some(exp) = &expected {
-                let m = *exp == digest;
-                data_ok &= m;
-                data["match"] = json!(m);
-            }
-            data["digest"] = json!(digest);
+            data.matches = data.expected.as_ref().map(|exp| *exp == digest);
+            data.digest = Some(digest);
         }
         if args.fsck {
-            let (verdict, summary) = fsck(&args.backing, opened.segment, vk, id)?;
-            data_ok &= verdict == FsckVerdict::Clean;
-            data["fsck"] = json!({"verdict": verdict.name(), "summary": summary});
+            data.fsck = Some(verify::fsck(&args.backing, opened.segment, vk, id)?);
         }
     }
-    let no_key = !keyslots.is_empty() && keyslots.iter().all(|k| k["keyslot"].is_null());
-    let ok = !header_damaged && data_ok && !no_key;
-    let report = json!({
-        "backing": args.backing,
-        "header": header_report,
-        "keyslots": keyslots,
-        "data": data,
-        "ok": ok,
-    });
-    emit(&if args.json {
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    } else {
-        render_text(&report)
-    })?;
-    if no_key {
+    let report = VerifyReport::new(&args.backing, header, keyslots, data);
+    output::print(&report, args.json)?;
+    if report.no_key() {
         return Err(last_error.unwrap_or_else(|| Error::NoKey {
             path: args.backing.clone(),
             what: "passphrase",
             tried: "all".into(),
         }));
     }
-    if ok {
-        return Ok(0);
-    }
-    let mut why = Vec::new();
-    if header_damaged {
-        why.push("a header copy is damaged".to_string());
-    }
-    if report["data"]["match"] == json!(false) {
-        why.push("the plaintext digest does not match".to_string());
-    }
-    if let Some(v) = report["data"]["fsck"]["verdict"].as_str()
-        && v != "clean"
-    {
-        why.push(format!("e2fsck: {v}"));
+    if report.ok {
+        return Ok(exit::OK);
     }
     eprintln!(
         "vaultdisk: damage found in {}: {}",
         args.backing.display(),
-        why.join("; ")
+        report.damage().join("; ")
     );
-    Ok(EXIT_DAMAGE)
+    Ok(exit::DAMAGE)
 }
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
@@ -385,88 +274,5 @@ pub fn run_digest(args: &DigestArgs) -> Result<()> {
         progress_json: args.progress_json,
     };
     let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
-    emit(&format!("{digest}  {}", args.backing.display()))
-}
-
-fn render_text(r: &Value) -> String {
-    let mut out = String::new();
-    let h = &r["header"];
-    out.push_str(&format!(
-        "header:   LUKS{} in {}",
-        h["version"],
-        h["file"].as_str().unwrap_or("")
-    ));
-    if let Some(cur) = h["current"].as_str() {
-        out.push_str(&format!(", current copy {cur}"));
-    }
-    out.push('\n');
-    for c in h["copies"].as_array().into_iter().flatten() {
-        let state = match (c["valid"].as_bool(), c["stale"].as_bool()) {
-            (Some(false), _) => format!("DAMAGED ({})", c["error"].as_str().unwrap_or("")),
-            (_, Some(true)) => "valid, stale".into(),
-            _ => "valid".into(),
-        };
-        out.push_str(&format!(
-            "  {:<9} at {:>6}: {state}, seqid {}\n",
-            c["name"].as_str().unwrap_or(""),
-            c["offset"],
-            c["seqid"]
-        ));
-    }
-    let ks = r["keyslots"].as_array().cloned().unwrap_or_default();
-    let ks_empty = ks.is_empty();
-    if !ks.is_empty() {
-        out.push_str("keyslots:\n");
-        for k in ks {
-            let what = match k["keyslot"].as_u64() {
-                Some(id) => format!("opens keyslot {id}"),
-                None => format!("opens none: {}", k["error"].as_str().unwrap_or("")),
-            };
-            out.push_str(&format!("  {}: {what}\n", k["key"].as_str().unwrap_or("")));
-        }
-    }
-    let d = &r["data"];
-    if let Some(digest) = d["digest"].as_str() {
-        out.push_str(&format!("digest:   {digest}\n"));
-    }
-    if let Some(exp) = d["expected"].as_str() {
-        let verdict = if d["match"] == json!(true) {
-            "match"
-        } else {
-            "MISMATCH"
-        };
-        out.push_str(&format!("expected: {exp} ({verdict})\n"));
-    }
-    if d["fsck"].is_object() {
-        out.push_str(&format!(
-            "fsck:     {} ({})\n",
-            d["fsck"]["verdict"].as_str().unwrap_or(""),
-            d["fsck"]["summary"].as_str().unwrap_or("")
-        ));
-    }
-    let no_key = !ks_empty
-        && r["keyslots"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|k| k["keyslot"].is_null());
-    out.push_str(if r["ok"] == json!(true) {
-        "result:   ok"
-    } else if no_key {
-        "result:   no supplied key opened a keyslot"
-    } else {
-        "result:   DAMAGE FOUND"
-    });
-    out
-}
-
-/// Writes to stdout; a closed pipe is not an error.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("cannot write to stdout", e))
-        }
-        _ => Ok(()),
-    }
+    output::emit(&format!("{digest}  {}", args.backing.display()))
 }

@@ -844,3 +844,97 @@ fn oracle_decrypts_cryptsetup_ciphertext() {
         );
     }
 }
+
+/// The library's LUKS1 reader (parse, unlock, segment) against images cryptsetup made, one per
+/// hashSpec, checked against the volume key cryptsetup dumps. Moved from luks1.rs's unit
+/// tests, which ran the tools themselves.
+#[test]
+fn luks1_library_unlocks_cryptsetup_luks1() {
+    use vaultdisk::crypto::hash::HashAlg;
+    use vaultdisk::luks1;
+    if !require("luks1_library_unlocks_cryptsetup_luks1", &["cryptsetup"]) {
+        return;
+    }
+    let t = temp();
+    let pass = write_key(t.path(), "pass.txt", b"testpass");
+    // Default (sha256, 512-bit key), then the other hashSpecs and a 256-bit key.
+    let variants: [(&[&str], HashAlg, usize); 4] = [
+        (&[], HashAlg::Sha256, 64),
+        (&["--hash", "sha1", "--key-size", "256"], HashAlg::Sha1, 32),
+        (&["--hash", "sha512"], HashAlg::Sha512, 64),
+        (&["--hash", "ripemd160"], HashAlg::Ripemd160, 64),
+    ];
+    for (n, (extra, hash, key_bytes)) in variants.into_iter().enumerate() {
+        let img = t.path().join(format!("v1-{n}.img"));
+        set_len(&img, 20 * MIB);
+        let mut args = vec!["luksFormat", "-q", "--type", "luks1"];
+        args.extend(["--pbkdf-force-iterations", "1000"]);
+        args.extend(extra);
+        args.extend(["--key-file", s(&pass), s(&img)]);
+        sys("cryptsetup", &args).ok();
+        let expected = cryptsetup_volume_key(&img, &pass);
+        assert_eq!(expected.len(), key_bytes * 2);
+        let file = std::fs::File::open(&img).unwrap();
+        let h = luks1::parse(&read_range(&img, 0, 1024)).unwrap();
+        assert_eq!(h.payload_offset_sectors, 4096);
+        assert_eq!(h.hash, hash);
+        let (slot, vk) = h.unlock(&file, b"testpass", None).unwrap().unwrap();
+        assert_eq!(slot, 0);
+        assert_eq!(hex(vk.expose_secret()), expected, "{hash}");
+        assert!(h.unlock(&file, b"nope", None).unwrap().is_none());
+        let seg = h.segment(20 * MIB).unwrap();
+        assert_eq!(seg.data_offset_bytes, 2 * MIB);
+        assert_eq!(seg.data_size_bytes, 18 * MIB);
+    }
+}
+
+/// The library's LUKS1 reader against a qemu-img LUKS image: the payload right after slot 7,
+/// the key (checked against cryptsetup's dump where it is installed) and the data qemu-img
+/// wrote, decrypted by the library's sector cipher. Moved from luks1.rs's unit tests.
+#[test]
+fn luks1_library_unlocks_qemu_img_luks_and_decrypts_its_data() {
+    use vaultdisk::crypto::xts::SectorCipher;
+    use vaultdisk::luks1;
+    use vaultdisk::luks2::ReadAt;
+    let name = "luks1_library_unlocks_qemu_img_luks_and_decrypts_its_data";
+    if !require(name, &["qemu-img"]) {
+        return;
+    }
+    let t = temp();
+    let q = t.path().join("q.luks");
+    let raw = t.path().join("p.raw");
+    let secret = ["--object", "secret,id=s0,data=testpass"];
+    let mut args = vec!["create", "-f", "luks"];
+    args.extend(secret);
+    args.extend(["-o", "key-secret=s0,iter-time=10", s(&q), "16M"]);
+    sys("qemu-img", &args).ok();
+    // Known plaintext in the first 64 KiB of the virtual disk.
+    let plain: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(7) >> 3) as u8)
+        .collect();
+    let mut raw_bytes = plain.clone();
+    raw_bytes.resize(16 << 20, 0);
+    write_file(&raw, &raw_bytes);
+    let target = format!("driver=luks,key-secret=s0,file.filename={}", q.display());
+    let mut args = vec!["convert"];
+    args.extend(secret);
+    args.extend(["-n", "-f", "raw", s(&raw), "--target-image-opts", &target]);
+    sys("qemu-img", &args).ok();
+
+    let file = std::fs::File::open(&q).unwrap();
+    let h = luks1::parse(&read_range(&q, 0, luks1::PHDR_LEN as u64)).unwrap();
+    // qemu-img puts the payload right after slot 7 (luks-format.md §8).
+    assert_eq!(h.payload_offset_sectors, 4040);
+    let (slot, vk) = h.unlock(&file, b"testpass", None).unwrap().unwrap();
+    assert_eq!(slot, 0);
+    if require(name, &["cryptsetup"]) {
+        let pass = write_key(t.path(), "pass.txt", b"testpass");
+        assert_eq!(hex(vk.expose_secret()), cryptsetup_volume_key(&q, &pass));
+    }
+    let seg = h.segment(file.len_bytes().unwrap()).unwrap();
+    let mut data = read_range(&q, seg.data_offset_bytes, plain.len() as u64);
+    SectorCipher::new(vk.expose_secret())
+        .unwrap()
+        .decrypt_sectors(&mut data, 512, seg.iv_tweak, 1);
+    assert!(data == plain, "qemu-img data did not decrypt");
+}

@@ -16,6 +16,7 @@ mod mount;
 mod oneline;
 mod perf;
 mod reliability;
+mod report;
 mod support;
 mod unlock;
 mod vault;

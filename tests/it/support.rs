@@ -981,3 +981,41 @@ pub fn holders(path: &Path) -> Vec<u32> {
     }
     pids
 }
+
+/// Whether this run regenerates golden files (`VAULTDISK_BLESS=1`) instead of comparing.
+pub fn blessing() -> bool {
+    std::env::var("VAULTDISK_BLESS").as_deref() == Ok("1")
+}
+
+/// Compares `actual` with the committed file `rel` (relative to the repository), or writes it
+/// with `VAULTDISK_BLESS=1`. A difference fails with the first differing line and `how`, the
+/// command that regenerates the file.
+pub fn check_golden(rel: &str, actual: &str, how: &str) {
+    let path = repo_file(rel);
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    if old == actual {
+        return;
+    }
+    if blessing() {
+        fs::create_dir_all(path.parent().expect("golden file has a directory"))
+            .expect("create golden directory");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, actual).expect("write golden file");
+        fs::rename(&tmp, &path).expect("rename golden file");
+        return;
+    }
+    let (old_lines, new_lines): (Vec<_>, Vec<_>) =
+        (old.lines().collect(), actual.lines().collect());
+    let at = old_lines
+        .iter()
+        .zip(&new_lines)
+        .position(|(a, b)| a != b)
+        .unwrap_or(old_lines.len().min(new_lines.len()));
+    panic!(
+        "{rel} is stale (first difference at line {}):\n- {}\n+ {}\n\
+         If the change is intended, regenerate it with:\n    {how}\nand commit the file.",
+        at + 1,
+        old_lines.get(at).copied().unwrap_or("<end of file>"),
+        new_lines.get(at).copied().unwrap_or("<end of file>"),
+    );
+}
