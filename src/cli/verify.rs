@@ -5,6 +5,7 @@ use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
 use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
+use crate::unlock;
 use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
 use crate::volume::Volume;
 use serde_json::json;
@@ -47,44 +48,30 @@ fn open_read_only(backing: &Path, header: Option<&Path>) -> Result<Opened> {
 
 /// Tries one key source; Ok((keyslot, key)) or the error that says why not. With
 /// `with_vault`, vault tokens come first as for `open` (digest); verify's key files are
-/// checked alone so each report line is about that key.
+/// checked alone so each report line is about that key. The library's `unlock_header` gives
+/// the same exit codes as `open` (a LUKS1 `--key-slot` not in use is exit 1 everywhere).
 fn try_key(
     opened: &Opened,
     key: &KeyArgs,
     key_slot: Option<u32>,
     with_vault: bool,
 ) -> Result<(u32, VolumeKey)> {
-    let name = opened.header_path.display().to_string();
-    match &opened.header {
-        VolumeHeader::Luks2(h) if with_vault => super::open::unlock_luks2(
-            &h.metadata,
-            &opened.header_file,
-            key,
-            key_slot,
-            &opened.header_path,
-        )
-        .map(|o| (o.keyslot, o.volume_key)),
-        VolumeHeader::Luks2(h) => super::open::unlock_luks2_passphrase(
-            &h.metadata,
-            &opened.header_file,
-            key,
-            key_slot,
-            &opened.header_path,
-        ),
-        VolumeHeader::Luks1(h) => {
-            let pass = passphrase::read(key, &name, false)?;
-            let only = key_slot.and_then(|n| u8::try_from(n).ok());
-            match h.unlock(&opened.header_file, pass.expose_secret(), only) {
-                Ok(Some((id, vk))) => Ok((u32::from(id), vk)),
-                Ok(None) => Err(Error::NoKey {
-                    path: opened.header_path.clone(),
-                    what: "passphrase",
-                    tried: "all enabled".into(),
-                }),
-                Err(e) => Err(Error::Device(format!("{name}: {e}"))),
-            }
-        }
-    }
+    let vault = with_vault.then(|| super::vault::config(&key.vault));
+    let key = if with_vault {
+        passphrase::unlock_key(key)
+    } else {
+        passphrase::key(key)
+    };
+    let o = unlock::unlock_header(
+        &opened.header,
+        &opened.header_file,
+        &key,
+        vault.as_ref(),
+        key_slot,
+        &opened.header_path,
+        &passphrase::Terminal,
+    )?;
+    Ok((o.by.keyslot(), o.volume_key))
 }
 
 /// How the digest reports progress: a bar on a terminal, JSON lines with --progress-json.
