@@ -18,6 +18,7 @@ mod vault;
 mod verify;
 
 use crate::error::{Error, Result};
+use crate::unlock::vault::{NewKek, VaultConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -604,5 +605,49 @@ pub fn run(cli: Cli) -> Result<i32> {
         .map(|()| 0),
         Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
+    }
+}
+
+impl VaultArgs {
+    /// The library's vault configuration from the `--vault-*` flags.
+    pub fn config(&self) -> VaultConfig {
+        let v = self;
+        VaultConfig {
+            addr: v.vault_addr.clone(),
+            namespace: v.vault_namespace.clone(),
+            ca_cert: v.vault_cacert.clone(),
+            token_file: v.vault_token_file.clone(),
+            approle: v
+                .vault_role_id_file
+                .clone()
+                .zip(v.vault_secret_id_file.clone()),
+            approle_mount: v.vault_approle_mount.clone(),
+        }
+    }
+}
+
+impl KekArgs {
+    /// The KEK a new vault keyslot is wrapped with, from `--transit-key`/`--kv-path` (exit 1
+    /// without either).
+    pub fn new_kek(&self) -> Result<NewKek> {
+        let args = self;
+        if let Some(key) = &args.transit_key {
+            Ok(NewKek::Transit {
+                mount: args.transit_mount.clone(),
+                key: key.clone(),
+                create: args.create,
+            })
+        } else if let Some(path) = &args.kv_path {
+            Ok(NewKek::Kv {
+                mount: args.kv_mount.clone(),
+                path: path.clone(),
+                field: args.kv_field.clone(),
+                create: args.create,
+            })
+        } else {
+            Err(Error::Usage(
+                "give --transit-key NAME or --kv-path PATH".into(),
+            ))
+        }
     }
 }

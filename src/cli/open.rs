@@ -1,5 +1,5 @@
 //! `vaultdisk open`: unlock a keyslot (`crate::unlock`) and serve the plaintext through FUSE.
-use super::{KeyArgs, OpenArgs, passphrase, vault};
+use super::{KeyArgs, OpenArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
@@ -13,7 +13,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
     let unlocked = unlock::unlock(
         &args.backing,
         &passphrase::unlock_key(&args.key),
-        &vault::config(&args.key.vault),
+        &args.key.vault.config(),
         args.key_slot,
         args.read_only,
         &passphrase::Terminal,
@@ -67,7 +67,7 @@ pub fn unlock_luks2(
         meta,
         dev,
         &passphrase::unlock_key(key),
-        &vault::config(&key.vault),
+        &key.vault.config(),
         key_slot,
         backing,
         &passphrase::Terminal,
@@ -90,7 +90,7 @@ pub fn unlock(
     let u = unlock::unlock(
         backing,
         &passphrase::unlock_key(key),
-        &vault::config(&key.vault),
+        &key.vault.config(),
         key_slot,
         read_only,
         &passphrase::Terminal,

@@ -4,66 +4,17 @@
 use super::keys::{self, Backing};
 use super::{KekArgs, VaultArgs, VaultEnrollArgs, VaultListArgs, VaultRemoveArgs, VaultRewrapArgs};
 use crate::error::{Error, Result};
-use crate::luks2::ReadAt;
 use crate::luks2::metadata::Metadata;
 use crate::luks2::write;
 use crate::token;
-use crate::unlock::vault::{self as lib, Enrolment, NewKek, VaultConfig};
+use crate::unlock::vault::{self as lib, Enrolment};
 use serde_json::{Value, json};
 
-pub use crate::unlock::vault::{TokenCheck, full_entropy_kdf, keyslot_passphrase};
-
-/// The library's vault configuration from the `--vault-*` flags.
-pub fn config(v: &VaultArgs) -> VaultConfig {
-    VaultConfig {
-        addr: v.vault_addr.clone(),
-        namespace: v.vault_namespace.clone(),
-        ca_cert: v.vault_cacert.clone(),
-        token_file: v.vault_token_file.clone(),
-        approle: v
-            .vault_role_id_file
-            .clone()
-            .zip(v.vault_secret_id_file.clone()),
-        approle_mount: v.vault_approle_mount.clone(),
-    }
-}
-
-/// The KEK a new vault keyslot is wrapped with, from `--transit-key`/`--kv-path` (exit 1
-/// without either).
-pub fn new_kek(args: &KekArgs) -> Result<NewKek> {
-    if let Some(key) = &args.transit_key {
-        Ok(NewKek::Transit {
-            mount: args.transit_mount.clone(),
-            key: key.clone(),
-            create: args.create,
-        })
-    } else if let Some(path) = &args.kv_path {
-        Ok(NewKek::Kv {
-            mount: args.kv_mount.clone(),
-            path: path.clone(),
-            field: args.kv_field.clone(),
-            create: args.create,
-        })
-    } else {
-        Err(Error::Usage(
-            "give --transit-key NAME or --kv-path PATH".into(),
-        ))
-    }
-}
+pub use crate::unlock::vault::{full_entropy_kdf, keyslot_passphrase};
 
 /// Wraps a fresh secret for a new keyslot `keyslot` (`unlock::vault::enrol`).
 pub fn enrol(v: &VaultArgs, args: &KekArgs, keyslot: u32) -> Result<Enrolment> {
-    lib::enrol(&config(v), &new_kek(args)?, keyslot)
-}
-
-/// For `verify --vault`: every vault token and what it opens (`unlock::vault::check_each`).
-pub fn check_each(
-    meta: &Metadata,
-    dev: &(impl ReadAt + ?Sized),
-    v: &VaultArgs,
-    only: Option<u32>,
-) -> Result<Vec<TokenCheck>> {
-    lib::check_each(meta, dev, &config(v), only)
+    lib::enrol(&v.config(), &args.new_kek()?, keyslot)
 }
 
 pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
@@ -179,7 +130,7 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
             continue;
         }
         let t = parsed.map_err(|e| Error::Device(format!("{name}: token {id}: {e}")))?;
-        let client = lib::connect_required(&config(&args.vault), Some(&t))?;
+        let client = lib::connect_required(&args.vault.config(), Some(&t))?;
         match lib::rewrap_one(&client, &header.metadata, &dev, &name, &t)? {
             Some(new) => {
                 changed.push(format!(

@@ -5,7 +5,7 @@ use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
 use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
-use crate::unlock;
+use crate::unlock::{self, vault};
 use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
 use crate::volume::Volume;
 use serde_json::json;
@@ -56,7 +56,7 @@ fn try_key(
     key_slot: Option<u32>,
     with_vault: bool,
 ) -> Result<(u32, VolumeKey)> {
-    let vault = with_vault.then(|| super::vault::config(&key.vault));
+    let vault = with_vault.then(|| key.vault.config());
     let key = if with_vault {
         passphrase::unlock_key(key)
     } else {
@@ -171,10 +171,10 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                 opened.header_path.display()
             )));
         };
-        let checked = super::vault::check_each(
+        let checked = vault::check_each(
             &h.metadata,
             &opened.header_file,
-            &args.vault_args,
+            &args.vault_args.config(),
             args.key_slot,
         )?;
         if checked.is_empty() {
@@ -184,7 +184,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                 opened.header_path.display()
             )));
         }
-        for super::vault::TokenCheck { label, result } in checked {
+        for vault::TokenCheck { label, result } in checked {
             match result {
                 Ok((id, vk)) => {
                     keyslots.push(KeyCheck::opened(&label, id));
