@@ -1,6 +1,7 @@
 //! Unlock / store one LUKS2 keyslot: kdf -> area -> AF -> digest (luks-format.md §5).
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::Kdf;
+use crate::crypto::kdf::budget::{self, OverBudget};
 use crate::crypto::xts::SectorCipher;
 use crate::crypto::{CryptoError, af, digest};
 use crate::error::Error;
@@ -40,6 +41,18 @@ pub enum UnlockError {
     /// The keyslot material could not be read.
     #[error("reading keyslot material: {0}")]
     Io(String),
+    /// Every candidate keyslot's KDF would run longer than the limit (a KDF bomb, or a limit
+    /// set too low); none was tried.
+    #[error("no keyslot was tried: {}", over_budget(.0))]
+    OverBudget(Vec<(u32, OverBudget)>),
+}
+
+fn over_budget(skipped: &[(u32, OverBudget)]) -> String {
+    skipped
+        .iter()
+        .map(|(id, why)| format!("keyslot {id}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl UnlockError {
@@ -85,6 +98,10 @@ impl From<UnlockFailure> for Error {
             )),
             UnlockError::Crypto(other) => Error::Device(format!("{name}: {other}")),
             UnlockError::Io(msg) => Error::Device(format!("{name}: {msg}")),
+            UnlockError::OverBudget(skipped) => Error::Device(format!(
+                "no keyslot of {name} was tried: {}",
+                over_budget(&skipped)
+            )),
         }
     }
 }
@@ -162,14 +179,48 @@ pub fn unlock(
     only: Option<u32>,
 ) -> Result<(u32, VolumeKey), UnlockError> {
     let ids = candidates(meta, only)?;
+    let mut tried = Vec::with_capacity(ids.len());
+    let mut skipped = Vec::new();
     for &id in &ids {
-        if let Some(Keyslot::Luks2(ks)) = meta.keyslots.get(&id)
-            && let Some(vk) = unlock_one(meta, id, ks, dev, passphrase)?
-        {
+        let Some(Keyslot::Luks2(ks)) = meta.keyslots.get(&id) else {
+            continue;
+        };
+        // A KDF bomb is skipped before any work (docs/format.md §9: resource caps).
+        match budget::check(cost(meta, id, ks)) {
+            Err(over) => {
+                skipped.push((id, over));
+                continue;
+            }
+            Ok(est) if est > budget::PROGRESS_AFTER => log::info!(
+                target: budget::PROGRESS_TARGET,
+                "trying keyslot {id} (its KDF takes about {} here)",
+                budget::human(est)
+            ),
+            Ok(_) => {}
+        }
+        tried.push(id);
+        if let Some(vk) = unlock_one(meta, id, ks, dev, passphrase)? {
             return Ok((id, vk));
         }
     }
-    Err(UnlockError::WrongKey { tried: ids })
+    if tried.is_empty() && !skipped.is_empty() {
+        return Err(UnlockError::OverBudget(skipped));
+    }
+    for (id, over) in &skipped {
+        log::warn!("keyslot {id} skipped: {over}");
+    }
+    Err(UnlockError::WrongKey { tried })
+}
+
+/// What trying keyslot `id` costs here: its KDF plus the digest check that follows it.
+fn cost(meta: &Metadata, id: u32, ks: &Luks2Keyslot) -> std::time::Duration {
+    let kdf = budget::estimate(&ks.kdf, ks.area_key_size as usize);
+    let digest = meta
+        .digest_of_keyslot(id)
+        .map_or(std::time::Duration::ZERO, |dg| {
+            budget::estimate_pbkdf2(dg.hash, dg.iterations, dg.digest.len())
+        });
+    kdf.saturating_add(digest)
 }
 
 /// Derives, decrypts and merges keyslot `id`; Some(key) when its digest matches.

@@ -5,6 +5,7 @@
 //! with other ciphers parse (for `dump`) but `segment` and `unlock` refuse them.
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::Kdf;
+use crate::crypto::kdf::budget::{self, OverBudget};
 use crate::crypto::xts::SectorCipher;
 use crate::crypto::{CryptoError, af, digest};
 use crate::geometry::Segment;
@@ -80,6 +81,9 @@ pub enum Luks1Error {
     NoSuchKeyslot(u8),
     #[error("LUKS1: keyslot {0} is not enabled")]
     KeyslotDisabled(u8),
+    /// Every candidate keyslot's KDF would run longer than the limit; none was tried.
+    #[error("LUKS1: no keyslot was tried: {}", over_budget(.0))]
+    OverBudget(Vec<(u8, OverBudget)>),
     #[error("LUKS1: keyslot {slot}: {source}")]
     Kdf {
         slot: u8,
@@ -388,10 +392,42 @@ impl Luks1Header {
                 .filter(|&i| self.keyslots[i].state == SlotState::Enabled)
                 .collect(),
         };
+        let mut tried = 0;
+        let mut skipped = Vec::new();
         for i in candidates {
+            // A KDF bomb is skipped before any work (docs/format.md §9: resource caps).
+            let cost = budget::estimate_pbkdf2(
+                self.hash,
+                self.keyslots[i].iterations,
+                self.key_bytes as usize,
+            )
+            .saturating_add(budget::estimate_pbkdf2(
+                self.hash,
+                self.mk_digest_iterations,
+                self.mk_digest.len(),
+            ));
+            match budget::check(cost) {
+                Err(over) => {
+                    skipped.push((slot_id(i), over));
+                    continue;
+                }
+                Ok(est) if est > budget::PROGRESS_AFTER => log::info!(
+                    target: budget::PROGRESS_TARGET,
+                    "trying LUKS1 keyslot {i} (its KDF takes about {} here)",
+                    budget::human(est)
+                ),
+                Ok(_) => {}
+            }
+            tried += 1;
             if let Some(vk) = self.try_slot(dev, i, passphrase)? {
                 return Ok(Some((slot_id(i), vk)));
             }
+        }
+        if tried == 0 && !skipped.is_empty() {
+            return Err(Luks1Error::OverBudget(skipped));
+        }
+        for (id, over) in &skipped {
+            log::warn!("LUKS1 keyslot {id} skipped: {over}");
         }
         Ok(None)
     }
@@ -446,6 +482,14 @@ impl Luks1Header {
         );
         Ok(ok.then(|| VolumeKey(candidate)))
     }
+}
+
+fn over_budget(skipped: &[(u8, OverBudget)]) -> String {
+    skipped
+        .iter()
+        .map(|(id, why)| format!("keyslot {id}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn slot_id(i: usize) -> u8 {

@@ -1,5 +1,5 @@
 //! vaultdisk: parse args, set up logging, run one verb, print one error line, exit.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use vaultdisk::escape::escape_control;
 
 fn init_logging(verbose: bool, quiet: bool) {
@@ -18,6 +18,16 @@ fn init_logging(verbose: bool, quiet: bool) {
         .filter_module("ureq", log::LevelFilter::Warn)
         .filter_module("ureq_proto", log::LevelFilter::Warn)
         .filter_module("rustls", log::LevelFilter::Warn)
+        // "Trying keyslot N (its KDF takes about 40 s)": a progress line for a person at a
+        // terminal, never in a pipe or a log file.
+        .filter_module(
+            vaultdisk::crypto::kdf::budget::PROGRESS_TARGET,
+            if !quiet && std::io::stderr().is_terminal() {
+                log::LevelFilter::Info
+            } else {
+                log::LevelFilter::Warn
+            },
+        )
         // Messages carry file names and header strings: escaped, a log record stays one line.
         .format(|buf, record| {
             let text = record.args().to_string();

@@ -35,6 +35,10 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Skip a keyslot whose KDF (from its header, measured against this machine) would take
+    /// longer than SECONDS; 0 means no limit. Stops hostile headers from hanging an unlock.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    pub kdf_time_limit: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -572,6 +576,9 @@ pub fn parse_args() -> Result<Option<Cli>> {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<i32> {
+    crate::crypto::kdf::budget::set_limit(
+        (cli.kdf_time_limit > 0).then(|| std::time::Duration::from_secs(cli.kdf_time_limit)),
+    );
     match cli.command {
         Command::Format(args) => format::run(&args).map(|()| 0),
         Command::Open(args) => open::run(&args).map(|()| 0),

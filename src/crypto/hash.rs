@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 pub const MAX_OUTPUT_LEN: usize = 64;
 
 /// A hash named by a LUKS header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashAlg {
     /// SHA-1 (20 bytes): old LUKS1 headers.
     Sha1,

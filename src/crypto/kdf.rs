@@ -9,6 +9,7 @@
 use super::CryptoError;
 use super::hash::HashAlg;
 
+pub mod budget;
 pub mod calibrate;
 
 pub use calibrate::{

@@ -10,6 +10,7 @@ mod ext4;
 mod frozen;
 mod fuse;
 mod hygiene;
+mod kdfbomb;
 mod keys;
 mod lifecycle;
 mod mount;
