@@ -1,13 +1,16 @@
-//! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1).
+//! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1), and
+//! the backing file opened for a header update ([`Backing`], with the update lock).
+use crate::crypto::random;
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::luks1;
 use crate::luks2::binary::CopyKind;
-use crate::luks2::{self, FormatError, ReadAt};
+use crate::luks2::write::{WriteAt, WriteError};
+use crate::luks2::{self, FormatError, Header, ReadAt};
 use crate::signature::{self, Signature};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A header of either LUKS version.
 pub enum VolumeHeader {
@@ -188,4 +191,171 @@ pub fn luks2_segment_in(
         sector_size: seg.sector_size,
         iv_tweak: seg.iv_tweak,
     })
+}
+
+/// Environment variable of the fault-injection hook: crash right after the k-th write or sync
+/// of a [`Backing`] (builds with the `fault-injection` cargo feature only).
+#[cfg(feature = "fault-injection")]
+pub const CRASH_ENV: &str = "VAULTDISK_CRASH_AFTER_WRITES";
+
+/// The fault-injection hook: counts writes and syncs, exits with `error::exit::CRASH` right
+/// after the k-th one, leaving exactly what had been written.
+#[cfg(feature = "fault-injection")]
+struct CrashHook {
+    after: Option<u64>,
+    ops: std::cell::Cell<u64>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl CrashHook {
+    fn from_env() -> CrashHook {
+        CrashHook {
+            after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
+            ops: std::cell::Cell::new(0),
+        }
+    }
+
+    fn tick(&self) {
+        let n = self.ops.get() + 1;
+        self.ops.set(n);
+        if self.after == Some(n) {
+            eprintln!("vaultdisk: {CRASH_ENV}={n}: simulated crash");
+            std::process::exit(crate::error::exit::CRASH);
+        }
+    }
+}
+
+/// The backing file opened for reading its header or for a metadata update. Header writes go
+/// through [`WriteAt`]; builds with the `fault-injection` feature count every write and sync so
+/// tests can simulate a crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`).
+pub struct Backing {
+    file: File,
+    path: PathBuf,
+    #[cfg(feature = "fault-injection")]
+    crash: CrashHook,
+}
+
+impl Backing {
+    /// Opens `path` (read-write when `write`).
+    pub fn open(path: &Path, write: bool) -> Result<Backing> {
+        Ok(Backing::from_file(open_backing(path, write)?, path))
+    }
+
+    /// Wraps an already opened backing file named `path`.
+    pub fn from_file(file: File, path: &Path) -> Backing {
+        Backing {
+            file,
+            path: path.to_path_buf(),
+            #[cfg(feature = "fault-injection")]
+            crash: CrashHook::from_env(),
+        }
+    }
+
+    /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
+    pub fn lock_for_update(&self) -> Result<()> {
+        crate::daemon::lock_for_update(&self.file, &self.path)
+    }
+
+    /// The open backing file (for length changes; header writes go through `WriteAt`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path the backing file was opened as.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as messages show it.
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The LUKS2 header, or a one-line refusal for LUKS1 (and for ambiguous signatures).
+    pub fn luks2_header(&self) -> Result<Header> {
+        match self.luks2_header_with_signature()? {
+            (_, Some(found)) => Err(ambiguous(&self.path, &found)),
+            (h, None) => Ok(h),
+        }
+    }
+
+    /// The LUKS2 header and, instead of a refusal, the other signature found where the
+    /// primary copy belongs ([`read_header_with_signature`]).
+    pub fn luks2_header_with_signature(&self) -> Result<(Header, Option<Signature>)> {
+        match read_header_with_signature(&self.file, &self.path)? {
+            (VolumeHeader::Luks2(h), found) => Ok((*h, found)),
+            (VolumeHeader::Luks1(_), _) => Err(Error::Device(format!(
+                "{} is LUKS1: this verb needs LUKS2 (cryptsetup convert --type luks2)",
+                self.name()
+            ))),
+        }
+    }
+
+    /// Maps a failed header write to the crate's error.
+    pub fn write_error(&self, e: WriteError) -> Error {
+        write_error(&self.name(), e)
+    }
+
+    fn tick(&self) {
+        #[cfg(feature = "fault-injection")]
+        self.crash.tick();
+    }
+}
+
+/// Maps a failed header write of the volume `name` to the crate's error: a concurrent writer is
+/// busy (exit 5), an I/O error keeps its kind, the rest is a device error.
+pub fn write_error(name: &str, e: WriteError) -> Error {
+    match e {
+        WriteError::Concurrent { .. } => Error::Busy(format!("{name}: {e}")),
+        WriteError::Io(io) => Error::io(format!("cannot write the header of {name}"), io),
+        other => Error::Device(format!("{name}: {other}")),
+    }
+}
+
+impl ReadAt for Backing {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn len_bytes(&self) -> std::io::Result<u64> {
+        self.file.len_bytes()
+    }
+}
+
+impl WriteAt for Backing {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)?;
+        self.tick();
+        Ok(())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.tick();
+        Ok(())
+    }
+}
+
+/// Two fresh random 64-byte salts for the binary headers of a header write (primary, secondary).
+pub fn random_salts() -> Result<[[u8; 64]; 2]> {
+    let mut s = [[0u8; 64]; 2];
+    for salt in &mut s {
+        random::fill(salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    }
+    Ok(s)
+}
+
+/// Opens BACKING for a metadata update: read-write, locked for update, LUKS2 (not ambiguous),
+/// supported. The header is read under the lock, so it is the one the update is based on.
+pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
+    let dev = Backing::open(path, true)?;
+    dev.lock_for_update()?;
+    let header = dev.luks2_header()?;
+    warn_damaged_copy(&header, path);
+    if !header.metadata.unsupported.is_empty() {
+        return Err(Error::Device(format!(
+            "{} uses what vaultdisk does not rewrite: {}",
+            dev.name(),
+            header.metadata.unsupported.join("; ")
+        )));
+    }
+    Ok((dev, header))
 }

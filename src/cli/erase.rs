@@ -2,7 +2,7 @@
 //! and its keyslots), after confirmation.
 //! Afterwards the volume key cannot be recovered by anyone: the data is gone for good.
 use super::EraseArgs;
-use super::keys::Backing;
+use crate::device::Backing;
 use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::luks2::ReadAt;

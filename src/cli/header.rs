@@ -1,7 +1,7 @@
 //! `vaultdisk header backup | restore`: the whole header area (both copies and the keyslots
 //! area, 2·hdr_size + keyslots_size bytes), interchangeable with cryptsetup luksHeaderBackup.
-use super::keys::Backing;
 use super::{HeaderBackupArgs, HeaderRestoreArgs};
+use crate::device::Backing;
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::luks2::write::WriteAt;

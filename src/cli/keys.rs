@@ -5,147 +5,27 @@ use super::{
     TestKeyArgs, passphrase,
 };
 use crate::crypto::kdf::Kdf;
-use crate::crypto::random;
-use crate::daemon;
 use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::keyslot;
 use crate::luks2::layout::Layout;
 use crate::luks2::metadata::MAX_OBJECTS;
-use crate::luks2::write::{self, WriteAt, WriteError};
-use crate::luks2::{self, Header, ReadAt};
+use crate::luks2::write::{self, WriteAt};
+use crate::luks2::{self, Header};
 use crate::secret::VolumeKey;
-use crate::signature::Signature;
-use std::cell::Cell;
-use std::fs::File;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Exit code of a simulated crash (fault-injection hook, see `Backing`).
-pub const CRASH_EXIT: i32 = 86;
-/// Environment variable of the fault-injection hook: crash right after the k-th write or sync.
-pub const CRASH_ENV: &str = "VAULTDISK_CRASH_AFTER_WRITES";
+pub(super) use crate::device::Backing;
 
-/// The backing file opened for a metadata update. Counts every write and sync so tests can
-/// simulate a crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`; the process
-/// exits with `CRASH_EXIT`, leaving exactly what had been written).
-pub(super) struct Backing {
-    file: File,
-    pub path: PathBuf,
-    crash_after: Option<u64>,
-    ops: Cell<u64>,
-}
-
-impl Backing {
-    /// Opens `path` (read-write when `write`).
-    pub fn open(path: &Path, write: bool) -> Result<Backing> {
-        Ok(Backing {
-            file: device::open_backing(path, write)?,
-            path: path.to_path_buf(),
-            crash_after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
-            ops: Cell::new(0),
-        })
-    }
-
-    /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
-    pub fn lock_for_update(&self) -> Result<()> {
-        daemon::lock_for_update(&self.file, &self.path)
-    }
-
-    /// The open backing file (for length changes; header writes go through `WriteAt`).
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    pub fn name(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// The LUKS2 header, or a one-line refusal for LUKS1 (and for ambiguous signatures).
-    pub fn luks2_header(&self) -> Result<Header> {
-        match self.luks2_header_with_signature()? {
-            (_, Some(found)) => Err(device::ambiguous(&self.path, &found)),
-            (h, None) => Ok(h),
-        }
-    }
-
-    /// The LUKS2 header and, instead of a refusal, the other signature found where the
-    /// primary copy belongs (device::read_header_with_signature).
-    pub fn luks2_header_with_signature(&self) -> Result<(Header, Option<Signature>)> {
-        match device::read_header_with_signature(&self.file, &self.path)? {
-            (VolumeHeader::Luks2(h), found) => Ok((*h, found)),
-            (VolumeHeader::Luks1(_), _) => Err(Error::Device(format!(
-                "{} is LUKS1: this verb needs LUKS2 (cryptsetup convert --type luks2)",
-                self.name()
-            ))),
-        }
-    }
-
-    fn tick(&self) {
-        let n = self.ops.get() + 1;
-        self.ops.set(n);
-        if self.crash_after == Some(n) {
-            eprintln!("vaultdisk: {CRASH_ENV}={n}: simulated crash");
-            std::process::exit(CRASH_EXIT);
-        }
-    }
-
-    /// Maps a failed header write to the crate's error.
-    pub fn write_error(&self, e: WriteError) -> Error {
-        let name = self.name();
-        match e {
-            WriteError::Concurrent { .. } => Error::Busy(format!("{name}: {e}")),
-            WriteError::Io(io) => Error::io(format!("cannot write the header of {name}"), io),
-            other => Error::Device(format!("{name}: {other}")),
-        }
-    }
-}
-
-impl ReadAt for Backing {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-    fn len_bytes(&self) -> std::io::Result<u64> {
-        self.file.len_bytes()
-    }
-}
-
-impl WriteAt for Backing {
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.file.write_all_at(buf, offset)?;
-        self.tick();
-        Ok(())
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.file.sync_data()?;
-        self.tick();
-        Ok(())
-    }
-}
-
+/// The library's `device::random_salts` (cli/vault.rs calls it here until the merge).
 pub(super) fn random_salts() -> Result<[[u8; 64]; 2]> {
-    let mut s = [[0u8; 64]; 2];
-    for salt in &mut s {
-        random::fill(salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
-    }
-    Ok(s)
+    device::random_salts()
 }
 
-/// Opens BACKING for a metadata update: read-write, LUKS2, supported, not served read-write.
+/// The library's `device::open_for_update` (cli/vault.rs calls it here until the merge).
 pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
-    let dev = Backing::open(path, true)?;
-    // Lock before reading: the header read here is the one the update is based on.
-    dev.lock_for_update()?;
-    let header = dev.luks2_header()?;
-    device::warn_damaged_copy(&header, path);
-    if !header.metadata.unsupported.is_empty() {
-        return Err(Error::Device(format!(
-            "{} uses what vaultdisk does not rewrite: {}",
-            dev.name(),
-            header.metadata.unsupported.join("; ")
-        )));
-    }
-    Ok((dev, header))
+    device::open_for_update(path)
 }
 
 /// True when this key would be read from stdin (explicit "-" or no file and no tty).
@@ -175,13 +55,13 @@ pub(super) fn unlock_existing(
         )));
     }
     keyslot::candidates(&header.metadata, only)
-        .map_err(|e| super::open::unlock_error(e, &dev.path))?;
+        .map_err(|e| super::open::unlock_error(e, dev.path()))?;
     if !with_vault {
         let (id, vk) =
-            super::open::unlock_luks2_passphrase(&header.metadata, dev, key, only, &dev.path)?;
+            super::open::unlock_luks2_passphrase(&header.metadata, dev, key, only, dev.path())?;
         return Ok((id, vk, format!("keyslot {id}")));
     }
-    let opened = super::open::unlock_luks2(&header.metadata, dev, key, only, &dev.path)?;
+    let opened = super::open::unlock_luks2(&header.metadata, dev, key, only, dev.path())?;
     Ok((opened.keyslot, opened.volume_key, opened.unlocked_by))
 }
 
@@ -510,12 +390,7 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     match device::read_header(&file, &args.backing)? {
         VolumeHeader::Luks2(h) => {
             device::warn_damaged_copy(&h, &args.backing);
-            let dev = Backing {
-                file,
-                path: args.backing.clone(),
-                crash_after: None,
-                ops: Cell::new(0),
-            };
+            let dev = Backing::from_file(file, &args.backing);
             // An explicit key is tested alone; without one, vault tokens are tried as by open.
             let explicit = args.key.key_file.is_some() || args.key.recovery_key;
             if explicit && args.key.vault.token_only {

@@ -3,7 +3,6 @@
 //! crash-safe header write. While the volume is open, a dynamic segment can grow: the file is
 //! extended and the daemon told to serve the new sectors (PLAIN grows).
 use super::ResizeArgs;
-use super::keys;
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::luks2::ReadAt;
@@ -40,7 +39,7 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
     if let Some(entry) = daemon::serving(&args.backing) {
         return grow_online(args, size_bytes, &entry);
     }
-    let (dev, header) = keys::open_for_update(&args.backing)?;
+    let (dev, header) = crate::device::open_for_update(&args.backing)?;
     let name = dev.name();
     let seg = checked_segment(&header, args, size_bytes, &name)?;
     let sector = u64::from(seg.sector_size);
@@ -86,7 +85,7 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
             .find(|v| v.get("type").and_then(|t| t.as_str()) == Some("crypt"))
             .ok_or_else(|| Error::Device(format!("{name}: no crypt segment")))?;
         seg_json["size"] = serde_json::Value::String(size_bytes.to_string());
-        crate::luks2::write::write_header(&dev, &header, new, keys::random_salts()?)
+        crate::luks2::write::write_header(&dev, &header, new, crate::device::random_salts()?)
             .map_err(|e| dev.write_error(e))?;
     }
     if new_len < file_len {
@@ -99,7 +98,7 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
 /// Grows an open volume whose data runs to the end of the file: no header change, so no
 /// update lock is needed (the daemon holds it); the daemon never writes past its old size.
 fn grow_online(args: &ResizeArgs, size_bytes: u64, entry: &daemon::OpenVolume) -> Result<()> {
-    let dev = keys::Backing::open(&args.backing, true)?;
+    let dev = crate::device::Backing::open(&args.backing, true)?;
     let name = dev.name();
     let header = dev.luks2_header()?;
     let seg = checked_segment(&header, args, size_bytes, &name)?;
