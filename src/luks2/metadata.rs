@@ -72,6 +72,10 @@ pub struct Metadata {
     pub tokens: BTreeMap<u32, (String, Vec<u32>)>,
     /// Segment id -> segment (type "crypt" only; other types are listed in `unsupported`).
     pub segments: BTreeMap<u32, CryptSegment>,
+    /// Keyslot id -> (offset, size) of its area, bytes: every luks2 keyslot (usable or not,
+    /// checked to lie inside the keyslots area without overlaps) and any other keyslot whose
+    /// area fields are readable. What a new keyslot must not overlap.
+    pub areas: BTreeMap<u32, (u64, u64)>,
     /// Why this header cannot be opened by vaultdisk even though it is valid LUKS2
     /// (reencryption, integrity, requirements, other segment types); empty when supported.
     pub unsupported: Vec<String>,
@@ -241,6 +245,7 @@ impl Metadata {
 
         // Keyslots: structure first (ids, types, area bounds), usability second.
         let mut keyslots = BTreeMap::new();
+        let mut areas = BTreeMap::new();
         let mut area_ranges: Vec<(u64, u64, u32)> = Vec::new();
         for (id_text, value) in &wire.keyslots {
             let id = object_id("keyslot", id_text)?;
@@ -254,6 +259,12 @@ impl Metadata {
                 .filter(|&k| k <= u64::from(u32::MAX))
                 .ok_or_else(|| invalid(format!("keyslot {id} has no valid key_size")))?;
             if kind != "luks2" {
+                let num = |v: &serde_json::Value| v.as_str().and_then(json::u64_string::parse);
+                if let (Some(o), Some(n)) =
+                    (num(&value["area"]["offset"]), num(&value["area"]["size"]))
+                {
+                    areas.insert(id, (o, n));
+                }
                 if kind == "reencrypt" {
                     unsupported.push(format!("reencryption in progress (keyslot {id})"));
                 }
@@ -293,6 +304,7 @@ impl Metadata {
                 )));
             }
             area_ranges.push((ks.area.offset, end, id));
+            areas.insert(id, (ks.area.offset, ks.area.size));
             let slot = match check_luks2_keyslot(id, &ks) {
                 Ok(k) => Keyslot::Luks2(k),
                 Err(reason) => Keyslot::Unusable {
@@ -477,6 +489,7 @@ impl Metadata {
             digests,
             tokens,
             segments,
+            areas,
             unsupported,
         })
     }
@@ -495,5 +508,23 @@ impl Metadata {
     /// The digest that covers keyslot `id`.
     pub fn digest_of_keyslot(&self, id: u32) -> Option<&Digest> {
         self.digests.values().find(|d| d.keyslots.contains(&id))
+    }
+
+    /// The id of the digest that covers keyslot `id`.
+    pub fn digest_id_of_keyslot(&self, id: u32) -> Option<u32> {
+        self.digests
+            .iter()
+            .find(|(_, d)| d.keyslots.contains(&id))
+            .map(|(digest_id, _)| *digest_id)
+    }
+
+    /// (offset, size) of every keyslot area, in keyslot id order (see `areas`).
+    pub fn keyslot_areas(&self) -> Vec<(u64, u64)> {
+        self.areas.values().copied().collect()
+    }
+
+    /// Bytes of one header copy (binary header + JSON area) this metadata was checked for.
+    pub fn hdr_size(&self) -> u64 {
+        self.wire.config.json_size + super::binary::BINARY_SIZE as u64
     }
 }

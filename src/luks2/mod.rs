@@ -33,6 +33,7 @@ impl ReadAt for [u8] {
 }
 
 pub mod binary;
+pub mod edit;
 pub mod json;
 pub mod layout;
 pub mod metadata;
