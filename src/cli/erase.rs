@@ -5,11 +5,9 @@ use super::EraseArgs;
 use crate::device::Backing;
 use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
+use crate::keyslot;
 use crate::luks2::ReadAt;
-use crate::luks2::write::WriteAt;
 use std::io::{BufRead, IsTerminal, Write};
-
-const CHUNK: u64 = 1 << 20;
 
 pub fn run(args: &EraseArgs) -> Result<()> {
     let dev = Backing::open(&args.backing, true)?;
@@ -20,7 +18,7 @@ pub fn run(args: &EraseArgs) -> Result<()> {
     // LUKS2: both copies and the keyslots area. LUKS1: everything before the payload (the
     // phdr and the eight keyslots' material); a detached LUKS1 header file is all header.
     let len = match device::read_header(dev.file(), &args.backing)? {
-        VolumeHeader::Luks2(h) => super::header::header_area_len(&h, &name)?,
+        VolumeHeader::Luks2(h) => crate::header_backup::header_area_len(&h, &name)?,
         VolumeHeader::Luks1(h) if h.payload_offset_sectors > 0 => {
             u64::from(h.payload_offset_sectors) * 512
         }
@@ -34,8 +32,8 @@ pub fn run(args: &EraseArgs) -> Result<()> {
     // Pass 1, random: the keyslot areas (AF material) and both copies become noise, synced
     // before anything else, so no crash can leave material behind a header that was zeroed.
     // Pass 2, zeros: the area reads as blank, so blkid/cryptsetup see no LUKS signature.
-    wipe(&dev, len, true).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
-    wipe(&dev, len, false).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
+    keyslot::wipe_area(&dev, 0, len).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
+    keyslot::zero_area(&dev, 0, len).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
     println!("erased {name}: {len} bytes of header and keyslots wiped; the data is gone for good");
     Ok(())
 }
@@ -63,18 +61,4 @@ fn confirm(name: &str) -> Result<()> {
         return Err(Error::Usage(format!("erase of {name} not confirmed")));
     }
     Ok(())
-}
-
-fn wipe(dev: &Backing, len: u64, random: bool) -> std::io::Result<()> {
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(CHUNK) as usize;
-        let mut buf = vec![0u8; n];
-        if random {
-            crate::crypto::random::fill(&mut buf)?;
-        }
-        dev.write_all_at(&buf, done)?;
-        done += n as u64;
-    }
-    dev.sync_data()
 }
