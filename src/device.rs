@@ -359,3 +359,71 @@ pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
     }
     Ok((dev, header))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, FirstKeys, Options};
+    use crate::secret::{Passphrase, SecretBytes};
+
+    fn volume(dir: &Path) -> PathBuf {
+        let path = dir.join("v.img");
+        let opts = Options {
+            size_bytes: 1 << 20,
+            size_text: "1M".into(),
+            sector_size: 4096,
+            key_size_bits: 256,
+            label: String::new(),
+            uuid: None,
+        };
+        let plan = format::plan(&opts, |key_len| {
+            Ok(crate::crypto::kdf::CalibrationRequest {
+                kind: crate::crypto::kdf::KdfKind::Pbkdf2,
+                time_ms: 1,
+                max_memory_kib: crate::crypto::kdf::MIN_ARGON2_MEMORY_KIB,
+                parallel: 1,
+                forced_iterations: Some(1000),
+                hash: crate::crypto::hash::HashAlg::Sha256,
+                key_len,
+            })
+        })
+        .expect("plan");
+        let pass = Passphrase(SecretBytes::from_slice(b"pw"));
+        format::create(&path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+        path
+    }
+
+    fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).expect("write");
+    }
+
+    #[test]
+    fn a_foreign_signature_where_the_primary_was_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = volume(dir.path());
+        let read = |p: &Path| read_header(&open_backing(p, false).expect("open"), p);
+        assert!(read(&path).is_ok());
+        // Wiped primary: the secondary copy is used (with a warning), as before.
+        poke(&path, 0, &[0u8; 0x4000]);
+        assert!(read(&path).is_ok());
+        // Then an LVM2 label: refused, exit 4, naming it.
+        poke(&path, 512, b"LABELONE");
+        let e = read(&path).err().map(|e| (e.exit_code(), e.to_string()));
+        let (code, text) = e.expect("refused");
+        assert_eq!(code, 4);
+        assert!(
+            text.contains("ambiguous signatures") && text.contains("LABELONE at byte 512"),
+            "{text}"
+        );
+        let dev = Backing::open(&path, false).expect("open");
+        assert!(dev.luks2_header().is_err());
+        let (h, found) = dev.luks2_header_with_signature().expect("read");
+        assert_eq!(h.current, CopyKind::Secondary);
+        assert_eq!(found.map(|s| s.magic), Some("LABELONE"));
+        assert_eq!(open_for_update(&path).err().map(|e| e.exit_code()), Some(4));
+    }
+}

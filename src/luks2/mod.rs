@@ -71,6 +71,13 @@ pub enum FormatError {
     Io(String),
 }
 
+impl From<FormatError> for crate::error::Error {
+    /// A header (copy) that is not valid LUKS2 is a device error (exit 4).
+    fn from(e: FormatError) -> Self {
+        crate::error::Error::Device(e.to_string())
+    }
+}
+
 /// The state of one header copy as found on the device.
 #[derive(Debug, Clone)]
 pub struct CopyState {
