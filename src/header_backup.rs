@@ -1,10 +1,12 @@
 //! Header backup and restore: the whole header area (both copies and the keyslots area,
 //! 2·hdr_size + keyslots_size bytes), interchangeable with cryptsetup luksHeaderBackup /
 //! luksHeaderRestore. A backup never clobbers a file; a restore writes in a crash-safe order.
+//! Also `repair`: one damaged or stale copy rewritten from the other.
 use crate::device::{self, Backing};
 use crate::error::plain_io;
 use crate::error::{Error, Result};
-use crate::luks2::write::WriteAt;
+use crate::luks2::binary::CopyKind;
+use crate::luks2::write::{self, WriteAt};
 use crate::luks2::{self, Header, ReadAt};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -256,4 +258,174 @@ pub fn restore(backing: &Path, file: &Path, force: bool) -> Result<()> {
         wr(&plan.after)?;
     }
     Ok(())
+}
+
+/// What [`repair`] rewrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repaired {
+    /// The copy rewritten.
+    pub rewrote: CopyKind,
+    /// The copy it was rewritten from.
+    pub from: CopyKind,
+    /// The seqid both copies now carry.
+    pub seqid: u64,
+}
+
+/// The header `repair` works from: an ambiguous device (another signature where the primary
+/// was) only with `force`.
+fn repair_header(dev: &Backing, force: bool) -> Result<Header> {
+    let (header, found) = dev.luks2_header_with_signature()?;
+    match found {
+        Some(found) if !force => Err(Error::Device(format!(
+            "{}: the primary header area holds {found}, not a damaged LUKS2 header: --force to rewrite the primary copy from the stale secondary over it (destroying what is there)",
+            dev.name()
+        ))),
+        Some(found) => {
+            log::warn!(
+                "{}: overwriting {found} with the primary header copy (--force)",
+                dev.name()
+            );
+            Ok(header)
+        }
+        None => Ok(header),
+    }
+}
+
+/// Rewrites the damaged or stale header copy of the LUKS2 volume at `path` from the valid one
+/// (under the update lock, re-read under it). None when both copies are valid. A primary area
+/// holding another signature (LVM2, a filesystem, ...) is refused (exit 4) unless `force`.
+pub fn repair(path: &Path, force: bool) -> Result<Option<Repaired>> {
+    let dev = Backing::open(path, true)?;
+    let header = repair_header(&dev, force)?;
+    if header.damaged_copy().is_none() {
+        return Ok(None);
+    }
+    dev.lock_for_update()?;
+    // Re-read under the lock: another update may have finished meanwhile.
+    let header = repair_header(&dev, force)?;
+    let [salt, _] = device::random_salts()?;
+    let rewrote = write::repair(&dev, &header, salt).map_err(|e| dev.write_error(e))?;
+    Ok(rewrote.map(|kind| Repaired {
+        rewrote: kind,
+        from: header.current,
+        seqid: header.binary.seqid,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, FirstKeys, Options};
+    use crate::keys::{self, NewKey};
+    use crate::keyslot;
+    use crate::secret::{Passphrase, SecretBytes};
+    use std::path::PathBuf;
+
+    fn volume(dir: &Path) -> PathBuf {
+        let path = dir.join("v.img");
+        let opts = Options {
+            size_bytes: 1 << 20,
+            size_text: "1M".into(),
+            sector_size: 4096,
+            key_size_bits: 256,
+            label: String::new(),
+            uuid: None,
+        };
+        let plan = format::plan(&opts, |key_len| {
+            Ok(crate::crypto::kdf::CalibrationRequest {
+                kind: crate::crypto::kdf::KdfKind::Pbkdf2,
+                time_ms: 1,
+                max_memory_kib: crate::crypto::kdf::MIN_ARGON2_MEMORY_KIB,
+                parallel: 1,
+                forced_iterations: Some(1000),
+                hash: crate::crypto::hash::HashAlg::Sha256,
+                key_len,
+            })
+        })
+        .expect("plan");
+        let pass = Passphrase(SecretBytes::from_slice(b"pw"));
+        format::create(&path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+        path
+    }
+
+    fn opens(path: &Path, p: &[u8]) -> bool {
+        let dev = Backing::open(path, false).expect("open");
+        let h = dev.luks2_header().expect("header");
+        keyslot::unlock(&h.metadata, &dev, p, None).is_ok()
+    }
+
+    fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).expect("write");
+    }
+
+    #[test]
+    fn backup_then_restore_brings_the_old_keys_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = volume(dir.path());
+        let saved = dir.path().join("hdr.bak");
+        let len = backup(&path, &saved).expect("backup");
+        assert_eq!(len, 2 * 0x4000 + (16 << 20) - 2 * 0x4000);
+        assert_eq!(std::fs::metadata(&saved).expect("stat").len(), len);
+        assert_eq!(backup(&path, &saved).map_err(|e| e.exit_code()), Err(5));
+        // A key added after the backup is gone once it is restored.
+        let (dev, header) = device::open_for_update(&path).expect("open");
+        let (id, vk) = keyslot::unlock(&header.metadata, &dev, b"pw", None).expect("unlock");
+        let new = NewKey {
+            passphrase: b"later",
+            kdf: keys::full_entropy_kdf(),
+            keyslot: None,
+            token: None,
+        };
+        keys::add_key(&dev, &header, &vk, id, new).expect("add");
+        drop(dev);
+        assert!(opens(&path, b"later"));
+        restore(&path, &saved, false).expect("restore");
+        assert!(!opens(&path, b"later") && opens(&path, b"pw"));
+        // A missing backup file: exit 1; a backup of another volume: refused without force.
+        assert_eq!(
+            restore(&path, &path.with_extension("none"), false).map_err(|e| e.exit_code()),
+            Err(1)
+        );
+        let sub = dir.path().join("o");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let other = volume(&sub);
+        let e = restore(&other, &saved, false).expect_err("other volume");
+        assert!(e.to_string().contains("--force"), "{e}");
+        restore(&other, &saved, true).expect("forced");
+        assert!(opens(&other, b"pw"));
+    }
+
+    #[test]
+    fn repair_rewrites_a_damaged_copy_and_needs_force_over_a_signature() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = volume(dir.path());
+        assert_eq!(repair(&path, false).expect("noop"), None);
+        poke(&path, 0x4000 + 5000, b"x");
+        let r = repair(&path, false).expect("repair").expect("rewrote");
+        assert_eq!(
+            (r.rewrote, r.from, r.seqid),
+            (CopyKind::Secondary, CopyKind::Primary, 1)
+        );
+        assert_eq!(repair(&path, false).expect("noop"), None);
+        // The primary wiped and an ext4 superblock magic written there.
+        poke(&path, 0, &[0u8; 0x4000]);
+        poke(&path, 1080, &[0x53, 0xEF]);
+        let e = repair(&path, false).expect_err("ambiguous");
+        assert_eq!(e.exit_code(), 4);
+        assert!(
+            e.to_string().contains("ext2/3/4") && e.to_string().contains("--force"),
+            "{e}"
+        );
+        let r = repair(&path, true).expect("forced").expect("rewrote");
+        assert_eq!(
+            (r.rewrote, r.from),
+            (CopyKind::Primary, CopyKind::Secondary)
+        );
+        assert!(opens(&path, b"pw"));
+        assert_eq!(repair(&path, false).expect("noop"), None);
+    }
 }

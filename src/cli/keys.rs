@@ -7,11 +7,11 @@ use super::{
 use crate::crypto::kdf::Kdf;
 use crate::device::{self, VolumeHeader};
 use crate::error::{Error, Result};
+use crate::header_backup;
 use crate::keys::{self, NewKey};
 use crate::keyslot;
 use crate::luks2::Header;
 use crate::luks2::metadata::MAX_OBJECTS;
-use crate::luks2::write;
 use crate::secret::VolumeKey;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -266,44 +266,14 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The header `repair` works from: an ambiguous device (another signature where the primary
-/// was) only with `force`.
-fn repair_header(dev: &Backing, force: bool) -> Result<Header> {
-    let (header, found) = dev.luks2_header_with_signature()?;
-    match found {
-        Some(found) if !force => Err(Error::Device(format!(
-            "{}: the primary header area holds {found}, not a damaged LUKS2 header: --force to rewrite the primary copy from the stale secondary over it (destroying what is there)",
-            dev.name()
-        ))),
-        Some(found) => {
-            log::warn!(
-                "{}: overwriting {found} with the primary header copy (--force)",
-                dev.name()
-            );
-            Ok(header)
-        }
-        None => Ok(header),
-    }
-}
-
 pub fn repair(args: &RepairArgs) -> Result<()> {
-    let dev = Backing::open(&args.backing, true)?;
-    let name = dev.name();
-    let header = repair_header(&dev, args.force)?;
-    if header.damaged_copy().is_none() {
-        println!("both header copies of {name} are valid");
-        return Ok(());
-    }
-    dev.lock_for_update()?;
-    // Re-read under the lock: another update may have finished meanwhile.
-    let header = repair_header(&dev, args.force)?;
-    let [salt, _] = random_salts()?;
-    match write::repair(&dev, &header, salt).map_err(|e| dev.write_error(e))? {
-        Some(kind) => println!(
+    let name = args.backing.display();
+    match header_backup::repair(&args.backing, args.force)? {
+        Some(r) => println!(
             "rewrote the {} header copy of {name} from the {} copy (seqid {})",
-            kind.name(),
-            header.current.name(),
-            header.binary.seqid
+            r.rewrote.name(),
+            r.from.name(),
+            r.seqid
         ),
         None => println!("both header copies of {name} are valid"),
     }
