@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 /// A header of either LUKS version.
 pub enum VolumeHeader {
+    /// A LUKS2 header (both copies).
     Luks2(Box<luks2::Header>),
+    /// A LUKS1 header.
     Luks1(Box<luks1::Luks1Header>),
 }
 

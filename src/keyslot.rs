@@ -134,7 +134,9 @@ fn unlock_one(
 
 /// A new keyslot: its JSON and the encrypted AF material to write at `area.offset`.
 pub struct NewKeyslot {
+    /// The keyslot object for the metadata (luks2::edit::add_keyslot).
     pub json: json::Keyslot,
+    /// The encrypted AF material to write at the area offset before the header points to it.
     pub material: Vec<u8>,
 }
 

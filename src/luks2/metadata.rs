@@ -24,49 +24,74 @@ pub struct Luks2Keyslot {
     pub key_size: u32,
     /// 0 ignore unless asked, 1 normal, 2 preferred.
     pub priority: u32,
+    /// Hash of the anti-forensic splitter.
     pub af_hash: HashAlg,
+    /// Start of the keyslot's area, bytes from the device start.
     pub area_offset_bytes: u64,
+    /// Length of the keyslot's area, bytes.
     pub area_size_bytes: u64,
     /// Key length of the area cipher (aes-xts-plain64) = KDF output length.
     pub area_key_size: u32,
+    /// The passphrase KDF with its costs.
     pub kdf: Kdf,
+    /// The KDF salt (32 bytes).
     pub kdf_salt: Vec<u8>,
 }
 
 /// One keyslot: usable, or listed with the reason we cannot use it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Keyslot {
+    /// A luks2 keyslot vaultdisk can unlock.
     Luks2(Luks2Keyslot),
-    Unusable { kind: String, reason: String },
+    /// A keyslot listed but not usable here.
+    Unusable {
+        /// Its type ("luks2", "reencrypt", ...).
+        kind: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// A pbkdf2 volume-key digest and what it covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Digest {
+    /// PBKDF2 hash.
     pub hash: HashAlg,
+    /// PBKDF2 iterations.
     pub iterations: u32,
+    /// Digest salt.
     pub salt: Vec<u8>,
+    /// The digest value a candidate volume key must reproduce.
     pub digest: Vec<u8>,
+    /// Keyslots holding the key this digest covers.
     pub keyslots: BTreeSet<u32>,
+    /// Segments encrypted with that key.
     pub segments: BTreeSet<u32>,
 }
 
 /// The one data segment we serve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CryptSegment {
+    /// Start of the data, bytes from the device start (0: detached header).
     pub offset_bytes: u64,
     /// None = "dynamic" (to the end of the device).
     pub size_bytes: Option<u64>,
+    /// Sector number of the first data sector for the IV.
     pub iv_tweak: u64,
+    /// Cipher spec, e.g. "aes-xts-plain64".
     pub encryption: String,
+    /// Encryption sector size, bytes.
     pub sector_size: u32,
 }
 
 /// Structurally valid metadata plus the wire form it came from (kept for faithful rewrites).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
+    /// The wire JSON exactly as read (edits start from it, see luks2::edit).
     pub wire: json::Metadata,
+    /// Keyslot id -> keyslot.
     pub keyslots: BTreeMap<u32, Keyslot>,
+    /// Digest id -> digest.
     pub digests: BTreeMap<u32, Digest>,
     /// Token id -> (type, keyslot ids).
     pub tokens: BTreeMap<u32, (String, Vec<u32>)>,

@@ -34,7 +34,13 @@ pub enum WriteError {
     #[error(
         "the header changed since it was read (seqid {read} -> {now}): another program is updating it"
     )]
-    Concurrent { read: String, now: String },
+    Concurrent {
+        /// The seqid when the header was read.
+        read: String,
+        /// The seqid on disk now.
+        now: String,
+    },
+    /// Writing or syncing failed (something may have been written).
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
