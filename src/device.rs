@@ -1,15 +1,22 @@
-//! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1).
+//! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1), and
+//! the backing file opened for a header update ([`Backing`], with the update lock).
+use crate::crypto::random;
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::luks1;
-use crate::luks2::{self, FormatError, ReadAt};
+use crate::luks2::binary::CopyKind;
+use crate::luks2::write::{WriteAt, WriteError};
+use crate::luks2::{self, FormatError, Header, ReadAt};
+use crate::signature::{self, Signature};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A header of either LUKS version.
 pub enum VolumeHeader {
+    /// A LUKS2 header (both copies).
     Luks2(Box<luks2::Header>),
+    /// A LUKS1 header.
     Luks1(Box<luks1::Luks1Header>),
 }
 
@@ -36,7 +43,55 @@ pub fn open_backing(path: &Path, write: bool) -> Result<File> {
 }
 
 /// Reads the header of `file` (named `path` in messages). Never writes.
+///
+/// Refuses (exit 4, one line) a LUKS2 header that could only be read from the secondary copy
+/// while the primary area holds another known signature (LVM2, a filesystem, a partition
+/// table, ...): the device was reused and the secondary copy is a stale leftover that must
+/// not be written through ("ambiguous signatures", as cryptsetup says).
 pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
+    match read_header_with_signature(file, path)? {
+        (_, Some(found)) => Err(ambiguous(path, &found)),
+        (header, None) => Ok(header),
+    }
+}
+
+/// The one-line refusal of a device with ambiguous signatures.
+pub fn ambiguous(path: &Path, found: &Signature) -> Error {
+    Error::Device(format!(
+        "{} has ambiguous signatures: the primary LUKS2 header copy is invalid and its area holds {found}; refusing to use the stale secondary copy (`vaultdisk repair --force` rewrites the primary over it)",
+        path.display()
+    ))
+}
+
+/// The other signature in the primary area when `header` was read from the secondary copy
+/// because the primary is invalid; None otherwise (a valid primary, or a wiped one).
+pub fn foreign_signature(
+    file: &(impl ReadAt + ?Sized),
+    header: &luks2::Header,
+    path: &Path,
+) -> Result<Option<Signature>> {
+    if header.current != CopyKind::Secondary || header.primary.error.is_none() {
+        return Ok(None);
+    }
+    signature::probe_device(file)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+}
+
+/// `read_header` that returns, instead of refusing, the foreign signature found in the primary
+/// area of a LUKS2 device read from its secondary copy (for `repair --force` and `dump`).
+pub fn read_header_with_signature(
+    file: &File,
+    path: &Path,
+) -> Result<(VolumeHeader, Option<Signature>)> {
+    let header = read_any_header(file, path)?;
+    let found = match &header {
+        VolumeHeader::Luks2(h) => foreign_signature(file, h, path)?,
+        VolumeHeader::Luks1(_) => None,
+    };
+    Ok((header, found))
+}
+
+fn read_any_header(file: &File, path: &Path) -> Result<VolumeHeader> {
     let name = path.display();
     let len = file
         .len_bytes()
@@ -138,4 +193,239 @@ pub fn luks2_segment_in(
         sector_size: seg.sector_size,
         iv_tweak: seg.iv_tweak,
     })
+}
+
+/// Environment variable of the fault-injection hook: crash right after the k-th write or sync
+/// of a [`Backing`] (builds with the `fault-injection` cargo feature only).
+#[cfg(feature = "fault-injection")]
+pub const CRASH_ENV: &str = "VAULTDISK_CRASH_AFTER_WRITES";
+
+/// The fault-injection hook: counts writes and syncs, exits with `error::exit::CRASH` right
+/// after the k-th one, leaving exactly what had been written.
+#[cfg(feature = "fault-injection")]
+struct CrashHook {
+    after: Option<u64>,
+    ops: std::cell::Cell<u64>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl CrashHook {
+    fn from_env() -> CrashHook {
+        CrashHook {
+            after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
+            ops: std::cell::Cell::new(0),
+        }
+    }
+
+    fn tick(&self) {
+        let n = self.ops.get() + 1;
+        self.ops.set(n);
+        if self.after == Some(n) {
+            eprintln!("vaultdisk: {CRASH_ENV}={n}: simulated crash");
+            std::process::exit(crate::error::exit::CRASH);
+        }
+    }
+}
+
+/// The backing file opened for reading its header or for a metadata update. Header writes go
+/// through [`WriteAt`]; builds with the `fault-injection` feature count every write and sync so
+/// tests can simulate a crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`).
+pub struct Backing {
+    file: File,
+    path: PathBuf,
+    #[cfg(feature = "fault-injection")]
+    crash: CrashHook,
+}
+
+impl Backing {
+    /// Opens `path` (read-write when `write`).
+    pub fn open(path: &Path, write: bool) -> Result<Backing> {
+        Ok(Backing::from_file(open_backing(path, write)?, path))
+    }
+
+    /// Wraps an already opened backing file named `path`.
+    pub fn from_file(file: File, path: &Path) -> Backing {
+        Backing {
+            file,
+            path: path.to_path_buf(),
+            #[cfg(feature = "fault-injection")]
+            crash: CrashHook::from_env(),
+        }
+    }
+
+    /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
+    pub fn lock_for_update(&self) -> Result<()> {
+        crate::daemon::lock_for_update(&self.file, &self.path)
+    }
+
+    /// The open backing file (for length changes; header writes go through `WriteAt`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path the backing file was opened as.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as messages show it.
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The LUKS2 header, or a one-line refusal for LUKS1 (and for ambiguous signatures).
+    pub fn luks2_header(&self) -> Result<Header> {
+        match self.luks2_header_with_signature()? {
+            (_, Some(found)) => Err(ambiguous(&self.path, &found)),
+            (h, None) => Ok(h),
+        }
+    }
+
+    /// The LUKS2 header and, instead of a refusal, the other signature found where the
+    /// primary copy belongs ([`read_header_with_signature`]).
+    pub fn luks2_header_with_signature(&self) -> Result<(Header, Option<Signature>)> {
+        match read_header_with_signature(&self.file, &self.path)? {
+            (VolumeHeader::Luks2(h), found) => Ok((*h, found)),
+            (VolumeHeader::Luks1(_), _) => Err(Error::Device(format!(
+                "{} is LUKS1: this verb needs LUKS2 (cryptsetup convert --type luks2)",
+                self.name()
+            ))),
+        }
+    }
+
+    /// Maps a failed header write to the crate's error.
+    pub fn write_error(&self, e: WriteError) -> Error {
+        write_error(&self.name(), e)
+    }
+
+    fn tick(&self) {
+        #[cfg(feature = "fault-injection")]
+        self.crash.tick();
+    }
+}
+
+/// Maps a failed header write of the volume `name` to the crate's error: a concurrent writer is
+/// busy (exit 5), an I/O error keeps its kind, the rest is a device error.
+pub fn write_error(name: &str, e: WriteError) -> Error {
+    match e {
+        WriteError::Concurrent { .. } => Error::Busy(format!("{name}: {e}")),
+        WriteError::Io(io) => Error::io(format!("cannot write the header of {name}"), io),
+        other => Error::Device(format!("{name}: {other}")),
+    }
+}
+
+impl ReadAt for Backing {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn len_bytes(&self) -> std::io::Result<u64> {
+        self.file.len_bytes()
+    }
+}
+
+impl WriteAt for Backing {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)?;
+        self.tick();
+        Ok(())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.tick();
+        Ok(())
+    }
+}
+
+/// Two fresh random 64-byte salts for the binary headers of a header write (primary, secondary).
+pub fn random_salts() -> Result<[[u8; 64]; 2]> {
+    let mut s = [[0u8; 64]; 2];
+    for salt in &mut s {
+        random::fill(salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    }
+    Ok(s)
+}
+
+/// Opens BACKING for a metadata update: read-write, locked for update, LUKS2 (not ambiguous),
+/// supported. The header is read under the lock, so it is the one the update is based on.
+pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
+    let dev = Backing::open(path, true)?;
+    dev.lock_for_update()?;
+    let header = dev.luks2_header()?;
+    warn_damaged_copy(&header, path);
+    if !header.metadata.unsupported.is_empty() {
+        return Err(Error::Device(format!(
+            "{} uses what vaultdisk does not rewrite: {}",
+            dev.name(),
+            header.metadata.unsupported.join("; ")
+        )));
+    }
+    Ok((dev, header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, FirstKeys, Options};
+    use crate::secret::{Passphrase, SecretBytes};
+
+    fn volume(dir: &Path) -> PathBuf {
+        let path = dir.join("v.img");
+        let opts = Options {
+            size_bytes: 1 << 20,
+            size_text: "1M".into(),
+            sector_size: 4096,
+            key_size_bits: 256,
+            label: String::new(),
+            uuid: None,
+        };
+        let plan = format::plan(&opts, |key_len| {
+            Ok(crate::crypto::kdf::CalibrationRequest {
+                kind: crate::crypto::kdf::KdfKind::Pbkdf2,
+                time_ms: 1,
+                max_memory_kib: crate::crypto::kdf::MIN_ARGON2_MEMORY_KIB,
+                parallel: 1,
+                forced_iterations: Some(1000),
+                hash: crate::crypto::hash::HashAlg::Sha256,
+                key_len,
+            })
+        })
+        .expect("plan");
+        let pass = Passphrase(SecretBytes::from_slice(b"pw"));
+        format::create(&path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+        path
+    }
+
+    fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).expect("write");
+    }
+
+    #[test]
+    fn a_foreign_signature_where_the_primary_was_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = volume(dir.path());
+        let read = |p: &Path| read_header(&open_backing(p, false).expect("open"), p);
+        assert!(read(&path).is_ok());
+        // Wiped primary: the secondary copy is used (with a warning), as before.
+        poke(&path, 0, &[0u8; 0x4000]);
+        assert!(read(&path).is_ok());
+        // Then an LVM2 label: refused, exit 4, naming it.
+        poke(&path, 512, b"LABELONE");
+        let e = read(&path).err().map(|e| (e.exit_code(), e.to_string()));
+        let (code, text) = e.expect("refused");
+        assert_eq!(code, 4);
+        assert!(
+            text.contains("ambiguous signatures") && text.contains("LABELONE at byte 512"),
+            "{text}"
+        );
+        let dev = Backing::open(&path, false).expect("open");
+        assert!(dev.luks2_header().is_err());
+        let (h, found) = dev.luks2_header_with_signature().expect("read");
+        assert_eq!(h.current, CopyKind::Secondary);
+        assert_eq!(found.map(|s| s.magic), Some("LABELONE"));
+        assert_eq!(open_for_update(&path).err().map(|e| e.exit_code()), Some(4));
+    }
 }

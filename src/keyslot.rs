@@ -267,7 +267,9 @@ fn unlock_one(
 
 /// A new keyslot: its JSON and the encrypted AF material to write at `area.offset`.
 pub struct NewKeyslot {
+    /// The keyslot object for the metadata (luks2::edit::add_keyslot).
     pub json: json::Keyslot,
+    /// The encrypted AF material to write at the area offset before the header points to it.
     pub material: Vec<u8>,
 }
 
@@ -363,13 +365,35 @@ pub fn wipe_area(
     offset: u64,
     size: u64,
 ) -> std::io::Result<()> {
+    overwrite(dev, offset, size, true)
+}
+
+/// Overwrites `size` bytes at `offset` with zeros and syncs them (after a [`wipe_area`], so
+/// the area reads as blank and no tool sees a signature there).
+pub fn zero_area(
+    dev: &(impl crate::luks2::write::WriteAt + ?Sized),
+    offset: u64,
+    size: u64,
+) -> std::io::Result<()> {
+    overwrite(dev, offset, size, false)
+}
+
+/// Writes `size` bytes at `offset` in 1 MiB chunks, random or zero, then one sync.
+fn overwrite(
+    dev: &(impl crate::luks2::write::WriteAt + ?Sized),
+    offset: u64,
+    size: u64,
+    random: bool,
+) -> std::io::Result<()> {
     const CHUNK: u64 = 1 << 20;
     let mut done = 0u64;
     while done < size {
         let n = (size - done).min(CHUNK) as usize;
-        let mut noise = vec![0u8; n];
-        crate::crypto::random::fill(&mut noise)?;
-        dev.write_all_at(&noise, offset + done)?;
+        let mut buf = vec![0u8; n];
+        if random {
+            crate::crypto::random::fill(&mut buf)?;
+        }
+        dev.write_all_at(&buf, offset + done)?;
         done += n as u64;
     }
     dev.sync_data()

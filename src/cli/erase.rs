@@ -1,41 +1,17 @@
-//! `vaultdisk erase`: wipes every keyslot area and both header copies (LUKS2; LUKS1: the header
-//! and its keyslots), after confirmation.
-//! Afterwards the volume key cannot be recovered by anyone: the data is gone for good.
+//! `vaultdisk erase`: arguments -> `crate::erase` (after confirmation on a terminal unless
+//! --batch) -> the result line. Afterwards the data is gone for good.
 use super::EraseArgs;
-use super::keys::Backing;
-use crate::device::{self, VolumeHeader};
+use crate::erase;
 use crate::error::{Error, Result};
-use crate::luks2::ReadAt;
-use crate::luks2::write::WriteAt;
 use std::io::{BufRead, IsTerminal, Write};
 
-const CHUNK: u64 = 1 << 20;
-
 pub fn run(args: &EraseArgs) -> Result<()> {
-    let dev = Backing::open(&args.backing, true)?;
-    let name = dev.name();
-    let file_len = dev
-        .len_bytes()
-        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
-    // LUKS2: both copies and the keyslots area. LUKS1: everything before the payload (the
-    // phdr and the eight keyslots' material); a detached LUKS1 header file is all header.
-    let len = match device::read_header(dev.file(), &args.backing)? {
-        VolumeHeader::Luks2(h) => super::header::header_area_len(&h, &name)?,
-        VolumeHeader::Luks1(h) if h.payload_offset_sectors > 0 => {
-            u64::from(h.payload_offset_sectors) * 512
-        }
-        VolumeHeader::Luks1(_) => file_len,
-    };
-    let len = len.min(file_len);
-    dev.lock_for_update()?;
+    let target = erase::prepare(&args.backing)?;
+    let name = target.dev.name();
     if !args.batch {
         confirm(&name)?;
     }
-    // Pass 1, random: the keyslot areas (AF material) and both copies become noise, synced
-    // before anything else, so no crash can leave material behind a header that was zeroed.
-    // Pass 2, zeros: the area reads as blank, so blkid/cryptsetup see no LUKS signature.
-    wipe(&dev, len, true).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
-    wipe(&dev, len, false).map_err(|e| Error::io(format!("cannot wipe {name}"), e))?;
+    let len = erase::erase(&target)?;
     println!("erased {name}: {len} bytes of header and keyslots wiped; the data is gone for good");
     Ok(())
 }
@@ -63,18 +39,4 @@ fn confirm(name: &str) -> Result<()> {
         return Err(Error::Usage(format!("erase of {name} not confirmed")));
     }
     Ok(())
-}
-
-fn wipe(dev: &Backing, len: u64, random: bool) -> std::io::Result<()> {
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(CHUNK) as usize;
-        let mut buf = vec![0u8; n];
-        if random {
-            crate::crypto::random::fill(&mut buf)?;
-        }
-        dev.write_all_at(&buf, done)?;
-        done += n as u64;
-    }
-    dev.sync_data()
 }

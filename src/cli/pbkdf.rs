@@ -1,8 +1,7 @@
 //! cryptsetup's --pbkdf-* options -> a checked KDF calibration request (format and key verbs).
 use super::PbkdfArgs;
-use crate::crypto::CryptoError;
 use crate::crypto::hash::HashAlg;
-use crate::crypto::kdf::{self, CalibrationRequest, Kdf, KdfKind};
+use crate::crypto::kdf::{self, CalibrationRequest, KdfKind};
 use crate::error::{Error, Result};
 
 fn usage(msg: String) -> Error {
@@ -66,14 +65,4 @@ impl PbkdfArgs {
             key_len,
         })
     }
-}
-
-/// Benchmarks the KDF for `request`; a cost this machine cannot afford is exit 3.
-pub fn calibrate(request: &CalibrationRequest) -> Result<Kdf> {
-    kdf::calibrate(request).map_err(|e| match e {
-        CryptoError::KdfMemory(kib) => Error::NoMemory(format!(
-            "the KDF needs {kib} KiB, more than this machine can spare"
-        )),
-        other => Error::Usage(format!("KDF: {other}")),
-    })
 }

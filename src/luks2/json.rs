@@ -1,5 +1,9 @@
 //! serde wire structs mirroring the LUKS2 JSON exactly (u64 quantities as strings, luks-format.md
 //! §3-§4). Unknown members are kept in `extra` so a rewrite preserves them.
+//!
+//! The fields are the LUKS2 JSON members of the same name (`kind` is `type`), documented
+//! member by member in luks-format.md §4; they carry no docs of their own here.
+#![allow(missing_docs)]
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -8,10 +12,12 @@ use std::collections::BTreeMap;
 pub mod u64_string {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    /// Writes `v` as a decimal string.
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
 
+    /// Reads a decimal string (digits only) as a u64.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).ok_or_else(|| D::Error::custom(format!("not a u64 string: {text:?}")))
@@ -52,6 +58,7 @@ pub struct Keyslot {
     pub extra: Map<String, Value>,
 }
 
+/// A keyslot's anti-forensic splitter ("luks1", 4000 stripes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Af {
     #[serde(rename = "type")]
@@ -62,6 +69,7 @@ pub struct Af {
     pub extra: Map<String, Value>,
 }
 
+/// A keyslot's area in the keyslots area ("raw", with its cipher).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Area {
     #[serde(rename = "type")]
@@ -142,6 +150,7 @@ pub struct Token {
     pub extra: Map<String, Value>,
 }
 
+/// The config object: JSON and keyslots area sizes, flags, requirements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     #[serde(with = "u64_string")]

@@ -28,6 +28,7 @@ impl Default for Layout {
 }
 
 impl Layout {
+    /// Bytes of the JSON area of one copy (the copy minus its 4096-byte binary header).
     pub fn json_size(&self) -> u64 {
         self.hdr_size - 4096
     }

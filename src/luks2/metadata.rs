@@ -24,54 +24,83 @@ pub struct Luks2Keyslot {
     pub key_size: u32,
     /// 0 ignore unless asked, 1 normal, 2 preferred.
     pub priority: u32,
+    /// Hash of the anti-forensic splitter.
     pub af_hash: HashAlg,
+    /// Start of the keyslot's area, bytes from the device start.
     pub area_offset_bytes: u64,
+    /// Length of the keyslot's area, bytes.
     pub area_size_bytes: u64,
     /// Key length of the area cipher (aes-xts-plain64) = KDF output length.
     pub area_key_size: u32,
+    /// The passphrase KDF with its costs.
     pub kdf: Kdf,
+    /// The KDF salt (32 bytes).
     pub kdf_salt: Vec<u8>,
 }
 
 /// One keyslot: usable, or listed with the reason we cannot use it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Keyslot {
+    /// A luks2 keyslot vaultdisk can unlock.
     Luks2(Luks2Keyslot),
-    Unusable { kind: String, reason: String },
+    /// A keyslot listed but not usable here.
+    Unusable {
+        /// Its type ("luks2", "reencrypt", ...).
+        kind: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// A pbkdf2 volume-key digest and what it covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Digest {
+    /// PBKDF2 hash.
     pub hash: HashAlg,
+    /// PBKDF2 iterations.
     pub iterations: u32,
+    /// Digest salt.
     pub salt: Vec<u8>,
+    /// The digest value a candidate volume key must reproduce.
     pub digest: Vec<u8>,
+    /// Keyslots holding the key this digest covers.
     pub keyslots: BTreeSet<u32>,
+    /// Segments encrypted with that key.
     pub segments: BTreeSet<u32>,
 }
 
 /// The one data segment we serve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CryptSegment {
+    /// Start of the data, bytes from the device start (0: detached header).
     pub offset_bytes: u64,
     /// None = "dynamic" (to the end of the device).
     pub size_bytes: Option<u64>,
+    /// Sector number of the first data sector for the IV.
     pub iv_tweak: u64,
+    /// Cipher spec, e.g. "aes-xts-plain64".
     pub encryption: String,
+    /// Encryption sector size, bytes.
     pub sector_size: u32,
 }
 
 /// Structurally valid metadata plus the wire form it came from (kept for faithful rewrites).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
+    /// The wire JSON exactly as read (edits start from it, see luks2::edit).
     pub wire: json::Metadata,
+    /// Keyslot id -> keyslot.
     pub keyslots: BTreeMap<u32, Keyslot>,
+    /// Digest id -> digest.
     pub digests: BTreeMap<u32, Digest>,
     /// Token id -> (type, keyslot ids).
     pub tokens: BTreeMap<u32, (String, Vec<u32>)>,
     /// Segment id -> segment (type "crypt" only; other types are listed in `unsupported`).
     pub segments: BTreeMap<u32, CryptSegment>,
+    /// Keyslot id -> (offset, size) of its area, bytes: every luks2 keyslot (usable or not,
+    /// checked to lie inside the keyslots area without overlaps) and any other keyslot whose
+    /// area fields are readable. What a new keyslot must not overlap.
+    pub areas: BTreeMap<u32, (u64, u64)>,
     /// Why this header cannot be opened by vaultdisk even though it is valid LUKS2
     /// (reencryption, integrity, requirements, other segment types); empty when supported.
     pub unsupported: Vec<String>,
@@ -241,6 +270,7 @@ impl Metadata {
 
         // Keyslots: structure first (ids, types, area bounds), usability second.
         let mut keyslots = BTreeMap::new();
+        let mut areas = BTreeMap::new();
         let mut area_ranges: Vec<(u64, u64, u32)> = Vec::new();
         for (id_text, value) in &wire.keyslots {
             let id = object_id("keyslot", id_text)?;
@@ -254,6 +284,12 @@ impl Metadata {
                 .filter(|&k| k <= u64::from(u32::MAX))
                 .ok_or_else(|| invalid(format!("keyslot {id} has no valid key_size")))?;
             if kind != "luks2" {
+                let num = |v: &serde_json::Value| v.as_str().and_then(json::u64_string::parse);
+                if let (Some(o), Some(n)) =
+                    (num(&value["area"]["offset"]), num(&value["area"]["size"]))
+                {
+                    areas.insert(id, (o, n));
+                }
                 if kind == "reencrypt" {
                     unsupported.push(format!("reencryption in progress (keyslot {id})"));
                 }
@@ -293,6 +329,7 @@ impl Metadata {
                 )));
             }
             area_ranges.push((ks.area.offset, end, id));
+            areas.insert(id, (ks.area.offset, ks.area.size));
             let slot = match check_luks2_keyslot(id, &ks) {
                 Ok(k) => Keyslot::Luks2(k),
                 Err(reason) => Keyslot::Unusable {
@@ -477,6 +514,7 @@ impl Metadata {
             digests,
             tokens,
             segments,
+            areas,
             unsupported,
         })
     }
@@ -495,5 +533,23 @@ impl Metadata {
     /// The digest that covers keyslot `id`.
     pub fn digest_of_keyslot(&self, id: u32) -> Option<&Digest> {
         self.digests.values().find(|d| d.keyslots.contains(&id))
+    }
+
+    /// The id of the digest that covers keyslot `id`.
+    pub fn digest_id_of_keyslot(&self, id: u32) -> Option<u32> {
+        self.digests
+            .iter()
+            .find(|(_, d)| d.keyslots.contains(&id))
+            .map(|(digest_id, _)| *digest_id)
+    }
+
+    /// (offset, size) of every keyslot area, in keyslot id order (see `areas`).
+    pub fn keyslot_areas(&self) -> Vec<(u64, u64)> {
+        self.areas.values().copied().collect()
+    }
+
+    /// Bytes of one header copy (binary header + JSON area) this metadata was checked for.
+    pub fn hdr_size(&self) -> u64 {
+        self.wire.config.json_size + super::binary::BINARY_SIZE as u64
     }
 }

@@ -33,6 +33,7 @@ impl ReadAt for [u8] {
 }
 
 pub mod binary;
+pub mod edit;
 pub mod json;
 pub mod layout;
 pub mod metadata;
@@ -44,35 +45,60 @@ pub use metadata::Metadata;
 /// Why a header copy (or the whole device) is not valid LUKS2. Flat and precise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
+    /// No LUKS magic where a copy should start.
     #[error("not a LUKS header (bad magic)")]
     BadMagic,
+    /// A version field other than 2.
     #[error("unsupported LUKS version {0}")]
     Version(u16),
+    /// hdr_size is not one of the sizes LUKS2 allows.
     #[error("header size {0} is not one of the LUKS2 sizes")]
     HdrSize(u64),
     #[error("header offset field {stored} does not match its position {read_at}")]
-    HdrOffset { stored: u64, read_at: u64 },
+    /// The copy's hdr_offset field names another position than where it was read.
+    HdrOffset {
+        /// The hdr_offset field.
+        stored: u64,
+        /// Where the copy was read.
+        read_at: u64,
+    },
+    /// A checksum algorithm other than sha256.
     #[error("checksum algorithm {0:?} is not supported")]
     ChecksumAlg(String),
+    /// A binary header field (named) that does not parse.
     #[error("binary header field {0} is malformed")]
     Field(&'static str),
+    /// The stored checksum does not match the copy.
     #[error("checksum mismatch")]
     Checksum,
+    /// The device ends inside the copy.
     #[error("file too short for the header ({0})")]
     Truncated(String),
+    /// The JSON area breaks its framing rules (leading '{', NUL termination, zero padding).
     #[error("JSON area: {0}")]
     JsonArea(String),
+    /// The JSON text does not parse into the wire structs.
     #[error("JSON: {0}")]
     Json(String),
+    /// The metadata breaks a validation rule (Metadata::check).
     #[error("metadata: {0}")]
     Invalid(String),
+    /// Reading the device failed.
     #[error("read error: {0}")]
     Io(String),
+}
+
+impl From<FormatError> for crate::error::Error {
+    /// A header (copy) that is not valid LUKS2 is a device error (exit 4).
+    fn from(e: FormatError) -> Self {
+        crate::error::Error::Device(e.to_string())
+    }
 }
 
 /// The state of one header copy as found on the device.
 #[derive(Debug, Clone)]
 pub struct CopyState {
+    /// Primary or secondary.
     pub kind: CopyKind,
     /// Where it was found (or looked for).
     pub offset: u64,
@@ -89,10 +115,13 @@ pub struct CopyState {
 pub struct Header {
     /// Binary header of the current copy.
     pub binary: BinaryHeader,
+    /// Checked metadata of the current copy.
     pub metadata: Metadata,
     /// Which copy is current.
     pub current: CopyKind,
+    /// What was found at offset 0.
     pub primary: CopyState,
+    /// What was found at the secondary offset.
     pub secondary: CopyState,
 }
 

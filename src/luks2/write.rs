@@ -34,9 +34,28 @@ pub enum WriteError {
     #[error(
         "the header changed since it was read (seqid {read} -> {now}): another program is updating it"
     )]
-    Concurrent { read: String, now: String },
+    Concurrent {
+        /// The seqid when the header was read.
+        read: String,
+        /// The seqid on disk now.
+        now: String,
+    },
+    /// Writing or syncing failed (something may have been written).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<WriteError> for crate::error::Error {
+    /// A concurrent writer is busy (exit 5), an I/O error keeps its errno's kind, a refused
+    /// header is a device error (exit 4). `device::write_error` adds the volume's name.
+    fn from(e: WriteError) -> Self {
+        use crate::error::Error;
+        match e {
+            WriteError::Concurrent { .. } => Error::Busy(e.to_string()),
+            WriteError::Io(io) => Error::io("cannot write the header", io),
+            other => Error::Device(other.to_string()),
+        }
+    }
 }
 
 /// Refuses headers whose requirements vaultdisk does not understand (luks-format.md §4.5).
@@ -276,6 +295,23 @@ mod tests {
             Err(WriteError::Invalid(_))
         ));
         assert!(dev.log.borrow().is_empty(), "nothing written");
+    }
+
+    #[test]
+    fn write_errors_map_to_exit_codes() {
+        use crate::error::Error;
+        let busy = WriteError::Concurrent {
+            read: "1".into(),
+            now: "2".into(),
+        };
+        assert_eq!(Error::from(busy).exit_code(), 5);
+        let denied = WriteError::Io(std::io::ErrorKind::PermissionDenied.into());
+        assert_eq!(Error::from(denied).exit_code(), 2);
+        let bad = WriteError::Unsupported("requirements opal".into());
+        let e = Error::from(bad);
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.to_string().contains("opal"), "{e}");
+        assert_eq!(Error::from(FormatError::Checksum).exit_code(), 4);
     }
 
     #[test]

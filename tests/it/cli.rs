@@ -493,6 +493,12 @@ fn bad_volume_table() {
     write_key(d, "pass-nl", &[PASS, b"\n"].concat());
     copy_prefix(&v.backing, &d.join("trunc.img"), 8 * KIB);
     copy_prefix(&v.backing, &d.join("hdr-only.img"), DATA_OFFSET - 4096);
+    // Issue 11 item 3: the primary copy wiped and an LVM2 label written where it was.
+    let lvm = d.join("lvm.img");
+    copy_prefix(&v.backing, &lvm, 2 * MIB);
+    set_len(&lvm, std::fs::metadata(&v.backing).expect("stat").len());
+    poke(&lvm, 0, &[0u8; 16384]);
+    poke(&lvm, 512, b"LABELONE");
     let rows = [
         row_says(
             "wrong passphrase",
@@ -631,6 +637,37 @@ fn bad_volume_table() {
             &[4],
         ),
         row("dump truncated volume", &["dump", "@trunc.img"], &[4]),
+        row_says(
+            "open: primary wiped, LVM2 label there (ambiguous signatures)",
+            &["open", "@lvm.img", "@plain", "--key-file", "@key"],
+            &[4],
+            "ambiguous signatures",
+        ),
+        row_says(
+            "add-key: primary wiped, LVM2 label there",
+            &[
+                "add-key",
+                "@lvm.img",
+                "--key-file",
+                "@key",
+                "--new-key-file",
+                "@wrong",
+            ],
+            &[4],
+            "LABELONE at byte 512",
+        ),
+        row_says(
+            "dump: primary wiped, LVM2 label there",
+            &["dump", "@lvm.img"],
+            &[4],
+            "ambiguous signatures",
+        ),
+        row_says(
+            "repair without --force: primary wiped, LVM2 label there",
+            &["repair", "@lvm.img"],
+            &[4],
+            "--force",
+        ),
         row(
             "open header without data area",
             &["open", "@hdr-only.img", "@plain", "--key-file", "@key"],

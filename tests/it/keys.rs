@@ -6,7 +6,7 @@ use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CRASH_EXIT: i32 = 86;
+const CRASH_EXIT: i32 = vaultdisk::error::exit::CRASH;
 
 struct Keys {
     vol: Vol,
@@ -527,6 +527,9 @@ fn crash_verb(
 
 #[test]
 fn crash_at_every_write_leaves_old_or_new_keys_working() {
+    if !require_fault_injection("crash_at_every_write_leaves_old_or_new_keys_working") {
+        return;
+    }
     if !require(
         "crash_at_every_write_leaves_old_or_new_keys_working",
         &["cryptsetup"],
@@ -654,6 +657,9 @@ fn key_verbs_refuse_a_volume_open_read_write() {
 
 #[test]
 fn crash_during_repair_leaves_a_valid_header() {
+    if !require_fault_injection("crash_during_repair_leaves_a_valid_header") {
+        return;
+    }
     if !require("crash_during_repair_leaves_a_valid_header", &["cryptsetup"]) {
         return;
     }
@@ -677,6 +683,9 @@ fn crash_during_repair_leaves_a_valid_header() {
 
 #[test]
 fn crash_during_header_restore_leaves_old_or_restored_keys_working() {
+    if !require_fault_injection("crash_during_header_restore_leaves_old_or_restored_keys_working") {
+        return;
+    }
     if !require(
         "crash_during_header_restore_leaves_old_or_restored_keys_working",
         &["cryptsetup"],

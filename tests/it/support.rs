@@ -317,6 +317,23 @@ pub fn require_fuse(test: &str) -> bool {
     require(test, &["fuse"])
 }
 
+/// Crash tests (VAULTDISK_CRASH_AFTER_WRITES): true when the binary under test has the hook,
+/// i.e. was built with the `fault-injection` cargo feature (Cargo.toml's self dev-dependency
+/// turns it on for every `cargo test`). Without it the hook is a no-op and a crash test would
+/// pass without crashing anything: skip loudly instead (a panic under VAULTDISK_REQUIRE_ALL=1).
+pub fn require_fault_injection(test: &str) -> bool {
+    if cfg!(feature = "fault-injection") {
+        return true;
+    }
+    let reason =
+        "built without the fault-injection feature (cargo test --features fault-injection)";
+    if std::env::var("VAULTDISK_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{test}: {reason} and VAULTDISK_REQUIRE_ALL=1");
+    }
+    note_skip(test, reason);
+    false
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

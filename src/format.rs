@@ -1,0 +1,520 @@
+//! A new LUKS2 volume in a sparse backing file, laid out as cryptsetup 2.6 does: the plan is
+//! validated, the first keyslots and the volume-key digest made, the metadata built by
+//! `luks2::edit`, both header copies encoded, and everything written to a temporary file
+//! beside the target that is renamed into place (luks-format.md §1, §4.6).
+use crate::crypto::hash::HashAlg;
+use crate::crypto::kdf::{self, CalibrationRequest};
+use crate::crypto::{digest, random};
+use crate::error::plain_io;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::keyslot;
+use crate::luks2::binary::{BinaryHeader, CopyKind};
+use crate::luks2::edit::{self, NewDigest};
+use crate::luks2::layout::Layout;
+use crate::luks2::{self, Metadata};
+use crate::secret::{Passphrase, SecretBytes, VolumeKey};
+use serde_json::Value;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// cryptsetup benchmarks the volume-key digest for 125 ms.
+const DIGEST_TIME_MS: u32 = 125;
+
+/// What a new volume should be, as given (`--size` keeps its text for messages).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Plaintext size in bytes.
+    pub size_bytes: u64,
+    /// `--size` as typed, for messages.
+    pub size_text: String,
+    /// 512 or 4096.
+    pub sector_size: u32,
+    /// Volume key bits: 256 or 512 (aes-xts-plain64).
+    pub key_size_bits: u32,
+    /// The header label (at most 47 bytes, no NUL).
+    pub label: String,
+    /// A UUID to use instead of a random one.
+    pub uuid: Option<String>,
+}
+
+/// Validated format parameters.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Plaintext size in bytes, a multiple of the sector size.
+    pub size_bytes: u64,
+    /// Data sector size.
+    pub sector_size: u32,
+    /// Volume key length in bytes.
+    pub key_bytes: usize,
+    /// How the first passphrase keyslot's KDF is calibrated.
+    pub kdf_request: CalibrationRequest,
+    /// Header label.
+    pub label: String,
+    /// The volume UUID, lower case.
+    pub uuid: String,
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+/// Checks `opts` (exit 1 for each bad value, in the order of the checks); `kdf_request` turns
+/// the key length into the passphrase keyslot's KDF request (the `--pbkdf*` options).
+pub fn plan(
+    opts: &Options,
+    kdf_request: impl FnOnce(usize) -> Result<CalibrationRequest>,
+) -> Result<Plan> {
+    if opts.sector_size != 512 && opts.sector_size != 4096 {
+        return Err(usage(format!(
+            "--sector-size {} is not supported: use 512 or 4096",
+            opts.sector_size
+        )));
+    }
+    if opts.size_bytes == 0 || !opts.size_bytes.is_multiple_of(u64::from(opts.sector_size)) {
+        return Err(usage(format!(
+            "--size {} must be a positive multiple of the {}-byte sector size",
+            opts.size_text, opts.sector_size
+        )));
+    }
+    let key_bytes = match opts.key_size_bits {
+        256 => 32,
+        512 => 64,
+        n => {
+            return Err(usage(format!(
+                "--key-size {n} is not supported for aes-xts-plain64: use 256 or 512"
+            )));
+        }
+    };
+    let kdf_request = kdf_request(key_bytes)?;
+    if opts.label.len() > 47 || opts.label.contains('\0') {
+        return Err(usage("--label must be at most 47 bytes without NUL"));
+    }
+    let uuid = match &opts.uuid {
+        Some(u) => check_uuid(u)?,
+        None => random_uuid()?,
+    };
+    Ok(Plan {
+        size_bytes: opts.size_bytes,
+        sector_size: opts.sector_size,
+        key_bytes,
+        kdf_request,
+        label: opts.label.clone(),
+        uuid,
+    })
+}
+
+fn check_uuid(text: &str) -> Result<String> {
+    let lower = text.to_ascii_lowercase();
+    let ok = lower.len() == 36
+        && lower.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if ok {
+        Ok(lower)
+    } else {
+        Err(usage(format!(
+            "--uuid {text:?} is not a UUID like 12345678-1234-1234-1234-123456789abc"
+        )))
+    }
+}
+
+/// A random (version 4) UUID.
+fn random_uuid() -> Result<String> {
+    let mut b = [0u8; 16];
+    random::fill(&mut b).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Refuses to clobber an existing non-empty file unless `force` (exit 5); a directory or a
+/// non-regular file is exit 1.
+pub fn check_target(path: &Path, force: bool) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(usage(format!("{} is a directory", path.display()))),
+        Ok(m) if !m.is_file() => Err(usage(format!(
+            "{} is not a regular file (block devices are not supported)",
+            path.display()
+        ))),
+        Ok(m) if m.len() > 0 && !force => Err(Error::Busy(format!(
+            "{} exists and is not empty: use --force to overwrite it",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot stat {}", path.display()), e)),
+    }
+}
+
+/// The first keyslots of a new volume.
+pub enum FirstKeys {
+    /// Keyslot 0 holds this passphrase under the plan's calibrated KDF.
+    Passphrase(Passphrase),
+    /// A vault-only volume: keyslot 0 holds `secret` (the passphrase form of a vault secret)
+    /// under the full-entropy KDF, marked by `token`; keyslot 1 a new recovery key (marked by
+    /// a `vaultdisk-recovery` token) when `recovery_key`.
+    Vault {
+        /// The keyslot 0 passphrase.
+        secret: Passphrase,
+        /// The vault token object of keyslot 0.
+        token: Value,
+        /// Whether keyslot 1 gets a recovery key.
+        recovery_key: bool,
+    },
+}
+
+/// What [`create`] made.
+pub struct Created {
+    /// The recovery key of keyslot 1 (vault-only volumes), to show once.
+    pub recovery_key: Option<Passphrase>,
+    /// The metadata written.
+    pub metadata: Metadata,
+}
+
+/// One keyslot of the new volume, with the token that marks it (if any).
+struct FirstKeyslot {
+    id: u32,
+    slot: keyslot::NewKeyslot,
+    offset: u64,
+    token: Option<Value>,
+}
+
+/// Creates the volume `plan` describes at `path` (checked with [`check_target`] beforehand),
+/// with `keys` as its first keyslots: a fresh random volume key, the digest, both header copies.
+pub fn create(path: &Path, plan: &Plan, keys: FirstKeys) -> Result<Created> {
+    let volume_key = VolumeKey(
+        SecretBytes::random(plan.key_bytes)
+            .map_err(|e| Error::io("cannot read the OS random generator", e))?,
+    );
+    let layout = Layout::default();
+    let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
+    let store = |pass: &[u8], kdf, offset: u64, id: u32| {
+        keyslot::store(&volume_key, pass, kdf, offset, area_size)
+            .map_err(|e| Error::Device(format!("cannot create keyslot {id}: {e}")))
+    };
+    let vault_only = matches!(keys, FirstKeys::Vault { .. });
+    let mut recovery = None;
+    let slots = match keys {
+        FirstKeys::Passphrase(pass) => {
+            let keyslot_kdf = crate::keys::calibrate(&plan.kdf_request)?;
+            log::info!("keyslot 0 uses {keyslot_kdf:?}");
+            let offset = layout.keyslots_start();
+            let slot = store(pass.expose_secret(), keyslot_kdf, offset, 0)?;
+            vec![FirstKeyslot {
+                id: 0,
+                slot,
+                offset,
+                token: None,
+            }]
+        }
+        FirstKeys::Vault {
+            secret,
+            token,
+            recovery_key,
+        } => {
+            let kdf = crate::keys::full_entropy_kdf();
+            let offset = layout.keyslots_start();
+            let mut slots = vec![FirstKeyslot {
+                id: 0,
+                slot: store(secret.expose_secret(), kdf, offset, 0)?,
+                offset,
+                token: Some(token),
+            }];
+            if recovery_key {
+                let key = crate::recovery_key::generate()?;
+                let offset = layout.keyslots_start() + area_size;
+                slots.push(FirstKeyslot {
+                    id: 1,
+                    slot: store(key.expose_secret(), kdf, offset, 1)?,
+                    offset,
+                    token: Some(serde_json::json!({ "type": crate::token::RECOVERY })),
+                });
+                recovery = Some(key);
+            }
+            slots
+        }
+    };
+    let digest_iterations = if plan.kdf_request.forced_iterations.is_some() || vault_only {
+        kdf::MIN_PBKDF2_ITERATIONS
+    } else {
+        kdf::calibrate_digest_iterations(HashAlg::Sha256, DIGEST_TIME_MS)
+    };
+    log::info!("digest iterations {digest_iterations}");
+    let mut salt = [0u8; 32];
+    random::fill(&mut salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+    let mut value = [0u8; 32];
+    digest::compute(
+        volume_key.expose_secret(),
+        HashAlg::Sha256,
+        digest_iterations,
+        &salt,
+        &mut value,
+    );
+    let digest = NewDigest {
+        hash: "sha256".into(),
+        iterations: digest_iterations,
+        salt: salt.to_vec(),
+        digest: value.to_vec(),
+    };
+    // Self-check on every step: what we write must pass our own reader's validation.
+    let internal =
+        |e: edit::EditError| Error::Device(format!("internal error: new header is invalid: {e}"));
+    let mut metadata = edit::new_volume(&layout, plan.sector_size, &digest).map_err(internal)?;
+    for k in &slots {
+        metadata = edit::add_keyslot(&metadata, k.id, &k.slot.json, 0, k.token.clone())
+            .map_err(internal)?
+            .0;
+    }
+    let total = layout
+        .data_offset
+        .checked_add(plan.size_bytes)
+        .ok_or_else(|| usage("--size is too large"))?;
+    let copies = encode_both(plan, &layout, &metadata.wire)?;
+    let areas: Vec<(u64, &[u8])> = slots
+        .iter()
+        .map(|k| (k.offset, k.slot.material.as_slice()))
+        .collect();
+    write_volume(path, total, &areas, &copies)?;
+    log::info!(
+        "formatted {}: {} bytes of plaintext, uuid {}",
+        path.display(),
+        plan.size_bytes,
+        plan.uuid
+    );
+    Ok(Created {
+        recovery_key: recovery,
+        metadata,
+    })
+}
+
+/// Primary and secondary copies, each with its own random salt and checksum (secondary
+/// first, the order they are written in).
+fn encode_both(
+    plan: &Plan,
+    layout: &Layout,
+    wire: &luks2::json::Metadata,
+) -> Result<[(u64, Vec<u8>); 2]> {
+    let copy = |kind: CopyKind, offset: u64| -> Result<(u64, Vec<u8>)> {
+        let mut salt = [0u8; 64];
+        random::fill(&mut salt).map_err(|e| Error::io("cannot read the OS random generator", e))?;
+        let bin = BinaryHeader {
+            kind,
+            hdr_size: layout.hdr_size,
+            seqid: 1,
+            label: plan.label.clone(),
+            salt,
+            uuid: plan.uuid.clone(),
+            subsystem: String::new(),
+            hdr_offset: offset,
+            csum: [0; 32],
+        };
+        let bytes = luks2::encode_copy(&bin, wire)
+            .map_err(|e| Error::Device(format!("internal error encoding the header: {e}")))?;
+        Ok((offset, bytes))
+    };
+    Ok([
+        copy(CopyKind::Secondary, layout.hdr_size)?,
+        copy(CopyKind::Primary, 0)?,
+    ])
+}
+
+/// Writes the new volume to a temporary file beside `path` and renames it into place, so a
+/// failure (full disk, signal) never leaves a half-written volume under the real name.
+fn write_volume(
+    path: &Path,
+    total_bytes: u64,
+    areas: &[(u64, &[u8])],
+    copies: &[(u64, Vec<u8>); 2],
+) -> Result<()> {
+    let tmp = fsutil::temp_beside(path, "volume");
+    let result = (|| -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| write_error(path, e))?;
+        // Sparse: only the header and keyslot material are written.
+        file.set_len(total_bytes)
+            .map_err(|e| write_error(path, e))?;
+        for (offset, bytes) in areas {
+            file.write_all_at(bytes, *offset)
+                .map_err(|e| write_error(path, e))?;
+        }
+        // Secondary first, then primary, as cryptsetup writes.
+        for (offset, bytes) in copies {
+            file.write_all_at(bytes, *offset)
+                .map_err(|e| write_error(path, e))?;
+        }
+        file.sync_all().map_err(|e| write_error(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| write_error(path, e))?;
+        fsutil::sync_parent(path);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    let what = format!("cannot write {}: {}", path.display(), plain_io(&e));
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::Device(format!("{what} (disk full?)")),
+        Some(libc::EFBIG) => Error::Usage(format!("{what}: --size too large for this filesystem")),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => Error::Permission(what),
+        _ => Error::Device(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::kdf::KdfKind;
+
+    /// A cheap KDF request (PBKDF2 forced to 1000 iterations) for tests.
+    pub(crate) fn cheap(key_len: usize) -> Result<CalibrationRequest> {
+        Ok(CalibrationRequest {
+            kind: KdfKind::Pbkdf2,
+            time_ms: 1,
+            max_memory_kib: kdf::MIN_ARGON2_MEMORY_KIB,
+            parallel: 1,
+            forced_iterations: Some(1000),
+            hash: HashAlg::Sha256,
+            key_len,
+        })
+    }
+
+    fn opts() -> Options {
+        Options {
+            size_bytes: 1 << 20,
+            size_text: "1M".into(),
+            sector_size: 4096,
+            key_size_bits: 512,
+            label: "test".into(),
+            uuid: Some("12345678-1234-1234-1234-123456789ABC".into()),
+        }
+    }
+
+    #[test]
+    fn plan_checks_each_option() {
+        let p = plan(&opts(), cheap).expect("valid");
+        assert_eq!(
+            (p.key_bytes, p.uuid.as_str()),
+            (64, "12345678-1234-1234-1234-123456789abc")
+        );
+        type Case = (fn(&mut Options), &'static str);
+        let bad: [Case; 6] = [
+            (
+                |o| o.sector_size = 1024,
+                "--sector-size 1024 is not supported",
+            ),
+            (
+                |o| o.size_bytes = 1000,
+                "--size 1M must be a positive multiple",
+            ),
+            (|o| o.size_bytes = 0, "--size 1M must be"),
+            (|o| o.key_size_bits = 128, "--key-size 128 is not supported"),
+            (
+                |o| o.label = "x".repeat(48),
+                "--label must be at most 47 bytes",
+            ),
+            (
+                |o| o.uuid = Some("nope".into()),
+                "--uuid \"nope\" is not a UUID",
+            ),
+        ];
+        for (edit, want) in bad {
+            let mut o = opts();
+            edit(&mut o);
+            let e = plan(&o, cheap).expect_err("refused");
+            assert_eq!(e.exit_code(), 1);
+            assert!(e.to_string().starts_with(want), "{e}");
+        }
+        let random = plan(
+            &Options {
+                uuid: None,
+                ..opts()
+            },
+            cheap,
+        )
+        .expect("valid");
+        assert_eq!(random.uuid.len(), 36);
+        assert_eq!(&random.uuid[14..15], "4");
+    }
+
+    #[test]
+    fn creates_a_volume_our_reader_accepts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v.img");
+        check_target(&path, false).expect("free");
+        let p = plan(&opts(), cheap).expect("plan");
+        let made = create(
+            &path,
+            &p,
+            FirstKeys::Passphrase(Passphrase(SecretBytes::from_slice(b"pw"))),
+        )
+        .expect("create");
+        assert!(made.recovery_key.is_none());
+        let len = std::fs::metadata(&path).expect("stat").len();
+        assert_eq!(len, (16 << 20) + (1 << 20));
+        let file = std::fs::File::open(&path).expect("open");
+        let h = luks2::read(&file).expect("valid header");
+        assert!(h.damaged_copy().is_none());
+        assert_eq!(h.binary.uuid, "12345678-1234-1234-1234-123456789abc");
+        assert_eq!(h.binary.label, "test");
+        assert_eq!(h.metadata.wire, made.metadata.wire);
+        assert!(keyslot::unlock(&h.metadata, &file, b"pw", None).is_ok());
+        assert!(keyslot::unlock(&h.metadata, &file, b"wrong", None).is_err());
+        // Existing non-empty file: exit 5 without --force.
+        assert_eq!(
+            check_target(&path, false).err().map(|e| e.exit_code()),
+            Some(5)
+        );
+        check_target(&path, true).expect("forced");
+        assert_eq!(
+            check_target(dir.path(), true).err().map(|e| e.exit_code()),
+            Some(1)
+        );
+        // No temporary file left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    #[test]
+    fn vault_volume_gets_token_and_recovery_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v.img");
+        let p = plan(&opts(), cheap).expect("plan");
+        let made = create(
+            &path,
+            &p,
+            FirstKeys::Vault {
+                secret: Passphrase(SecretBytes::from_slice(b"secret")),
+                token: serde_json::json!({"type": "vaultdisk-vault", "keyslots": ["0"]}),
+                recovery_key: true,
+            },
+        )
+        .expect("create");
+        let key = made.recovery_key.expect("recovery key");
+        let m = &made.metadata;
+        assert_eq!(m.tokens[&0], ("vaultdisk-vault".to_owned(), vec![0]));
+        assert_eq!(m.tokens[&1], (crate::token::RECOVERY.to_owned(), vec![1]));
+        let file = std::fs::File::open(&path).expect("open");
+        let h = luks2::read(&file).expect("valid header");
+        assert!(keyslot::unlock(&h.metadata, &file, key.expose_secret(), Some(1)).is_ok());
+        assert!(keyslot::unlock(&h.metadata, &file, b"secret", Some(0)).is_ok());
+    }
+}

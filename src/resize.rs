@@ -1,0 +1,264 @@
+//! Resizing a volume's plaintext: offline, by growing (sparse) or shrinking the backing file, a
+//! fixed-size data segment getting its new size through the crash-safe header write; online
+//! (the volume is being served), by growing the file under a dynamic segment and telling the
+//! daemon to serve the new sectors.
+use crate::daemon;
+use crate::device::{self, Backing};
+use crate::error::{Error, Result};
+use crate::luks2::edit::{self, EditError};
+use crate::luks2::metadata::CryptSegment;
+use crate::luks2::{Header, ReadAt, write};
+use std::path::{Path, PathBuf};
+
+/// How long the online path waits for PLAIN to show the new size (FUSE attributes are
+/// cached for one second).
+const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The new plaintext size asked for: bytes, and the text as typed (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct NewSize<'a> {
+    /// Bytes; a positive multiple of the data segment's sector size.
+    pub bytes: u64,
+    /// `--size` as typed.
+    pub text: &'a str,
+}
+
+/// What a resize did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resized {
+    /// Plaintext bytes before.
+    pub old_size: u64,
+    /// Plaintext bytes now.
+    pub new_size: u64,
+    /// PLAIN of the daemon serving the volume when it was grown online.
+    pub online: Option<PathBuf>,
+}
+
+/// Resizes the volume at `path`: online when a daemon serves it (grow only, dynamic segment),
+/// offline otherwise (shrinking needs `force`).
+pub fn resize(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
+    match daemon::serving(path) {
+        Some(entry) => grow_online(path, size, &entry),
+        None => offline(path, size, force),
+    }
+}
+
+/// The data segment, with SIZE checked against its sector size (exit 1 when not a positive
+/// multiple).
+fn checked_segment<'h>(
+    header: &'h Header,
+    size: NewSize<'_>,
+    name: &str,
+) -> Result<&'h CryptSegment> {
+    let seg = header.metadata.data_segment().map_err(|why| {
+        Error::Device(format!(
+            "{name} uses what vaultdisk does not support: {why}"
+        ))
+    })?;
+    let sector = u64::from(seg.sector_size);
+    if size.bytes == 0 || !size.bytes.is_multiple_of(sector) {
+        return Err(Error::Usage(format!(
+            "--size {} must be a positive multiple of the {sector}-byte sector size of {name}",
+            size.text
+        )));
+    }
+    Ok(seg)
+}
+
+/// Plaintext bytes of a dynamic segment at `seg` in a file of `file_len` bytes: the whole
+/// sectors after the data offset.
+fn dynamic_size(seg: &CryptSegment, file_len: u64) -> u64 {
+    let sector = u64::from(seg.sector_size);
+    file_len.saturating_sub(seg.offset_bytes) / sector * sector
+}
+
+fn new_file_len(seg: &CryptSegment, size: NewSize<'_>) -> Result<u64> {
+    seg.offset_bytes
+        .checked_add(size.bytes)
+        .ok_or_else(|| Error::Usage(format!("--size {} is too large", size.text)))
+}
+
+/// Offline resize under the update lock. Grow: the file first, then the header that claims the
+/// space. Shrink (`force`): the header first, then the file. Either way a crash leaves a header
+/// that fits the file.
+pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
+    let (dev, header) = device::open_for_update(path)?;
+    let name = dev.name();
+    let seg = checked_segment(&header, size, &name)?;
+    if seg.offset_bytes == 0 {
+        return Err(Error::Device(format!(
+            "{name} has a detached header (data offset 0): resize does not support it"
+        )));
+    }
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let old_size = seg
+        .size_bytes
+        .unwrap_or_else(|| dynamic_size(seg, file_len));
+    let new_len = new_file_len(seg, size)?;
+    if size.bytes < old_size && !force {
+        return Err(Error::Usage(format!(
+            "--size {} is smaller than the {old_size} bytes of {name}: --force to shrink and lose the data past it",
+            size.text
+        )));
+    }
+    let set_len = |len: u64| set_file_len(&dev, len);
+    if new_len > file_len {
+        set_len(new_len)?;
+    }
+    if seg.size_bytes.is_some() && seg.size_bytes != Some(size.bytes) {
+        let after =
+            edit::set_segment_size(&header.metadata, Some(size.bytes)).map_err(|e| match e {
+                EditError::NoCryptSegment => Error::Device(format!("{name}: no crypt segment")),
+                other => Error::Device(format!("{name}: new metadata is invalid: {other}")),
+            })?;
+        write::write_header(&dev, &header, after.wire, device::random_salts()?)
+            .map_err(|e| dev.write_error(e))?;
+    }
+    if new_len < file_len {
+        set_len(new_len)?;
+    }
+    Ok(Resized {
+        old_size,
+        new_size: size.bytes,
+        online: None,
+    })
+}
+
+fn set_file_len(dev: &Backing, len: u64) -> Result<()> {
+    dev.file()
+        .set_len(len)
+        .and_then(|()| dev.file().sync_all())
+        .map_err(|e| Error::io(format!("cannot resize {}", dev.name()), e))
+}
+
+/// Grows an open volume whose data runs to the end of the file: no header change, so no
+/// update lock is needed (the daemon holds it); the daemon never writes past its old size.
+pub fn grow_online(path: &Path, size: NewSize<'_>, entry: &daemon::OpenVolume) -> Result<Resized> {
+    let dev = Backing::open(path, true)?;
+    let name = dev.name();
+    let header = dev.luks2_header()?;
+    let seg = checked_segment(&header, size, &name)?;
+    let busy = |why: &str| {
+        Error::Busy(format!(
+            "{name} is open as {} (pid {}): {why}; `vaultdisk close {}` first",
+            entry.plain.display(),
+            entry.pid,
+            entry.plain.display()
+        ))
+    };
+    if seg.size_bytes.is_some() || seg.offset_bytes == 0 {
+        return Err(busy(
+            "its data segment has a fixed size, which only changes offline",
+        ));
+    }
+    let file_len = dev
+        .len_bytes()
+        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let old_size = dynamic_size(seg, file_len);
+    if size.bytes < old_size {
+        return Err(busy("shrinking needs the volume closed"));
+    }
+    let new_len = new_file_len(seg, size)?;
+    if size.bytes > old_size {
+        set_file_len(&dev, new_len)?;
+    }
+    daemon::signal_grow(entry)?;
+    let start = std::time::Instant::now();
+    loop {
+        let seen = std::fs::metadata(&entry.plain)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if seen == size.bytes {
+            break;
+        }
+        if start.elapsed() > ONLINE_WAIT {
+            return Err(Error::Device(format!(
+                "{name} grew to {} bytes but {} still shows {seen}: close and reopen it",
+                size.bytes,
+                entry.plain.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(Resized {
+        old_size,
+        new_size: size.bytes,
+        online: Some(entry.plain.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, FirstKeys, Options};
+    use crate::secret::{Passphrase, SecretBytes};
+
+    fn volume(dir: &Path) -> PathBuf {
+        let path = dir.join("v.img");
+        let opts = Options {
+            size_bytes: 1 << 20,
+            size_text: "1M".into(),
+            sector_size: 4096,
+            key_size_bits: 256,
+            label: String::new(),
+            uuid: None,
+        };
+        let plan = format::plan(&opts, |key_len| {
+            Ok(crate::crypto::kdf::CalibrationRequest {
+                kind: crate::crypto::kdf::KdfKind::Pbkdf2,
+                time_ms: 1,
+                max_memory_kib: crate::crypto::kdf::MIN_ARGON2_MEMORY_KIB,
+                parallel: 1,
+                forced_iterations: Some(1000),
+                hash: crate::crypto::hash::HashAlg::Sha256,
+                key_len,
+            })
+        })
+        .expect("plan");
+        let pass = Passphrase(SecretBytes::from_slice(b"pw"));
+        format::create(&path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+        path
+    }
+
+    fn size(bytes: u64) -> NewSize<'static> {
+        NewSize { bytes, text: "N" }
+    }
+
+    #[test]
+    fn offline_grow_shrink_and_fixed_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = volume(dir.path());
+        let len = |p: &Path| std::fs::metadata(p).expect("stat").len();
+        let r = offline(&path, size(2 << 20), false).expect("grow");
+        assert_eq!((r.old_size, r.new_size), (1 << 20, 2 << 20));
+        assert_eq!(len(&path), (16 << 20) + (2 << 20));
+        let e = offline(&path, size(1 << 20), false).expect_err("refused");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            offline(&path, size(1000), true)
+                .err()
+                .map(|e| e.exit_code()),
+            Some(1)
+        );
+        offline(&path, size(1 << 20), true).expect("shrink");
+        assert_eq!(len(&path), (16 << 20) + (1 << 20));
+        // A fixed-size segment gets its new size in the header.
+        let (dev, header) = device::open_for_update(&path).expect("open");
+        let fixed = edit::set_segment_size(&header.metadata, Some(1 << 20)).expect("edit");
+        write::write_header(
+            &dev,
+            &header,
+            fixed.wire,
+            device::random_salts().expect("salts"),
+        )
+        .expect("write");
+        drop(dev);
+        offline(&path, size(3 << 20), false).expect("grow fixed");
+        let dev = Backing::open(&path, false).expect("open");
+        let h = dev.luks2_header().expect("header");
+        assert_eq!(h.metadata.segments[&0].size_bytes, Some(3 << 20));
+        assert_eq!(len(&path), (16 << 20) + (3 << 20));
+    }
+}
