@@ -215,5 +215,8 @@ pub fn add_recovery_key(
     Ok((id, recovery))
 }
 
+mod vault;
+pub use vault::{Rewrap, enroll_vault, remove_vault_token, rewrap_vault_tokens};
+
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! `vaultdisk format`: arguments (and, for a vault-only volume, the vault enrolment) ->
 //! `crate::format` -> the recovery key printed once.
-use super::{FormatArgs, passphrase, size};
+use super::{FormatArgs, output, passphrase, size};
 use crate::error::{Error, Result};
 use crate::format::{self, FirstKeys, Options};
+use crate::unlock::vault;
 
 pub fn run(args: &FormatArgs) -> Result<()> {
     let opts = Options {
@@ -28,9 +29,9 @@ pub fn run(args: &FormatArgs) -> Result<()> {
                 "--transit-key/--kv-path make a vault-only volume: drop --key-file/--recovery-key (add a passphrase later with add-key)".into(),
             ));
         }
-        let enrolment = super::vault::enrol(&args.key.vault, &args.kek, 0)?;
+        let enrolment = vault::enrol(&args.key.vault.config(), &args.kek.new_kek()?, 0)?;
         FirstKeys::Vault {
-            secret: super::vault::keyslot_passphrase(&enrolment.secret),
+            secret: vault::keyslot_passphrase(&enrolment.secret),
             token: enrolment.token.encode(),
             recovery_key: !args.no_recovery_key,
         }
@@ -43,7 +44,7 @@ pub fn run(args: &FormatArgs) -> Result<()> {
     };
     let created = format::create(&args.backing, &plan, keys)?;
     if let Some(key) = created.recovery_key {
-        super::keys::print_recovery_key(&key)?;
+        output::print_recovery_key(&key)?;
         eprintln!(
             "keyslot 1 of {} holds the recovery key above: keep it safe, it is not shown again (open --recovery-key)",
             args.backing.display()

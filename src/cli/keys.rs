@@ -2,31 +2,19 @@
 //! arguments, the unlock, one call into `crate::keys` (the keyslot lifecycle), the result line.
 use super::{
     AddKeyArgs, AddRecoveryKeyArgs, ChangeKeyArgs, KeyArgs, PbkdfArgs, RemoveKeyArgs, RepairArgs,
-    TestKeyArgs, passphrase,
+    TestKeyArgs, output, passphrase,
 };
 use crate::crypto::kdf::Kdf;
-use crate::device::{self, VolumeHeader};
+use crate::device::{self, Backing, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::header_backup;
 use crate::keys::{self, NewKey};
-use crate::keyslot;
 use crate::luks2::Header;
 use crate::luks2::metadata::MAX_OBJECTS;
 use crate::secret::VolumeKey;
+use crate::unlock;
 use std::io::IsTerminal;
 use std::path::Path;
-
-pub(super) use crate::device::Backing;
-
-/// The library's `device::random_salts` (cli/vault.rs calls it here until the merge).
-pub(super) fn random_salts() -> Result<[[u8; 64]; 2]> {
-    device::random_salts()
-}
-
-/// The library's `device::open_for_update` (cli/vault.rs calls it here until the merge).
-pub(super) fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
-    device::open_for_update(path)
-}
 
 /// True when this key would be read from stdin (explicit "-" or no file and no tty).
 fn from_stdin(key: &KeyArgs) -> bool {
@@ -36,84 +24,28 @@ fn from_stdin(key: &KeyArgs) -> bool {
     }
 }
 
-/// Unlocks with the existing key (with `with_vault`, vault tokens first when credentials are
-/// present, then the passphrase): (keyslot id, volume key, what opened it). Exit 2 when
-/// nothing opens.
-pub(super) fn unlock_existing(
-    dev: &Backing,
-    header: &Header,
-    key: &KeyArgs,
-    only: Option<u32>,
-    with_vault: bool,
-) -> Result<(u32, VolumeKey, String)> {
-    if let Some(id) = only
-        && !header.metadata.keyslots.contains_key(&id)
-    {
-        return Err(Error::Usage(format!(
-            "keyslot {id} of {} is not in use",
-            dev.name()
-        )));
-    }
-    keyslot::candidates(&header.metadata, only)
-        .map_err(|e| super::open::unlock_error(e, dev.path()))?;
-    if !with_vault {
-        let (id, vk) =
-            super::open::unlock_luks2_passphrase(&header.metadata, dev, key, only, dev.path())?;
-        return Ok((id, vk, format!("keyslot {id}")));
-    }
-    let opened = super::open::unlock_luks2(&header.metadata, dev, key, only, dev.path())?;
-    Ok((opened.keyslot, opened.volume_key, opened.unlocked_by))
-}
-
+/// Unlocks with the existing key in the vault-first order (as `open`): (keyslot, volume key).
 fn unlock(
     dev: &Backing,
     header: &Header,
     key: &KeyArgs,
     only: Option<u32>,
 ) -> Result<(u32, VolumeKey)> {
-    unlock_existing(dev, header, key, only, true).map(|(id, vk, _)| (id, vk))
+    let opened = unlock::unlock_luks2(
+        &header.metadata,
+        dev,
+        &passphrase::unlock_key(key),
+        &key.vault.config(),
+        only,
+        dev.path(),
+        &passphrase::Terminal,
+    )?;
+    Ok((opened.by.keyslot(), opened.volume_key))
 }
 
 /// The keyslot KDF the pbkdf options ask for (same rules as `format`).
 fn keyslot_kdf(args: &PbkdfArgs, key_len: usize) -> Result<Kdf> {
     keys::calibrate(&args.request(key_len)?)
-}
-
-/// The library's `keys::free_keyslot` (cli/vault.rs calls it here until the merge).
-pub(super) fn free_keyslot(header: &Header, want: Option<u32>, name: &str) -> Result<u32> {
-    keys::free_keyslot(header, want, name)
-}
-
-/// The library's `keys::add_keyslot` with its former arguments (cli/vault.rs calls it here
-/// until the merge).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn add_keyslot(
-    dev: &Backing,
-    header: &Header,
-    volume_key: &VolumeKey,
-    digest_id: u32,
-    pass: &[u8],
-    kdf: Kdf,
-    want: Option<u32>,
-    token: Option<serde_json::Value>,
-) -> Result<(u32, Header)> {
-    let new = NewKey {
-        passphrase: pass,
-        kdf,
-        keyslot: want,
-        token,
-    };
-    keys::add_keyslot(dev, header, volume_key, digest_id, new)
-}
-
-/// The library's `keys::remove_keyslot` (cli/vault.rs calls it here until the merge).
-pub(super) fn remove_keyslot(dev: &Backing, header: &Header, id: u32) -> Result<Header> {
-    keys::remove_keyslot(dev, header, id)
-}
-
-/// The library's `keys::digest_of` (cli/vault.rs calls it here until the merge).
-pub(super) fn digest_id_of(header: &Header, keyslot: u32, name: &str) -> Result<u32> {
-    keys::digest_of(header, keyslot, name)
 }
 
 pub fn add_key(args: &AddKeyArgs) -> Result<()> {
@@ -159,21 +91,11 @@ pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
     let name = dev.name();
     let (opened, vk) = unlock(&dev, &header, &args.key, None)?;
     let (id, recovery) = keys::add_recovery_key(&dev, &header, &vk, opened)?;
-    print_recovery_key(&recovery)?;
+    output::print_recovery_key(&recovery)?;
     eprintln!(
         "added recovery keyslot {id} to {name}: keep the key above safe, it is not shown again (open --recovery-key)"
     );
     Ok(())
-}
-
-/// Prints a new recovery key once, on stdout alone, so `> file` or a pipe captures exactly it.
-pub(super) fn print_recovery_key(key: &crate::secret::Passphrase) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(key.expose_secret())
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("cannot print the recovery key", e))
 }
 
 pub fn remove_key(args: &RemoveKeyArgs) -> Result<()> {
@@ -222,47 +144,39 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
 
 pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     let file = device::open_backing(&args.backing, false)?;
-    let name = args.backing.display().to_string();
-    match device::read_header(&file, &args.backing)? {
-        VolumeHeader::Luks2(h) => {
-            device::warn_damaged_copy(&h, &args.backing);
-            let dev = Backing::from_file(file, &args.backing);
-            // An explicit key is tested alone; without one, vault tokens are tried as by open.
-            let explicit = args.key.key_file.is_some() || args.key.recovery_key;
-            if explicit && args.key.vault.token_only {
-                return Err(Error::Usage(
-                    "--token-only tests the vault tokens: drop --key-file/--recovery-key".into(),
-                ));
-            }
-            let (id, _, _) = unlock_existing(&dev, &h, &args.key, args.key_slot, !explicit)?;
-            println!("keyslot {id} opens {name}");
-        }
-        VolumeHeader::Luks1(h) => {
-            let only = match args.key_slot {
-                Some(n) if n < 8 => Some(n as u8),
-                Some(n) => {
-                    return Err(Error::Usage(format!(
-                        "keyslot {n} of {name} is not in use (LUKS1 has 0..7)"
-                    )));
-                }
-                None => None,
-            };
-            let pass = passphrase::read(&args.key, &name, false)?;
-            let opened = h
-                .unlock(&file, pass.expose_secret(), only)
-                .map_err(|e| Error::Device(format!("{name}: {e}")))?;
-            match opened {
-                Some((id, _)) => println!("keyslot {id} opens {name}"),
-                None => {
-                    return Err(Error::NoKey {
-                        path: args.backing.clone(),
-                        what: "passphrase",
-                        tried: "all enabled LUKS1 keyslots".into(),
-                    });
-                }
-            }
+    let header = device::read_header(&file, &args.backing)?;
+    // An explicit key is tested alone; without one, vault tokens are tried as by open.
+    let explicit = args.key.key_file.is_some() || args.key.recovery_key;
+    if let VolumeHeader::Luks2(h) = &header {
+        device::warn_damaged_copy(h, &args.backing);
+        if explicit && args.key.vault.token_only {
+            return Err(Error::Usage(
+                "--token-only tests the vault tokens: drop --key-file/--recovery-key".into(),
+            ));
         }
     }
+    let (key, vault) = if explicit {
+        (passphrase::key(&args.key), None)
+    } else {
+        (
+            passphrase::unlock_key(&args.key),
+            Some(args.key.vault.config()),
+        )
+    };
+    let opened = unlock::unlock_header(
+        &header,
+        &file,
+        &key,
+        vault.as_ref(),
+        args.key_slot,
+        &args.backing,
+        &passphrase::Terminal,
+    )?;
+    println!(
+        "keyslot {} opens {}",
+        opened.by.keyslot(),
+        args.backing.display()
+    );
     Ok(())
 }
 

@@ -3,8 +3,6 @@ use super::{KeyArgs, OpenArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
-use crate::keyslot::UnlockError;
-use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
 use crate::unlock;
 use std::path::Path;
@@ -37,8 +35,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
     )
 }
 
-// The wrappers below keep the old signatures for mount, test-key, the key verbs and verify
-// until they call `crate::unlock` themselves.
+// The wrapper below keeps the old signature for mount until it calls `crate::unlock` itself.
 
 /// An opened keyslot: where the data lies, which keyslot opened, and the volume key.
 pub struct Unlocked {
@@ -46,37 +43,6 @@ pub struct Unlocked {
     pub volume_key: VolumeKey,
     /// For status: `keyslot N` or `vault token T (keyslot N)`.
     pub unlocked_by: String,
-}
-
-/// A LUKS2 keyslot opened by `unlock_luks2`.
-pub struct OpenedKeyslot {
-    pub keyslot: u32,
-    pub volume_key: VolumeKey,
-    pub unlocked_by: String,
-}
-
-/// Wrapper of `unlock::unlock_luks2` (vault tokens first, then the passphrase).
-pub fn unlock_luks2(
-    meta: &crate::luks2::Metadata,
-    dev: &(impl ReadAt + ?Sized),
-    key: &KeyArgs,
-    key_slot: Option<u32>,
-    backing: &Path,
-) -> Result<OpenedKeyslot> {
-    let opened = unlock::unlock_luks2(
-        meta,
-        dev,
-        &passphrase::unlock_key(key),
-        &key.vault.config(),
-        key_slot,
-        backing,
-        &passphrase::Terminal,
-    )?;
-    Ok(OpenedKeyslot {
-        keyslot: opened.by.keyslot(),
-        volume_key: opened.volume_key,
-        unlocked_by: opened.by.to_string(),
-    })
 }
 
 /// Wrapper of `unlock::unlock` for mount.
@@ -101,30 +67,6 @@ pub fn unlock(
         volume_key: u.volume_key,
         unlocked_by: u.unlocked_by.to_string(),
     })
-}
-
-/// Wrapper of `unlock::unlock_luks2_passphrase` (the key alone, no vault).
-pub fn unlock_luks2_passphrase(
-    meta: &crate::luks2::Metadata,
-    dev: &(impl ReadAt + ?Sized),
-    key: &KeyArgs,
-    key_slot: Option<u32>,
-    backing: &Path,
-) -> Result<(u32, VolumeKey)> {
-    let opened = unlock::unlock_luks2_passphrase(
-        meta,
-        dev,
-        &passphrase::key(key),
-        key_slot,
-        backing,
-        &passphrase::Terminal,
-    )?;
-    Ok((opened.by.keyslot(), opened.volume_key))
-}
-
-/// Wrapper of `impl From<UnlockFailure> for Error` (keyslot.rs).
-pub fn unlock_error(e: UnlockError, path: &Path) -> Error {
-    e.at(path).into()
 }
 
 /// PLAIN must be a regular file or not exist yet, in an existing directory.

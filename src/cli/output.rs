@@ -22,3 +22,12 @@ pub fn print(report: &impl Report, json: bool) -> Result<()> {
         report.to_text()
     })
 }
+
+/// Prints a new recovery key once, on stdout alone, so `> file` or a pipe captures exactly it.
+pub fn print_recovery_key(key: &crate::secret::Passphrase) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(key.expose_secret())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot print the recovery key", e))
+}

@@ -9,8 +9,6 @@ use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroize;
 
-pub use crate::unlock::recovery::{generate_recovery_key, normalize_recovery_key};
-
 /// The terminal and the process's stdin.
 pub struct Terminal;
 

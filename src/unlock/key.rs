@@ -2,8 +2,8 @@
 //! `--key-file`, `--keyfile-offset`, `--keyfile-size`), all of stdin, one line of a piped
 //! stdin, or the terminal through a [`Prompt`] the caller implements. Nothing here touches a
 //! terminal; every read lands in zeroizing memory.
-use super::recovery::normalize_recovery_key;
 use crate::error::{Error, Result};
+use crate::recovery_key;
 use crate::secret::{Passphrase, SecretBytes};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ pub fn read_key(key: &Key, prompt: &dyn Prompt, what_for: &str, new: bool) -> Re
         }
     };
     let pass = if key.recovery_key {
-        normalize_recovery_key(pass.expose_secret())?
+        recovery_key::normalize(pass.expose_secret())?
     } else {
         pass
     };

@@ -8,7 +8,6 @@
 //! bound to the data segment open the data (`keyslot::candidates`). Terminal input goes
 //! through the caller's [`Prompt`]; nothing here takes clap types or reads a terminal.
 pub mod key;
-pub mod recovery;
 pub mod vault;
 
 pub use key::{Key, KeySource, MAX_KEY_FILE_BYTES, Prompt, read_key};

@@ -6,8 +6,6 @@
 //! token holds the secret wrapped by a KEK (transit key, or a KV v2 field used with AES-GCM).
 //! So `bao write -field=plaintext transit/decrypt/<key> ciphertext=...` prints exactly the
 //! passphrase, and `cryptsetup open --test-passphrase` accepts it: no lock-in.
-use crate::crypto::hash::HashAlg;
-use crate::crypto::kdf::Kdf;
 use crate::crypto::kek;
 use crate::error::{Error, Result};
 use crate::keyslot;
@@ -67,18 +65,6 @@ pub enum NewKek {
 
 /// Bytes of the random secret a vault keyslot is unlocked with (full entropy).
 pub const SECRET_BYTES: usize = 32;
-/// PBKDF2 iterations of a vault keyslot: the secret has 256 bits of entropy, so a slow KDF
-/// adds nothing; cryptsetup's minimum keeps unlock instant.
-pub const VAULT_PBKDF2_ITERATIONS: u32 = 1000;
-
-/// The KDF of keyslots whose passphrase is a full-entropy secret (vault, recovery key).
-pub fn full_entropy_kdf() -> Kdf {
-    Kdf::Pbkdf2 {
-        hash: HashAlg::Sha256,
-        iterations: VAULT_PBKDF2_ITERATIONS,
-    }
-}
-
 fn env(names: &[&str]) -> Option<String> {
     names
         .iter()
