@@ -18,6 +18,7 @@
 use crate::error::{Error, Result, exit};
 use crate::fusefs::{self, PlainFs};
 use crate::geometry::Segment;
+use crate::safepath;
 use crate::secret::{SecretBytes, VolumeKey};
 use crate::volume::Volume;
 use log::{error, info, warn};
@@ -133,6 +134,7 @@ pub fn start_with_exe(spec: &ServeSpec, key: &VolumeKey, exe: &Path) -> Result<(
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
         .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
     let child = Command::new(exe)
@@ -457,33 +459,66 @@ fn mount(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
     })
 }
 
-/// Checks PLAIN (or creates it, 0600) and returns its canonical path.
+/// Checks PLAIN (or creates it, 0600) and returns its canonical path. PLAIN must be a
+/// regular file that is not a symlink, in a directory only the caller or root can change
+/// (crate::safepath): it is opened with O_NOFOLLOW (created with O_EXCL as well), and the
+/// opened file must still be the one at the path, so a link planted in its place is never
+/// followed to mount the plaintext over another file.
 fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, CreatedPlain)> {
     let shown = plain.display();
-    let mut created = match fs::metadata(plain) {
-        Ok(m) if m.is_file() => CreatedPlain(None),
-        Ok(_) => {
-            return Err(Error::Usage(format!(
-                "{shown} is not a regular file: the plaintext is served as one file"
-            )));
+    let resolved = safepath::resolve_parent(plain)
+        .map_err(|e| Error::io(format!("cannot create {shown}"), e))?;
+    let canon = resolved.path;
+    let dir_meta = safepath::check_trusted_dir(&resolved.dir, plain)?;
+    let not_regular = || {
+        Error::Usage(format!(
+            "{shown} is not a regular file: the plaintext is served as one file"
+        ))
+    };
+    let (file, created) = match fs::symlink_metadata(&canon) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(safepath::symlink_error("PLAIN", plain));
+        }
+        Ok(m) if !m.is_file() => return Err(not_regular()),
+        Ok(m) => {
+            safepath::check_owner_in_shared_dir(&m, &dir_meta, plain)?;
+            // O_PATH: no open of the file's contents (a FIFO swapped in cannot block us).
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+                .open(&canon)
+                .map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
+            (file, CreatedPlain(None))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            OpenOptions::new()
+            let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(plain)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&canon)
                 .map_err(|e| Error::io(format!("cannot create {shown}"), e))?;
-            CreatedPlain(Some(plain.to_path_buf()))
+            // Point the guard at the canonical path, so a later chdir cannot misdirect it.
+            (file, CreatedPlain(Some(canon.clone())))
         }
         Err(e) => return Err(Error::io(format!("cannot stat {shown}"), e)),
     };
-    let canon = plain
-        .canonicalize()
-        .map_err(|e| Error::io(format!("cannot resolve {shown}"), e))?;
-    // Point the guard at the canonical path, so a later chdir cannot misdirect the removal.
-    if created.is_some() {
-        created.0 = Some(canon.clone());
+    let opened = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?;
+    if opened.file_type().is_symlink() {
+        return Err(safepath::symlink_error("PLAIN", plain));
+    }
+    if !opened.is_file() {
+        return Err(not_regular());
+    }
+    // The path must still name the file we checked and opened.
+    let again =
+        fs::symlink_metadata(&canon).map_err(|e| Error::io(format!("cannot stat {shown}"), e))?;
+    if again.dev() != opened.dev() || again.ino() != opened.ino() {
+        return Err(Error::Busy(format!(
+            "{shown} was replaced while vaultdisk opened it: refusing to mount there"
+        )));
     }
     if canon == backing_canon {
         return Err(Error::Usage(format!(
@@ -1038,7 +1073,10 @@ impl Drop for Registration {
     }
 }
 
-fn ensure_runtime_dir() -> Result<PathBuf> {
+/// Creates the runtime directory if needed and checks the one policy for it: a directory
+/// (not a symlink) owned by this user, mode 0700 (a looser mode of our own directory is
+/// tightened). In /tmp someone else could have made it first; that is refused (exit 2).
+pub fn ensure_runtime_dir() -> Result<PathBuf> {
     let dir = runtime_dir();
     let shown = dir.display();
     fs::DirBuilder::new()
@@ -1048,8 +1086,7 @@ fn ensure_runtime_dir() -> Result<PathBuf> {
         .map_err(|e| Error::io(format!("cannot create {shown}"), e))?;
     let meta =
         fs::symlink_metadata(&dir).map_err(|e| Error::io(format!("cannot stat {shown}"), e))?;
-    // In /tmp someone else could have made it first: insist on our own private directory.
-    if !meta.is_dir() || meta.uid() != crate::sys::geteuid() {
+    if !runtime_dir_is_ours(&meta) {
         return Err(Error::Permission(format!(
             "{shown} is not a directory owned by this user"
         )));
@@ -1059,6 +1096,26 @@ fn ensure_runtime_dir() -> Result<PathBuf> {
             .map_err(|e| Error::io(format!("cannot chmod {shown}"), e))?;
     }
     Ok(dir)
+}
+
+/// The runtime directory if it exists and passes the policy of `ensure_runtime_dir`
+/// (entries in a directory another user made are never trusted); not created here.
+pub fn existing_runtime_dir() -> Option<PathBuf> {
+    let dir = runtime_dir();
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    if runtime_dir_is_ours(&meta) {
+        Some(dir)
+    } else {
+        warn!(
+            "ignoring {}: not a directory owned by this user",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn runtime_dir_is_ours(meta: &fs::Metadata) -> bool {
+    meta.is_dir() && meta.uid() == crate::sys::geteuid()
 }
 
 fn register(spec: &ServeSpec, serving: &Serving) -> Result<Registration> {
@@ -1082,24 +1139,17 @@ fn register(spec: &ServeSpec, serving: &Serving) -> Result<Registration> {
     };
     let json = serde_json::to_vec_pretty(&entry).map_err(|e| Error::Device(e.to_string()))?;
     let path = dir.join(format!("{pid}.json"));
-    let tmp = dir.join(format!(".{pid}.json.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    crate::fsutil::write_private_atomically(&path, &json)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     Ok(Registration { path })
 }
 
 /// Every parseable entry with its file path, live or not.
 fn read_registry() -> Vec<(PathBuf, OpenVolume)> {
-    let Ok(dir) = fs::read_dir(runtime_dir()) else {
+    let Some(rt) = existing_runtime_dir() else {
+        return Vec::new();
+    };
+    let Ok(dir) = fs::read_dir(rt) else {
         return Vec::new();
     };
     dir.flatten()

@@ -13,6 +13,7 @@ pub mod keyslot;
 pub mod luks1;
 pub mod luks2;
 pub mod mount;
+pub mod safepath;
 pub mod secret;
 pub mod sys;
 pub mod token;
