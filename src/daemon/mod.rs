@@ -1,0 +1,431 @@
+//! Mount lifecycle: `start` (foreground, or a re-executed daemon), `close`, and the pieces
+//! they share. The wire format, the registry rules, the end-of-life steps and the PLAIN
+//! safety rules are in docs/daemon-protocol.md; `protocol` (request and report lines),
+//! `serve` (the FUSE session and its one serve sequence), `registry` (runtime directory and
+//! `OpenVolume` entries) and `lock` (the backing file's flock policy) hold the parts.
+use crate::error::{Error, Result, exit};
+use crate::secret::VolumeKey;
+use log::{error, warn};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+mod lock;
+mod protocol;
+mod registry;
+mod serve;
+
+pub use lock::{busy_error, ensure_backing_free, lock_for_update};
+pub use protocol::ServeSpec;
+use protocol::{Readiness, Report, read_report, send_request};
+use registry::read_registry;
+pub use registry::{
+    OpenVolume, ensure_runtime_dir, existing_runtime_dir, open_volumes, runtime_dir, serving,
+};
+pub use serve::{MountHandle, serve_in_thread};
+
+/// The hidden argument that makes the executable run `child_main`.
+pub const DAEMON_ARG: &str = "__daemon";
+
+/// How long `start` waits for the daemon's readiness report before killing it.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `close` retries while PLAIN is busy, for users that are just letting go.
+const BUSY_GRACE: Duration = Duration::from_secs(2);
+/// How long `close` waits for the daemon to exit after the unmount.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves `spec` until unmounted. Returns only once the mount works (background) or
+/// the filesystem is unmounted (foreground); every failure comes back as an Error.
+pub fn start(spec: ServeSpec, key: VolumeKey) -> Result<()> {
+    if spec.foreground {
+        crate::sys::set_not_dumpable();
+        return serve::serve_until_unmounted(spec, key, None);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("cannot find the vaultdisk executable", e))?;
+    start_with_exe(&spec, &key, &exe)
+}
+
+/// `start` in the background with an explicit executable, which must run `child_main` when
+/// given the single argument `DAEMON_ARG` (tests use their own binary). Returns Ok once the
+/// daemon reports the mount ready; on failure the daemon is gone (reaped or killed).
+pub fn start_with_exe(spec: &ServeSpec, key: &VolumeKey, exe: &Path) -> Result<()> {
+    let rt = ensure_runtime_dir()?;
+    let log_path = rt.join("daemon.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&log_path)
+        .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
+    let child = Command::new(exe)
+        .arg(DAEMON_ARG)
+        // The daemon needs no vault: keep the token out of its /proc/<pid>/environ.
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot start {}", exe.display()), e))?;
+    let mut child = ChildGuard(Some(child));
+    let (stdin, stdout) = match child.0.as_mut() {
+        Some(c) => (c.stdin.take(), c.stdout.take()),
+        None => (None, None),
+    };
+    let (Some(mut stdin), Some(stdout)) = (stdin, stdout) else {
+        return Err(Error::Device("daemon started without its pipes".into()));
+    };
+    // A write error (EPIPE) means the child died early; its report, or its absence, says why.
+    if let Err(e) = send_request(&mut stdin, spec, key) {
+        warn!("sending the request to the daemon failed: {e}");
+    }
+    drop(stdin);
+
+    // Read the report on a helper thread so a hung child cannot hang us past the timeout.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_report(stdout));
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Report::Ready) => {
+            // Leave it running: it is the daemon now.
+            child.0 = None;
+            Ok(())
+        }
+        Ok(Report::Failed(e)) => {
+            child.reap();
+            Err(e)
+        }
+        Ok(Report::Vanished) => {
+            let status = child.reap();
+            Err(Error::Device(format!(
+                "the vaultdisk daemon exited before the mount was ready ({}); see {}",
+                status.map_or("unknown status".into(), |s| s.to_string()),
+                log_path.display()
+            )))
+        }
+        Err(_) => {
+            drop(child); // kills and reaps
+            Err(Error::Device(format!(
+                "the vaultdisk daemon did not report ready within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log_path.display()
+            )))
+        }
+    }
+}
+
+/// Entry point of the hidden `__daemon` subcommand: spec and key arrive on stdin.
+/// Returns the process exit code.
+pub fn child_main() -> i32 {
+    // A session of our own: no controlling terminal, so the parent's terminal signals and
+    // hangups never reach the daemon. Fails only if we already lead a group; harmless.
+    let _ = nix::unistd::setsid();
+    crate::sys::set_not_dumpable();
+    let mut ready = Readiness { reported: false };
+    let served = read_request_from_stdin()
+        .and_then(|(spec, key)| serve::serve_until_unmounted(spec, key, Some(&mut ready)));
+    match served {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            if ready.reported {
+                error!("{e}");
+            } else {
+                ready.send(&protocol::error_line(&e));
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// Reads the request from fd 0 without std's stdin buffer, so no key byte lands in memory
+/// that is neither locked nor wiped.
+fn read_request_from_stdin() -> Result<(ServeSpec, VolumeKey)> {
+    let fd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("daemon: stdin", e))?;
+    protocol::read_request(&mut File::from(fd))
+}
+
+/// Unmounts `plain`, waits for its daemon to flush and exit. Busy (exit 5) while in use.
+///
+/// `plain` not in the registry gives `Error::Usage` (exit 1): the caller named a file that
+/// vaultdisk is not serving (or serves for another user). A registry entry whose daemon
+/// died is cleaned up (unmount of the dead mount, PLAIN removed if we created it) and Ok.
+pub fn close(plain: &Path) -> Result<()> {
+    let canon = canonical_plain(plain)?;
+    let Some((entry_path, entry)) = read_registry().into_iter().find(|(_, e)| e.plain == canon)
+    else {
+        return Err(Error::Usage(format!(
+            "{} is not open by vaultdisk",
+            plain.display()
+        )));
+    };
+    if !process_alive(entry.pid, entry.start_time) {
+        warn!(
+            "the daemon of {} (pid {}) is gone; cleaning up after it",
+            plain.display(),
+            entry.pid
+        );
+        let _ = unmount(&canon);
+        if entry.created_plain {
+            serve::remove_if_empty_file(&canon);
+        }
+        let _ = fs::remove_file(&entry_path);
+        return Ok(());
+    }
+    // Right after `umount /mnt` an autoclear loop device and other last users may still be
+    // letting go of PLAIN: allow them a short grace period before calling it busy.
+    let grace = Instant::now() + BUSY_GRACE;
+    loop {
+        let res = match loop_device_of(&canon) {
+            Some(dev) => Err(Error::Busy(format!(
+                "{} is in use by {dev}: unmount its filesystem and detach it (losetup -d {dev}) first",
+                plain.display()
+            ))),
+            None => unmount(&canon).map_err(|e| unmount_error(plain, e)),
+        };
+        match res {
+            Ok(()) => break,
+            Err(Error::Busy(_)) if Instant::now() < grace => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    wait_for_exit(entry.pid, entry.start_time, CLOSE_TIMEOUT).map_err(|()| {
+        Error::Busy(format!(
+            "{} is unmounted but its daemon (pid {}) did not exit within {} s",
+            plain.display(),
+            entry.pid,
+            CLOSE_TIMEOUT.as_secs()
+        ))
+    })
+}
+
+/// Asks the daemon of `entry` to grow PLAIN to its backing file's new length (SIGUSR1).
+pub fn signal_grow(entry: &OpenVolume) -> Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(entry.pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!(
+                "cannot signal the daemon (pid {}) of {}",
+                entry.pid,
+                entry.plain.display()
+            ),
+            io::Error::from(e),
+        )
+    })
+}
+
+/// Kills and reaps the child on drop unless taken out.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn reap(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.take().and_then(|mut c| c.wait().ok())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---- mounts and processes ----
+
+/// Unmounts PLAIN without detaching lazily: EBUSY while anything has it open.
+pub(super) fn unmount(plain: &Path) -> io::Result<()> {
+    if crate::sys::geteuid() == 0 {
+        return nix::mount::umount2(plain, nix::mount::MntFlags::empty()).map_err(io::Error::from);
+    }
+    fusermount_unmount(plain, false)
+}
+
+pub(super) fn lazy_unmount(plain: &Path) -> io::Result<()> {
+    if crate::sys::geteuid() == 0 {
+        return nix::mount::umount2(plain, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(io::Error::from);
+    }
+    fusermount_unmount(plain, true)
+}
+
+fn fusermount_unmount(plain: &Path, lazy: bool) -> io::Result<()> {
+    // fusermount3 exits 1 for every failure, so "busy" in its message is the only way to
+    // tell EBUSY (retry after the user lets go) from the rest.
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg("--").arg(plain).stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if msg.contains("busy") {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(io::Error::other(msg))
+}
+
+pub(super) fn unmount_error(plain: &Path, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EBUSY) {
+        Error::Busy(format!(
+            "{} is in use (an open file, a mount or a loop device): release it first",
+            plain.display()
+        ))
+    } else {
+        Error::io(format!("cannot unmount {}", plain.display()), e)
+    }
+}
+
+/// Canonical path of PLAIN for registry lookups; falls back to the canonical parent plus
+/// the file name when PLAIN itself cannot be resolved (e.g. its daemon died: ENOTCONN).
+fn canonical_plain(plain: &Path) -> Result<PathBuf> {
+    if let Ok(c) = plain.canonicalize() {
+        return Ok(c);
+    }
+    let abs = std::path::absolute(plain)
+        .map_err(|e| Error::io(format!("cannot resolve {}", plain.display()), e))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => parent
+            .canonicalize()
+            .map(|p| p.join(name))
+            .map_err(|e| Error::io(format!("cannot resolve {}", plain.display()), e)),
+        _ => Err(Error::Usage(format!("{} is not a file", plain.display()))),
+    }
+}
+
+/// Whether `path` is a mount point in our mount namespace (/proc/self/mountinfo field 5).
+pub(super) fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(info) = fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mountinfo(mp) == want)
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 4 <= field.len() {
+            let oct = &field[i + 1..i + 4];
+            if oct.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = oct.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
+                out.push(v as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The loop device (e.g. "/dev/loop3") whose backing file is `plain`, if any.
+fn loop_device_of(plain: &Path) -> Option<String> {
+    let entries = fs::read_dir("/sys/block").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing) == plain {
+            return Some(format!("/dev/{name}"));
+        }
+    }
+    None
+}
+
+/// (state, start time) of a process from /proc/<pid>/stat.
+pub(super) fn process_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 overall; field 3 (state) is index 0 here.
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((state, start_time))
+}
+
+/// Whether `pid` is still the running process that registered. A zombie counts as gone
+/// only once its other threads have exited too: a killed multi-threaded daemon shows its
+/// leader as Z while workers are still tearing down and still hold the backing file's lock.
+pub(super) fn process_alive(pid: u32, start_time: u64) -> bool {
+    match process_stat(pid) {
+        Some((_, started)) if started != start_time => false,
+        Some(('Z' | 'X', _)) => threads_left(pid) > 1,
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// Threads still listed for `pid` (its leader included); 0 when it is gone.
+fn threads_left(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+fn wait_for_exit(pid: u32, start_time: u64, timeout: Duration) -> std::result::Result<(), ()> {
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid, start_time) {
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescapes_octal() {
+        assert_eq!(unescape_mountinfo(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04");
+        assert!(is_mount_point(Path::new("/")));
+        assert!(!is_mount_point(Path::new("/definitely/not/mounted")));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_start_time_matters() {
+        let pid = std::process::id();
+        let (state, start) = process_stat(pid).unwrap();
+        assert_ne!(state, 'Z');
+        assert!(process_alive(pid, start));
+        assert!(!process_alive(pid, start + 1));
+        assert!(!process_alive(u32::MAX, start));
+    }
+}
