@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::safepath;
 use crate::secret::VolumeKey;
+use crate::sys::procfs::is_mount_point;
 use log::warn;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -422,39 +423,4 @@ fn has_filesystem(dev: &Path) -> Result<bool> {
         Ok(()) => Ok(magic == [0x53, 0xEF]),
         Err(e) => Err(Error::io(format!("cannot read {}", dev.display()), e)),
     }
-}
-
-/// True if `path` is listed as a mount point in /proc/self/mountinfo.
-pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_encoded_bytes();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| unescape(m.as_bytes()) == want)
-    })
-}
-
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\'
-            && i + 3 < field.len()
-            && field[i + 1..i + 4]
-                .iter()
-                .all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push(
-                (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'),
-            );
-            i += 4;
-        } else {
-            out.push(field[i]);
-            i += 1;
-        }
-    }
-    out
 }

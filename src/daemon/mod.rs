@@ -5,6 +5,7 @@
 //! `OpenVolume` entries) and `lock` (the backing file's flock policy) hold the parts.
 use crate::error::{Error, Result, exit};
 use crate::secret::VolumeKey;
+use crate::sys::procfs::{loop_device_of, process_alive};
 use log::{error, warn};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -201,14 +202,15 @@ pub fn close(plain: &Path) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    wait_for_exit(entry.pid, entry.start_time, CLOSE_TIMEOUT).map_err(|()| {
-        Error::Busy(format!(
+    if !wait_for_exit(entry.pid, entry.start_time, CLOSE_TIMEOUT) {
+        return Err(Error::Busy(format!(
             "{} is unmounted but its daemon (pid {}) did not exit within {} s",
             plain.display(),
             entry.pid,
             CLOSE_TIMEOUT.as_secs()
-        ))
-    })
+        )));
+    }
+    Ok(())
 }
 
 /// Asks the daemon of `entry` to grow PLAIN to its backing file's new length (SIGUSR1).
@@ -312,120 +314,14 @@ fn canonical_plain(plain: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Whether `path` is a mount point in our mount namespace (/proc/self/mountinfo field 5).
-pub(super) fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(info) = fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_bytes();
-    info.split(|&b| b == b'\n').any(|line| {
-        line.split(|&b| b == b' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == want)
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 4 <= field.len() {
-            let oct = &field[i + 1..i + 4];
-            if oct.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = oct.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
-}
-
-/// The loop device (e.g. "/dev/loop3") whose backing file is `plain`, if any.
-fn loop_device_of(plain: &Path) -> Option<String> {
-    let entries = fs::read_dir("/sys/block").ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = backing.trim_end_matches('\n');
-        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
-        if Path::new(backing) == plain {
-            return Some(format!("/dev/{name}"));
-        }
-    }
-    None
-}
-
-/// (state, start time) of a process from /proc/<pid>/stat.
-pub(super) fn process_stat(pid: u32) -> Option<(char, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    // Field 22 overall; field 3 (state) is index 0 here.
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some((state, start_time))
-}
-
-/// Whether `pid` is still the running process that registered. A zombie counts as gone
-/// only once its other threads have exited too: a killed multi-threaded daemon shows its
-/// leader as Z while workers are still tearing down and still hold the backing file's lock.
-pub(super) fn process_alive(pid: u32, start_time: u64) -> bool {
-    match process_stat(pid) {
-        Some((_, started)) if started != start_time => false,
-        Some(('Z' | 'X', _)) => threads_left(pid) > 1,
-        Some(_) => true,
-        None => false,
-    }
-}
-
-/// Threads still listed for `pid` (its leader included); 0 when it is gone.
-fn threads_left(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
-}
-
-fn wait_for_exit(pid: u32, start_time: u64, timeout: Duration) -> std::result::Result<(), ()> {
+/// Waits up to `timeout` for `pid` (started at `start_time`) to exit; false if it did not.
+fn wait_for_exit(pid: u32, start_time: u64, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while process_alive(pid, start_time) {
         if Instant::now() >= deadline {
-            return Err(());
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_unescapes_octal() {
-        assert_eq!(unescape_mountinfo(br"/a\040b\134c"), b"/a b\\c");
-        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04");
-        assert!(is_mount_point(Path::new("/")));
-        assert!(!is_mount_point(Path::new("/definitely/not/mounted")));
-    }
-
-    #[test]
-    fn own_process_is_alive_and_start_time_matters() {
-        let pid = std::process::id();
-        let (state, start) = process_stat(pid).unwrap();
-        assert_ne!(state, 'Z');
-        assert!(process_alive(pid, start));
-        assert!(!process_alive(pid, start + 1));
-        assert!(!process_alive(u32::MAX, start));
-    }
+    true
 }

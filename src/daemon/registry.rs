@@ -2,8 +2,8 @@
 //! directory, which has one checked policy (a directory owned by this user, mode 0700, not a
 //! symlink). See docs/daemon-protocol.md "Registry".
 use super::ServeSpec;
-use super::process_alive;
 use crate::error::{Error, Result};
+use crate::sys::procfs::{process_alive, process_stat};
 use log::warn;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -128,8 +128,8 @@ pub(super) fn register(
 ) -> Result<Registration> {
     let dir = ensure_runtime_dir()?;
     let pid = std::process::id();
-    let start_time = super::process_stat(pid)
-        .map(|(_, t)| t)
+    let start_time = process_stat(pid)
+        .map(|s| s.start_time)
         .ok_or_else(|| Error::Device("cannot read /proc/self/stat".into()))?;
     let backing = spec
         .backing

@@ -6,14 +6,16 @@ use crate::error::{Error, Result};
 use crate::fusefs::{self, PlainFs};
 use crate::safepath;
 use crate::secret::VolumeKey;
+use crate::sys::procfs;
 use crate::volume::Volume;
-use log::{info, warn};
+use log::{debug, info, warn};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Serves `spec` on a thread of the calling process, without registry entry or signal
 /// handling (for tests and embedding). The mount is ready when this returns.
@@ -180,7 +182,7 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
             spec.plain.display()
         ))
     })?;
-    fusefs::raise_readahead(&plain);
+    raise_readahead(&plain);
     info!("serving {} as {}", backing_canon.display(), plain.display());
     Ok(Serving {
         session,
@@ -255,12 +257,42 @@ fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, Created
             "{shown} is the backing file itself: name a different plaintext file"
         )));
     }
-    if super::is_mount_point(&canon) {
+    if procfs::is_mount_point(&canon) {
         return Err(Error::Busy(format!(
             "{shown} is already a mount point (open by vaultdisk? see `vaultdisk close`)"
         )));
     }
     Ok((canon, created))
+}
+
+/// Raises the kernel readahead of the FUSE mount at `plain` (canonical) to
+/// `fusefs::READAHEAD_KIB`. Root only; best effort, as the data is right either way.
+fn raise_readahead(plain: &Path) {
+    match procfs::set_read_ahead_kib(plain, fusefs::READAHEAD_KIB) {
+        Ok(()) => debug!(
+            "readahead of {} set to {} KiB",
+            plain.display(),
+            fusefs::READAHEAD_KIB
+        ),
+        Err(e) => debug!("cannot raise readahead ({e}): left at the kernel default"),
+    }
+}
+
+/// How long a signal's unmount retries EBUSY: a process forked elsewhere may hold a copy of
+/// a just-closed fd of PLAIN until it execs, which must not make the signal a no-op.
+const SIGNAL_BUSY_GRACE: Duration = Duration::from_millis(200);
+
+/// Unmounts PLAIN, retrying a busy mount for `SIGNAL_BUSY_GRACE` before giving up.
+fn unmount_with_grace(plain: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + SIGNAL_BUSY_GRACE;
+    loop {
+        match super::unmount(plain) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            res => return res,
+        }
+    }
 }
 
 /// Runs the session until unmounted, then flushes and cleans up.
@@ -330,7 +362,7 @@ fn spawn_signal_thread(plain: &Path, grow: Option<Arc<Volume>>) -> Result<Signal
                     }
                     continue;
                 }
-                match super::unmount(&plain) {
+                match unmount_with_grace(&plain) {
                     Ok(()) => info!("signal {sig}: unmounted {}", plain.display()),
                     Err(e) => warn!(
                         "signal {sig}: cannot unmount {} ({e}); close what uses it and signal again",
