@@ -180,11 +180,9 @@ impl Filesystem for PlainFs {
         Ok(())
     }
 
-    fn destroy(&mut self) {
-        if let Err(e) = self.volume.flush() {
-            warn!("flushing the backing file at unmount failed: {e}");
-        }
-    }
+    // No flush in destroy(): the serve loop (daemon::serve) flushes the backing file right
+    // after the session ends and reports a failure to `close`; a flush here would consume
+    // the write-back error (fsync reports it once) and let that final flush succeed.
 
     fn lookup(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEntry) {
         // The root is a regular file: there is nothing to look up in it.

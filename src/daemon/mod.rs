@@ -5,7 +5,7 @@
 //! `OpenVolume` entries) and `lock` (the backing file's flock policy) hold the parts.
 use crate::error::{Error, Result, exit};
 use crate::secret::VolumeKey;
-use crate::sys::procfs::{loop_device_of, process_alive};
+use crate::sys::procfs::{self, loop_device_of, process_alive};
 use log::{error, warn};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -156,15 +156,30 @@ fn read_request_from_stdin() -> Result<(ServeSpec, VolumeKey)> {
     protocol::read_request(&mut File::from(fd))
 }
 
-/// Unmounts `plain`, waits for its daemon to flush and exit. Busy (exit 5) while in use.
+/// Unmounts `plain`, waits for its daemon to flush and exit. Busy (exit 5) while in use;
+/// a device error (exit 4) when the daemon's final flush of the backing file failed.
 ///
 /// `plain` not in the registry gives `Error::Usage` (exit 1): the caller named a file that
-/// vaultdisk is not serving (or serves for another user). A registry entry whose daemon
-/// died is cleaned up (unmount of the dead mount, PLAIN removed if we created it) and Ok.
+/// vaultdisk is not serving (or serves for another user), unless a dead vaultdisk mount is
+/// there, which is cleared. A registry entry whose daemon died is cleaned up (its dead mount
+/// unmounted, PLAIN removed if it created it) and Ok, except while a loop device still uses
+/// PLAIN: then Busy naming it, and the entry stays for the next `close`.
 pub fn close(plain: &Path) -> Result<()> {
     let canon = canonical_plain(plain)?;
-    let Some((entry_path, entry)) = read_registry().into_iter().find(|(_, e)| e.plain == canon)
-    else {
+    let entries: Vec<(PathBuf, OpenVolume)> = read_registry()
+        .into_iter()
+        .filter(|(_, e)| e.plain == canon)
+        .collect();
+    // A live daemon's entry first: a stale entry of a killed one may name the same PLAIN.
+    let chosen = entries
+        .iter()
+        .find(|(_, e)| process_alive(e.pid, e.start_time))
+        .or(entries.first());
+    let Some((_, entry)) = chosen else {
+        if clear_dead_mount(plain, &canon)? {
+            warn!("{} was a dead vaultdisk mount; cleared", plain.display());
+            return Ok(());
+        }
         return Err(Error::Usage(format!(
             "{} is not open by vaultdisk",
             plain.display()
@@ -176,32 +191,14 @@ pub fn close(plain: &Path) -> Result<()> {
             plain.display(),
             entry.pid
         );
-        let _ = unmount(&canon);
+        clear_dead_mount(plain, &canon)?;
         if entry.created_plain {
             serve::remove_if_empty_file(&canon);
         }
-        let _ = fs::remove_file(&entry_path);
+        registry::remove_dead_entries(&canon);
         return Ok(());
     }
-    // Right after `umount /mnt` an autoclear loop device and other last users may still be
-    // letting go of PLAIN: allow them a short grace period before calling it busy.
-    let grace = Instant::now() + BUSY_GRACE;
-    loop {
-        let res = match loop_device_of(&canon) {
-            Some(dev) => Err(Error::Busy(format!(
-                "{} is in use by {dev}: unmount its filesystem and detach it (losetup -d {dev}) first",
-                plain.display()
-            ))),
-            None => unmount(&canon).map_err(|e| unmount_error(plain, e)),
-        };
-        match res {
-            Ok(()) => break,
-            Err(Error::Busy(_)) if Instant::now() < grace => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    unmount_with_grace(plain, &canon, None)?;
     if !wait_for_exit(entry.pid, entry.start_time, CLOSE_TIMEOUT) {
         return Err(Error::Busy(format!(
             "{} is unmounted but its daemon (pid {}) did not exit within {} s",
@@ -210,7 +207,62 @@ pub fn close(plain: &Path) -> Result<()> {
             CLOSE_TIMEOUT.as_secs()
         )));
     }
-    Ok(())
+    match registry::take_failure(entry.pid, entry.start_time) {
+        Some(message) => Err(Error::Device(message)),
+        None => Ok(()),
+    }
+}
+
+/// Unmounts PLAIN (canonical `canon`), refusing while a loop device uses it. Right after
+/// `umount /mnt` an autoclear loop device and other last users may still be letting go of
+/// PLAIN: they get `BUSY_GRACE` before it is called busy. `dead` names the gone daemon
+/// ("its daemon (pid N)") for the message.
+fn unmount_with_grace(plain: &Path, canon: &Path, dead: Option<&str>) -> Result<()> {
+    let grace = Instant::now() + BUSY_GRACE;
+    loop {
+        let res = match (loop_device_of(canon), dead) {
+            (Some(dev), None) => Err(Error::Busy(format!(
+                "{} is in use by {dev}: unmount its filesystem and detach it (losetup -d {dev}) first",
+                plain.display()
+            ))),
+            (Some(dev), Some(daemon)) => Err(Error::Busy(format!(
+                "{} is still in use by {dev} although {daemon} is gone: unmount \
+                 its filesystem and detach it (losetup -d {dev}), then close again",
+                plain.display()
+            ))),
+            (None, _) => unmount(canon).map_err(|e| unmount_error(plain, e)),
+        };
+        match res {
+            Ok(()) => return Ok(()),
+            Err(Error::Busy(_)) if Instant::now() < grace => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Clears a dead vaultdisk mount at `canon` (a `fuse` mount with source `vaultdisk` whose
+/// daemon is gone, so that a stat gives ENOTCONN): Ok(true) once unmounted, Ok(false) when
+/// there is no such mount, Busy naming the loop device while one still uses PLAIN.
+pub(super) fn clear_dead_mount(plain: &Path, canon: &Path) -> Result<bool> {
+    let Some(mount) = procfs::mount_at(canon) else {
+        return Ok(false);
+    };
+    let ours = mount.fs_type.as_encoded_bytes().starts_with(b"fuse")
+        && (mount.source == "vaultdisk" || mount.fs_type == "fuse.vaultdisk");
+    let dead = fs::symlink_metadata(canon).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    if !ours || !dead {
+        return Ok(false);
+    }
+    let daemon = read_registry()
+        .into_iter()
+        .find(|(_, e)| e.plain == canon)
+        .map_or("its daemon".to_string(), |(_, e)| {
+            format!("its daemon (pid {})", e.pid)
+        });
+    unmount_with_grace(plain, canon, Some(&daemon))?;
+    Ok(true)
 }
 
 /// Asks the daemon of `entry` to grow PLAIN to its backing file's new length (SIGUSR1).

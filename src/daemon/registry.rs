@@ -64,6 +64,45 @@ pub fn serving(backing: &Path) -> Option<OpenVolume> {
 /// Our registry entry; removed on drop.
 pub(super) struct Registration {
     path: PathBuf,
+    pid: u32,
+    start_time: u64,
+}
+
+impl Registration {
+    /// Leaves `message` for `close` (which waits for this process to exit): the serve or its
+    /// final flush failed. Written before the entry itself is removed.
+    pub(super) fn record_failure(&self, message: &str) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let path = failure_path(dir, self.pid, self.start_time);
+        if let Err(e) = crate::fsutil::write_private_atomically(&path, message.as_bytes()) {
+            warn!("cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+/// Where a daemon that failed at the end leaves its message: `<pid>-<start time>.failed`.
+fn failure_path(dir: &Path, pid: u32, start_time: u64) -> PathBuf {
+    dir.join(format!("{pid}-{start_time}.failed"))
+}
+
+/// The failure message the daemon (`pid`, `start_time`) left when it exited, removed once
+/// read; None when it ended cleanly.
+pub(super) fn take_failure(pid: u32, start_time: u64) -> Option<String> {
+    let path = failure_path(&existing_runtime_dir()?, pid, start_time);
+    let bytes = fs::read(&path).ok()?;
+    let _ = fs::remove_file(&path);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Removes the entries for `plain` whose daemon is gone (after its dead mount was cleared).
+pub(super) fn remove_dead_entries(plain: &Path) {
+    for (path, e) in read_registry() {
+        if e.plain == plain && !process_alive(e.pid, e.start_time) {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 impl Drop for Registration {
@@ -148,7 +187,11 @@ pub(super) fn register(
     let path = dir.join(format!("{pid}.json"));
     crate::fsutil::write_private_atomically(&path, &json)
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    Ok(Registration { path })
+    Ok(Registration {
+        path,
+        pid,
+        start_time,
+    })
 }
 
 /// Every parseable entry with its file path, live or not.

@@ -198,6 +198,54 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
 /// opened file must still be the one at the path, so a link planted in its place is never
 /// followed to mount the plaintext over another file.
 fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, CreatedPlain)> {
+    match check_plain(plain, backing_canon) {
+        // A dead vaultdisk mount (its daemon killed): clear it, then look again.
+        Err(PlainError::DeadMount(canon)) => {
+            if !super::clear_dead_mount(plain, &canon)? {
+                return Err(Error::Busy(format!(
+                    "{} is not reachable (transport endpoint is not connected) and is not a \
+                     vaultdisk mount: unmount it first",
+                    plain.display()
+                )));
+            }
+            super::registry::remove_dead_entries(&canon);
+            check_plain(plain, backing_canon).map_err(PlainError::into_error)
+        }
+        other => other.map_err(PlainError::into_error),
+    }
+}
+
+/// Why PLAIN cannot be used as it is.
+enum PlainError {
+    /// PLAIN (canonical) is a mount point whose FUSE daemon is gone (ENOTCONN).
+    DeadMount(PathBuf),
+    /// Anything else, as it is shown.
+    Other(Error),
+}
+
+impl PlainError {
+    fn into_error(self) -> Error {
+        match self {
+            PlainError::DeadMount(canon) => Error::Busy(format!(
+                "{}: transport endpoint is not connected (a dead mount)",
+                canon.display()
+            )),
+            PlainError::Other(e) => e,
+        }
+    }
+}
+
+impl From<Error> for PlainError {
+    fn from(e: Error) -> Self {
+        PlainError::Other(e)
+    }
+}
+
+/// The checks of `prepare_plain`, once.
+fn check_plain(
+    plain: &Path,
+    backing_canon: &Path,
+) -> std::result::Result<(PathBuf, CreatedPlain), PlainError> {
     let shown = plain.display();
     let resolved = safepath::resolve_parent(plain)
         .map_err(|e| Error::io(format!("cannot create {shown}"), e))?;
@@ -210,9 +258,9 @@ fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, Created
     };
     let (file, created) = match fs::symlink_metadata(&canon) {
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(safepath::symlink_error("PLAIN", plain));
+            return Err(safepath::symlink_error("PLAIN", plain).into());
         }
-        Ok(m) if !m.is_file() => return Err(not_regular()),
+        Ok(m) if !m.is_file() => return Err(not_regular().into()),
         Ok(m) => {
             safepath::check_owner_in_shared_dir(&m, &dir_meta, plain)?;
             // O_PATH: no open of the file's contents (a FIFO swapped in cannot block us).
@@ -233,16 +281,19 @@ fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, Created
                 .map_err(|e| Error::io(format!("cannot create {shown}"), e))?;
             (file, CreatedPlain(Some(canon.clone())))
         }
-        Err(e) => return Err(Error::io(format!("cannot stat {shown}"), e)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(PlainError::DeadMount(canon));
+        }
+        Err(e) => return Err(Error::io(format!("cannot stat {shown}"), e).into()),
     };
     let opened = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?;
     if opened.file_type().is_symlink() {
-        return Err(safepath::symlink_error("PLAIN", plain));
+        return Err(safepath::symlink_error("PLAIN", plain).into());
     }
     if !opened.is_file() {
-        return Err(not_regular());
+        return Err(not_regular().into());
     }
     // The path must still name the file we checked and opened.
     let again =
@@ -250,17 +301,20 @@ fn prepare_plain(plain: &Path, backing_canon: &Path) -> Result<(PathBuf, Created
     if again.dev() != opened.dev() || again.ino() != opened.ino() {
         return Err(Error::Busy(format!(
             "{shown} was replaced while vaultdisk opened it: refusing to mount there"
-        )));
+        ))
+        .into());
     }
     if canon == backing_canon {
         return Err(Error::Usage(format!(
             "{shown} is the backing file itself: name a different plaintext file"
-        )));
+        ))
+        .into());
     }
     if procfs::is_mount_point(&canon) {
         return Err(Error::Busy(format!(
             "{shown} is already a mount point (open by vaultdisk? see `vaultdisk close`)"
-        )));
+        ))
+        .into());
     }
     Ok((canon, created))
 }
@@ -315,16 +369,22 @@ fn run(
     // file (and its flock) is closed.
     let flushed = volume.flush();
     drop(volume);
+    let result = res
+        .map_err(|e| Error::Device(format!("serving {} failed: {e}", plain.display())))
+        .and(flushed.map_err(|e| {
+            Error::io(
+                format!("flushing the backing file of {}", plain.display()),
+                e,
+            )
+        }));
+    if let (Err(e), Some(r)) = (&result, &registration) {
+        // `close` is waiting for this process: tell it, so it does not exit 0.
+        r.record_failure(&e.to_string());
+    }
     drop(registration);
     drop(created);
     info!("stopped serving {}", plain.display());
-    res.map_err(|e| Error::Device(format!("serving {} failed: {e}", plain.display())))?;
-    flushed.map_err(|e| {
-        Error::io(
-            format!("flushing the backing file of {}", plain.display()),
-            e,
-        )
-    })
+    result
 }
 
 struct SignalThread {

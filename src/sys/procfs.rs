@@ -16,8 +16,11 @@ pub struct MountEntry {
     pub dev: String,
     /// Field 5, the mount point, unescaped (any bytes).
     pub mount_point: PathBuf,
-    /// The filesystem type after the " - " separator, e.g. "fuse.vaultdisk" or "ext4".
+    /// The filesystem type after the " - " separator, e.g. "fuse" or "ext4".
     pub fs_type: OsString,
+    /// The mount source after the type, e.g. "vaultdisk" (a vaultdisk FUSE mount) or
+    /// "/dev/loop3".
+    pub source: OsString,
 }
 
 /// Parses mountinfo text (as bytes); lines too short to hold a mount point are skipped.
@@ -27,17 +30,20 @@ pub fn parse_mountinfo(text: &[u8]) -> Vec<MountEntry> {
             let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
             let dev = fields.get(2)?;
             let mount_point = fields.get(4)?;
-            // Optional fields end at "-"; the filesystem type follows it.
-            let fs_type = fields
-                .iter()
-                .skip(6)
-                .skip_while(|f| **f != b"-")
-                .nth(1)
-                .map_or_else(OsString::new, |f| OsString::from_vec(unescape(f)));
+            // Optional fields end at "-"; the filesystem type and the source follow it.
+            let mut after = fields.iter().skip(6).skip_while(|f| **f != b"-").skip(1);
+            let mut field = || {
+                after
+                    .next()
+                    .map_or_else(OsString::new, |f| OsString::from_vec(unescape(f)))
+            };
+            let fs_type = field();
+            let source = field();
             Some(MountEntry {
                 dev: String::from_utf8_lossy(dev).into_owned(),
                 mount_point: PathBuf::from(OsString::from_vec(unescape(mount_point))),
                 fs_type,
+                source,
             })
         })
         .collect()
@@ -192,6 +198,8 @@ mod tests {
         assert_eq!(m[1].mount_point.as_os_str().as_bytes(), b"/mnt/caf\xe9 x");
         assert_eq!(m[2].mount_point, Path::new("/tmp/d/plain"));
         assert_eq!(m[2].fs_type, "fuse.vaultdisk");
+        assert_eq!(m[2].source, "vaultdisk");
+        assert_eq!(m[1].source, "/dev/sdb1");
         assert_eq!(m[2].dev, "0:41");
         assert_eq!(m[0].fs_type, "ext4");
     }
