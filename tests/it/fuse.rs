@@ -841,3 +841,39 @@ fn dead_daemon_under_a_loop_device_is_busy_then_cleared() {
         assert!(!crate::support::is_mounted(&plain), "{how}: still mounted");
     }
 }
+
+/// Issue 11 item 6: `close` fails (exit 4) when the daemon's final flush of the backing file
+/// fails, instead of exiting 0 with the EIO only in daemon.log. The backing file here is the
+/// PLAIN of a second daemon, killed before the close, so the final fdatasync gets ENOTCONN.
+#[test]
+fn close_fails_when_the_final_flush_fails() {
+    let test = "close_fails_when_the_final_flush_fails";
+    if !require_fuse(test) || !require(test, on_path("kill"), "kill missing") {
+        return;
+    }
+    let (key, _) = random_key();
+    let mut inner = fixture(4 * MIB, 4096, 0, false);
+    let inner_entry = start_daemon(&mut inner, &key);
+    let inner_guard = CloseOnDrop(inner_entry.plain.clone());
+    let mut outer = fixture(2 * MIB, 4096, 0, false);
+    outer.spec.backing = inner_entry.plain.clone();
+    let outer_entry = start_daemon(&mut outer, &key);
+    let outer_guard = CloseOnDrop(outer_entry.plain.clone());
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&outer_entry.plain)
+        .unwrap();
+    file.write_all_at(&[5u8; 8192], 0).unwrap();
+    drop(file);
+
+    kill_9(&inner_entry);
+    let e = daemon::close(&outer_entry.plain).unwrap_err();
+    std::mem::forget(outer_guard);
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.to_string().contains("flushing the backing file"), "{e}");
+    assert!(!crate::support::is_mounted(&outer_entry.plain));
+    // The inner daemon's dead mount is cleared by close.
+    daemon::close(&inner_entry.plain).unwrap();
+    std::mem::forget(inner_guard);
+    assert!(!crate::support::is_mounted(&inner_entry.plain));
+}
