@@ -38,18 +38,25 @@ pub struct MountRecord {
     pub plain: PathBuf,
     /// The loop device (`Method::Loop` only).
     pub loop_device: Option<String>,
+    /// How the filesystem was mounted.
     pub method: Method,
 }
 
 /// What to mount where.
 pub struct MountSpec {
+    /// The LUKS backing file.
     pub backing: PathBuf,
+    /// The directory to mount the filesystem on (checked by `check_mountpoint`).
     pub mountpoint: PathBuf,
+    /// Where the data segment lies in `backing`.
     pub segment: Segment,
+    /// Serve and mount read-only.
     pub read_only: bool,
+    /// The filesystem type given to mount(8), e.g. "ext4".
     pub fs_type: String,
     /// Make this filesystem first if the volume holds none.
     pub mkfs: Option<String>,
+    /// What unlocked the volume, for `status`.
     pub unlocked_by: String,
 }
 
