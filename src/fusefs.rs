@@ -116,64 +116,8 @@ pub fn mount_config(read_only: bool, allow_other: bool) -> Config {
 /// Kernel readahead for PLAIN, KiB. FUSE caps a mount's readahead at the bdi default
 /// (128 KiB), so sequential reads arrive as 128 KiB requests; 2 MiB lets the kernel send
 /// 1 MiB reads, two in flight, which the volume reads from the backing file with O_DIRECT.
+/// The daemon sets it (root only) through `sys::procfs::set_read_ahead_kib`.
 pub const READAHEAD_KIB: u32 = 2048;
-
-/// Raises the kernel readahead of the FUSE mount at `plain` (canonical path) to
-/// `READAHEAD_KIB` through /sys/class/bdi/<dev>/read_ahead_kb. Root only; best effort, as
-/// the data is right either way. Finds the device in /proc/self/mountinfo: a stat of PLAIN
-/// before the session serves requests would wait for its own reply.
-pub fn raise_readahead(plain: &std::path::Path) {
-    let Some(dev) = mount_dev(plain) else {
-        debug!(
-            "no mountinfo entry for {}: readahead left as is",
-            plain.display()
-        );
-        return;
-    };
-    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-    match std::fs::write(&path, READAHEAD_KIB.to_string()) {
-        Ok(()) => debug!(
-            "readahead of {} set to {READAHEAD_KIB} KiB",
-            plain.display()
-        ),
-        Err(e) => debug!("cannot raise readahead ({path}: {e}): left at the kernel default"),
-    }
-}
-
-/// The "major:minor" of the mount at `mount_point`, from /proc/self/mountinfo (the last
-/// matching line: the newest mount there).
-fn mount_dev(mount_point: &std::path::Path) -> Option<String> {
-    let want = mount_point.to_str()?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let dev = f.nth(2)?;
-            let mp = f.nth(1)?;
-            (unescape_mountinfo(mp) == want).then(|| dev.to_string())
-        })
-        .next_back()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo (octal).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b.get(i + 1..i + 4) {
-            Some(d) if b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// The errno a FUSE caller sees for a failed volume operation: ENOSPC (full backing disk
 /// or past the end) and EROFS pass through, everything else is EIO. Volume already logged
@@ -236,11 +180,9 @@ impl Filesystem for PlainFs {
         Ok(())
     }
 
-    fn destroy(&mut self) {
-        if let Err(e) = self.volume.flush() {
-            warn!("flushing the backing file at unmount failed: {e}");
-        }
-    }
+    // No flush in destroy(): the serve loop (daemon::serve) flushes the backing file right
+    // after the session ends and reports a failure to `close`; a flush here would consume
+    // the write-back error (fsync reports it once) and let that final flush succeed.
 
     fn lookup(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEntry) {
         // The root is a regular file: there is nothing to look up in it.
@@ -418,16 +360,6 @@ mod tests {
         assert_eq!(e(libc::EROFS), Errno::EROFS);
         assert_eq!(e(libc::EBADF), Errno::EIO);
         assert_eq!(errno(&io::Error::other("x")), Errno::EIO);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(
-            mount_dev(std::path::Path::new("/")).map(|d| d.contains(':')),
-            Some(true)
-        );
     }
 
     #[test]

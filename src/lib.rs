@@ -22,6 +22,7 @@ pub mod mount;
 pub mod recovery_key;
 pub mod report;
 pub mod resize;
+pub mod safepath;
 pub mod secret;
 pub mod signature;
 pub mod sys;

@@ -7,14 +7,15 @@
 use crate::daemon::{self, ServeSpec};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
+use crate::safepath;
 use crate::secret::VolumeKey;
+use crate::sys::procfs::is_mount_point;
 use log::warn;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -37,31 +38,48 @@ pub struct MountRecord {
     pub plain: PathBuf,
     /// The loop device (`Method::Loop` only).
     pub loop_device: Option<String>,
+    /// How the filesystem was mounted.
     pub method: Method,
 }
 
 /// What to mount where.
 pub struct MountSpec {
+    /// The LUKS backing file.
     pub backing: PathBuf,
+    /// The directory to mount the filesystem on (checked by `check_mountpoint`).
     pub mountpoint: PathBuf,
+    /// Where the data segment lies in `backing`.
     pub segment: Segment,
+    /// Serve and mount read-only.
     pub read_only: bool,
+    /// The filesystem type given to mount(8), e.g. "ext4".
     pub fs_type: String,
     /// Make this filesystem first if the volume holds none.
     pub mkfs: Option<String>,
+    /// What unlocked the volume, for `status`.
     pub unlocked_by: String,
 }
 
-/// Checks MOUNTPOINT (an existing directory, not yet a mount point); returns it canonical.
+/// Checks MOUNTPOINT (an existing directory, not yet a mount point, not a symlink, in a
+/// directory only the caller or root can change: crate::safepath); returns it canonical.
 pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     let shown = mountpoint.display();
-    let canon = mountpoint
-        .canonicalize()
+    let resolved = safepath::resolve_parent(mountpoint)
         .map_err(|e| Error::Usage(format!("mount point {shown}: {e}")))?;
-    if !canon.is_dir() {
+    let canon = resolved.path;
+    let meta = fs::symlink_metadata(&canon)
+        .map_err(|e| Error::Usage(format!("mount point {shown}: {e}")))?;
+    if meta.file_type().is_symlink() {
+        return Err(safepath::symlink_error("mount point", mountpoint));
+    }
+    if !meta.is_dir() {
         return Err(Error::Usage(format!(
             "mount point {shown} is not a directory"
         )));
+    }
+    if canon != resolved.dir {
+        let dir_meta = safepath::check_trusted_dir(&resolved.dir, mountpoint)?;
+        safepath::check_owner_in_shared_dir(&meta, &dir_meta, mountpoint)?;
     }
     if is_mount_point(&canon) {
         return Err(Error::Busy(format!("{shown} is already a mount point")));
@@ -201,7 +219,10 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
 
 /// Every mount record in the runtime directory, with its sidecar path.
 pub fn records() -> Vec<(PathBuf, MountRecord)> {
-    let Ok(dir) = fs::read_dir(daemon::runtime_dir()) else {
+    let Some(rt) = daemon::existing_runtime_dir() else {
+        return Vec::new();
+    };
+    let Ok(dir) = fs::read_dir(rt) else {
         return Vec::new();
     };
     dir.flatten()
@@ -290,30 +311,13 @@ fn mount_id(backing: &Path, mountpoint: &Path) -> String {
 }
 
 fn runtime_dir() -> Result<PathBuf> {
-    let dir = daemon::runtime_dir();
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    Ok(dir)
+    daemon::ensure_runtime_dir()
 }
 
 fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
     let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Device(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    let _ = fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    crate::fsutil::write_private_atomically(path, &json)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 /// Runs a system tool; a failure becomes one line naming the tool and its first stderr line.
@@ -426,39 +430,4 @@ fn has_filesystem(dev: &Path) -> Result<bool> {
         Ok(()) => Ok(magic == [0x53, 0xEF]),
         Err(e) => Err(Error::io(format!("cannot read {}", dev.display()), e)),
     }
-}
-
-/// True if `path` is listed as a mount point in /proc/self/mountinfo.
-pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_encoded_bytes();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| unescape(m.as_bytes()) == want)
-    })
-}
-
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\'
-            && i + 3 < field.len()
-            && field[i + 1..i + 4]
-                .iter()
-                .all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push(
-                (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'),
-            );
-            i += 4;
-        } else {
-            out.push(field[i]);
-            i += 1;
-        }
-    }
-    out
 }

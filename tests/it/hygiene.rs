@@ -6,7 +6,7 @@
 use crate::reliability::{daemon_pid, vd_rt};
 use crate::support::*;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -533,4 +533,166 @@ fn memlock_limit_falls_back_to_the_heap_then_warns() {
         vd_rt(&rt, &["close", s(&v.plain)]).ok();
         std::mem::forget(m);
     }
+}
+
+/// Issue 11 item 1: a PLAIN that is a symlink (to a file outside, or dangling), a directory
+/// or a FIFO is refused (exit 1) before anything is mounted, so root's `open` can never be
+/// pointed at /etc/shadow by whoever can write PLAIN's directory. Nothing is mounted over the
+/// target, the target keeps its bytes and no file is created at a dangling link's target.
+#[test]
+fn plain_that_is_a_symlink_or_special_file_is_refused() {
+    let test = "plain_that_is_a_symlink_or_special_file_is_refused";
+    if !require_fuse(test) {
+        return;
+    }
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    let open = |plain: &Path| {
+        let out = try_run(
+            "env",
+            &[
+                &format!("VAULTDISK_RUNTIME_DIR={}", s(&rt)),
+                BIN,
+                "open",
+                s(&v.backing),
+                s(plain),
+                "--key-file",
+                s(&v.key),
+            ],
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("start vaultdisk");
+        // Whatever happened, never leave a mount behind (lazily: the daemon then exits).
+        let mut mounted = false;
+        for p in [plain, &v.dir.path().join("shadow")] {
+            if is_mounted(p) {
+                mounted = true;
+                force_unmount(p);
+            }
+        }
+        assert!(!mounted, "something was mounted:\n{}", out.describe());
+        out
+    };
+
+    // A symlink to a file outside (the /etc/shadow attack).
+    let victim = v.dir.path().join("shadow");
+    fs::write(&victim, b"root:$6$secret:19000:0:99999:7:::\n").unwrap();
+    let link = v.dir.path().join("plain-link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = open(&link);
+    out.check_error(&[1]).unwrap();
+    assert!(out.stderr.contains("symbolic link"), "{}", out.describe());
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"root:$6$secret:19000:0:99999:7:::\n"
+    );
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // A dangling symlink: refused, and nothing is created where it points.
+    let target = v.dir.path().join("created-through-link");
+    let dangling = v.dir.path().join("plain-dangling");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    let out = open(&dangling);
+    assert!(!is_mounted(&target));
+    out.check_error(&[1]).unwrap();
+    assert!(out.stderr.contains("symbolic link"), "{}", out.describe());
+    assert!(
+        fs::symlink_metadata(&target).is_err(),
+        "link target created"
+    );
+
+    // A directory and a FIFO: not regular files (and the FIFO must not block the open).
+    let dir = v.dir.path().join("plain-dir");
+    fs::create_dir(&dir).unwrap();
+    let out = open(&dir);
+    assert!(!is_mounted(&dir));
+    out.check_error(&[1]).unwrap();
+    assert!(
+        out.stderr.contains("not a regular file"),
+        "{}",
+        out.describe()
+    );
+    let fifo = v.dir.path().join("plain-fifo");
+    sys("mkfifo", &[s(&fifo)]).ok();
+    let out = open(&fifo);
+    assert!(!is_mounted(&fifo));
+    out.check_error(&[1]).unwrap();
+    assert!(
+        out.stderr.contains("not a regular file"),
+        "{}",
+        out.describe()
+    );
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+/// Issue 11 item 1: PLAIN's directory must be one that only the caller (or root) can change:
+/// writable by others without the sticky bit, or owned by another user, is refused (exit 2)
+/// and nothing is created or mounted. /tmp-like directories (sticky) are fine, but there a
+/// PLAIN owned by another user (who could swap it for a link) is refused too.
+#[test]
+fn plain_in_a_directory_others_control_is_refused() {
+    let test = "plain_in_a_directory_others_control_is_refused";
+    if !require_fuse(test) || !require(test, &["root"]) {
+        return;
+    }
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    let open = |plain: &Path| {
+        let out = vd_rt(
+            &rt,
+            &["open", s(&v.backing), s(plain), "--key-file", s(&v.key)],
+        );
+        if is_mounted(plain) {
+            let _ = vd_rt(&rt, &["close", s(plain)]);
+            force_unmount(plain);
+        }
+        out
+    };
+    let shared = v.dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    let plain = shared.join("plain");
+
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = open(&plain);
+    out.check_error(&[2]).unwrap();
+    assert!(
+        out.stderr.contains("writable by other users"),
+        "{}",
+        out.describe()
+    );
+    assert!(fs::symlink_metadata(&plain).is_err(), "PLAIN created");
+
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).unwrap();
+    let out = open(&plain);
+    out.check_error(&[2]).unwrap();
+    assert!(out.stderr.contains("owned by"), "{}", out.describe());
+    assert!(fs::symlink_metadata(&plain).is_err(), "PLAIN created");
+
+    // Sticky and world-writable, owned by root (like /tmp): fine for a PLAIN we create...
+    std::os::unix::fs::chown(&shared, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = vd_rt(
+        &rt,
+        &["open", s(&v.backing), s(&plain), "--key-file", s(&v.key)],
+    );
+    let m = Mount::new(&plain);
+    out.ok();
+    assert!(is_mounted(&plain));
+    vd_rt(&rt, &["close", s(&plain)]).ok();
+    std::mem::forget(m);
+    assert!(!is_mounted(&plain));
+
+    // ...but not for an existing PLAIN that another user owns there.
+    fs::write(&plain, b"").unwrap();
+    std::os::unix::fs::chown(&plain, Some(65534), Some(65534)).unwrap();
+    let out = open(&plain);
+    out.check_error(&[2]).unwrap();
+    assert!(out.stderr.contains("owned by"), "{}", out.describe());
 }

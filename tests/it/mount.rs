@@ -415,3 +415,57 @@ fn rootless_mount_via_fuse2fs() {
     as_user(&["umount", s(&t.mnt)]).ok();
     assert!(!is_mounted(&t.mnt));
 }
+
+/// Issue 11 item 1: a mount point that is a symlink is refused (exit 1) and nothing is
+/// mounted on the directory it points to; so is one whose parent others may write.
+#[test]
+fn mount_refuses_a_symlinked_mount_point() {
+    if !require("mount_refuses_a_symlinked_mount_point", ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("64M");
+    let link = t.v.dir.path().join("mnt-link");
+    std::os::unix::fs::symlink(&t.mnt, &link).unwrap();
+    let rt = format!("VAULTDISK_RUNTIME_DIR={}", s(&t.rt));
+    let out = run(
+        "env",
+        &[
+            rt.as_str(),
+            BIN,
+            "mount",
+            s(&t.v.backing),
+            s(&link),
+            "--key-file",
+            s(&t.v.key),
+            "--mkfs",
+            "ext4",
+        ],
+        None,
+    );
+    let mounted = is_mounted(&t.mnt);
+    assert!(!mounted, "mounted through the symlink:\n{}", out.describe());
+    out.check_error(&[1]).unwrap();
+    assert!(out.stderr.contains("symbolic link"), "{}", out.describe());
+    assert_eq!(t.loop_devices(), "");
+    assert!(t.status_json().is_empty());
+
+    // A mount point in a directory others may write (not sticky) is refused too.
+    use std::os::unix::fs::PermissionsExt;
+    let shared = t.v.dir.path().join("shared");
+    fs::create_dir_all(shared.join("mnt")).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = t.vd(&[
+        "mount",
+        s(&t.v.backing),
+        s(&shared.join("mnt")),
+        "--key-file",
+        s(&t.v.key),
+    ]);
+    assert!(!is_mounted(&shared.join("mnt")));
+    out.check_error(&[2]).unwrap();
+    assert!(
+        out.stderr.contains("writable by other users"),
+        "{}",
+        out.describe()
+    );
+}

@@ -1,5 +1,9 @@
-//! The few libc calls std does not wrap: memory locking and process dumpability.
+//! The few libc calls std does not wrap (memory locking, process dumpability, the effective
+//! uid) and, in `procfs`, the readers of /proc and /sys. The only module allowed `unsafe`;
+//! every use has a SAFETY comment.
 #![allow(unsafe_code)]
+
+pub mod procfs;
 
 /// Locks `len` bytes at `ptr` into RAM so a secret is never swapped out. Best effort:
 /// returns false when RLIMIT_MEMLOCK forbids it.

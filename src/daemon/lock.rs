@@ -1,0 +1,115 @@
+//! The flock policy on backing files: a serving daemon holds an exclusive (read-write) or
+//! shared (read-only) lock for its lifetime; header updates take the exclusive lock and wait
+//! only for other short-lived verbs, never for a daemon.
+use super::registry::open_volumes;
+use crate::error::{Error, Result};
+use std::fs::{self, File};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a header update waits for another one to finish.
+const UPDATE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Refuses early (Error::Busy) if `backing` is already open read-write by another daemon
+/// (or read-only, when `read_only` is false). Uses the same flock the daemon holds: an
+/// exclusive lock for read-write, a shared one for read-only.
+pub fn ensure_backing_free(backing: &Path, read_only: bool) -> Result<()> {
+    let probe = File::open(backing)
+        .map_err(|e| Error::io(format!("cannot open {}", backing.display()), e))?;
+    lock_backing(&probe, backing, read_only)?;
+    // Closing the probe releases the lock anyway; unlock explicitly for clarity.
+    let _ = probe.unlock();
+    Ok(())
+}
+
+/// Takes the flock a daemon holds on its backing file: exclusive for read-write, shared for
+/// read-only. Busy (exit 5, naming the holder) when another process has a conflicting one.
+pub(super) fn lock_backing(file: &File, backing: &Path, read_only: bool) -> Result<()> {
+    let res = if read_only {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => Err(busy_error(backing)),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock {}", backing.display()), e))
+        }
+    }
+}
+
+/// Takes the exclusive flock for a header update, held until `file` is closed, so two updates
+/// never interleave their read-modify-write and no daemon opens the volume meanwhile. A lock
+/// held by a serving daemon fails at once (exit 5); one held by another short-lived verb is
+/// waited for, up to `UPDATE_LOCK_WAIT`.
+pub fn lock_for_update(file: &File, backing: &Path) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                let canon = backing
+                    .canonicalize()
+                    .unwrap_or_else(|_| backing.to_path_buf());
+                let served = open_volumes().into_iter().any(|e| e.backing == canon);
+                if served || start.elapsed() > UPDATE_LOCK_WAIT {
+                    return Err(busy_error(backing));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", backing.display()), e));
+            }
+        }
+    }
+}
+
+/// The Busy error for a backing file whose lock is held: names the daemon (and its PLAIN)
+/// when one serves it, else says another process holds the flock.
+pub fn busy_error(backing: &Path) -> Error {
+    let canon = backing
+        .canonicalize()
+        .unwrap_or_else(|_| backing.to_path_buf());
+    let holder = open_volumes().into_iter().find(|e| e.backing == canon);
+    let shown = backing.display();
+    Error::Busy(match holder {
+        Some(e) => format!(
+            "{shown} is already open {} (pid {}) as {}: `vaultdisk close {}` first",
+            if e.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            e.pid,
+            e.plain.display(),
+            e.plain.display()
+        ),
+        None => format!("{shown} is locked by another process (flock)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_lock_conflicts_are_busy() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        ensure_backing_free(tmp.path(), false).unwrap();
+        let holder = File::open(tmp.path()).unwrap();
+        holder.try_lock_shared().unwrap();
+        // A read-only holder blocks read-write opens but not other read-only ones.
+        let e = ensure_backing_free(tmp.path(), false).unwrap_err();
+        assert_eq!(e.exit_code(), 5, "{e}");
+        ensure_backing_free(tmp.path(), true).unwrap();
+        holder.unlock().unwrap();
+        holder.try_lock().unwrap();
+        assert_eq!(
+            ensure_backing_free(tmp.path(), true)
+                .unwrap_err()
+                .exit_code(),
+            5
+        );
+    }
+}
