@@ -105,6 +105,35 @@ pub fn symlink_error(what: &str, shown: &Path) -> Error {
     ))
 }
 
+/// The check `open` makes before asking for a key: PLAIN must be a regular file (not a
+/// symlink) or not exist yet, in an existing directory. The daemon checks again, thoroughly,
+/// when it creates and opens PLAIN (`daemon::serve`).
+pub fn check_plain_target(plain: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(plain) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_error("PLAIN", plain)),
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "{} exists and is not a regular file",
+            plain.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match plain.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if parent.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!(
+                    "directory {} does not exist",
+                    parent.display()
+                )))
+            }
+        }
+        Err(e) => Err(Error::io(format!("cannot stat {}", plain.display()), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
 //! `vaultdisk mount` / `umount`: a volume's filesystem on a directory (see `crate::mount`).
-use super::{MountArgs, UmountArgs, open};
+use super::{MountArgs, UmountArgs, passphrase};
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::mount::{self, MountSpec};
+use crate::unlock;
 
 pub fn run(args: &MountArgs) -> Result<()> {
     if args.read_only && args.mkfs.is_some() {
@@ -18,11 +19,13 @@ pub fn run(args: &MountArgs) -> Result<()> {
             args.fs_type
         )));
     }
-    let unlocked = open::unlock(
+    let unlocked = unlock::unlock(
         &args.backing,
-        &args.key,
+        &passphrase::unlock_key(&args.key),
+        &args.key.vault.config(),
         args.key_slot,
         args.read_only,
+        &passphrase::Terminal,
         &mut || {
             mount::check_mountpoint(&args.mountpoint)?;
             daemon::ensure_backing_free(&args.backing, args.read_only)
@@ -36,7 +39,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             read_only: args.read_only,
             fs_type: args.fs_type.clone(),
             mkfs: args.mkfs.clone(),
-            unlocked_by: unlocked.unlocked_by,
+            unlocked_by: unlocked.unlocked_by.to_string(),
         },
         unlocked.volume_key,
     )?;

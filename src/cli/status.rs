@@ -1,8 +1,7 @@
 //! `vaultdisk status`: the open volumes, their mounts and daemons.
-use super::StatusArgs;
+use super::{StatusArgs, output};
 use crate::error::{Error, Result};
 use serde_json::{Value, json};
-use std::io::Write;
 
 pub fn run(args: &StatusArgs) -> Result<()> {
     let mounts = crate::mount::records();
@@ -28,13 +27,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     } else {
         table(&entries)
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("cannot write to stdout", e))
-        }
-        _ => Ok(()),
-    }
+    output::emit(&text)
 }
 
 const COLUMNS: [(&str, &str); 7] = [
