@@ -6,7 +6,7 @@ use vaultdisk::luks2::binary::{ALLOWED_HDR_SIZES, BINARY_SIZE};
 use vaultdisk::report::{Luks1Dump, Luks2Dump, Report};
 use vaultdisk::{luks1, luks2};
 
-/// Where the sha256 of a binary header sits (luks-format.md §2).
+/// Where the sha256 of a binary header sits (docs/format.md §2).
 const CSUM_OFFSET: usize = 448;
 
 /// LUKS2 device bytes (both copies, as found at offset 0 of a backing file): read as they

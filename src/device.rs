@@ -104,7 +104,7 @@ fn read_any_header(file: &File, path: &Path) -> Result<VolumeHeader> {
     let mut first = [0u8; 1024];
     file.read_exact_at(&mut first, 0)
         .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-    // The version field at offset 6 tells LUKS1 from LUKS2 (luks-format.md §2).
+    // The version field at offset 6 tells LUKS1 from LUKS2 (docs/format.md §2).
     if first[..6] == luks2::binary::PRIMARY_MAGIC && first[6..8] == [0, 1] {
         let header = luks1::parse(&first).map_err(|e| Error::Device(format!("{name}: {e}")))?;
         header

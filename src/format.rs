@@ -1,7 +1,7 @@
 //! A new LUKS2 volume in a sparse backing file, laid out as cryptsetup 2.6 does: the plan is
 //! validated, the first keyslots and the volume-key digest made, the metadata built by
 //! `luks2::edit`, both header copies encoded, and everything written to a temporary file
-//! beside the target that is renamed into place (luks-format.md §1, §4.6).
+//! beside the target that is renamed into place (docs/format.md §1, §4.6).
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::{self, CalibrationRequest};
 use crate::crypto::{digest, random};

@@ -1,13 +1,13 @@
 //! The only unit math: plain offset <-> sector <-> backing offset <-> IV.
 //!
-//! Three address spaces meet here (luks-format.md §7):
+//! Three address spaces meet here (docs/format.md §7):
 //! - `plain_offset`: bytes into the plaintext the user sees (0 .. `data_size_bytes`);
 //! - `SectorNo`: index of an encryption sector of `sector_size` bytes in the plaintext;
 //! - `backing_offset`: bytes into the backing file (`data_offset_bytes` + plain offset);
 //! - `iv_sector`: the plain64 IV, counted in 512-byte units whatever the sector size.
 use serde::{Deserialize, Serialize};
 
-/// IVs count 512-byte units even with 4096-byte sectors (luks-format.md §7).
+/// IVs count 512-byte units even with 4096-byte sectors (docs/format.md §7).
 pub const IV_UNIT_BYTES: u64 = 512;
 
 /// Where the encrypted data lives in the backing file and how it is cut into sectors.
@@ -127,7 +127,7 @@ impl Segment {
     }
 
     /// plain64 IV of `sector`: iv_tweak + (bytes after the segment start) / 512, wrapping at
-    /// 2^64 as dm-crypt's u64 counter does (luks-format.md §7).
+    /// 2^64 as dm-crypt's u64 counter does (docs/format.md §7).
     pub fn iv_sector(&self, sector: SectorNo) -> u64 {
         self.iv_tweak
             .wrapping_add(sector.0.wrapping_mul(self.iv_step()))

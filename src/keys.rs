@@ -2,7 +2,7 @@
 //! change a key (add before remove), add a recovery key. Each step is a typed edit
 //! (`luks2::edit`) written by the crash-safe header write (`luks2::write`); keyslot material is
 //! written and synced before a header points to it, and wiped only after the header no longer
-//! does (luks-format.md §2 "Writing", §5 "Adding/Removing").
+//! does (docs/format.md §2 "Writing", §5 "Adding/Removing").
 //!
 //! Nothing here prompts or reads arguments: the caller has unlocked the volume key (and knows
 //! which keyslot opened it) and hands in the new passphrase and its KDF.

@@ -1,4 +1,4 @@
-//! Unlock / store one LUKS2 keyslot: kdf -> area -> AF -> digest (luks-format.md §5).
+//! Unlock / store one LUKS2 keyslot: kdf -> area -> AF -> digest (docs/format.md §5).
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::Kdf;
 use crate::crypto::kdf::budget::{self, OverBudget};
@@ -114,7 +114,7 @@ fn list(ids: &[u32]) -> String {
 }
 
 /// True when keyslot `id`'s digest lists the data segment, i.e. its key is the volume key
-/// (luks-format.md §4.3). A keyslot added with `cryptsetup luksAddKey --unbound` has a digest
+/// (docs/format.md §4.3). A keyslot added with `cryptsetup luksAddKey --unbound` has a digest
 /// with no segments: it stores some other key and must not decrypt the data. Without a crypt
 /// segment (an unsupported layout) a digest listing any segment counts as bound.
 pub fn is_bound(meta: &Metadata, id: u32) -> bool {

@@ -1,6 +1,6 @@
 //! LUKS1 header: parse and validate only; unlock feeds the same data path as LUKS2.
 //!
-//! Layout and rules: luks-format.md §8 (phdr, keyslots, unlock) and §9 (LUKS1 checks, after
+//! Layout and rules: docs/format.md §8 (phdr, keyslots, unlock) and §9 (LUKS1 checks, after
 //! cryptsetup's `LUKS_check_keyslots`). Only aes-xts-plain64 data can be unlocked; headers
 //! with other ciphers parse (for `dump`) but `segment` and `unlock` refuse them.
 use crate::crypto::hash::HashAlg;
@@ -24,7 +24,7 @@ pub const KEYSLOT_ENABLED: u32 = 0x00AC_71F3;
 pub const KEYSLOT_DISABLED: u32 = 0x0000_DEAD;
 /// LUKS1 sector, the unit of payloadOffset and keyMaterialOffset.
 pub const SECTOR_BYTES: u64 = 512;
-/// Key material may not start before this byte (cryptsetup's padded phdr, luks-format.md §9).
+/// Key material may not start before this byte (cryptsetup's padded phdr, docs/format.md §9).
 pub const MIN_KEY_MATERIAL_BYTES: u64 = 1024;
 /// Largest keyBytes we accept: far above any real cipher (aes-xts uses 64) while keeping the
 /// key material of a hostile header to a few MiB.
@@ -111,7 +111,7 @@ pub enum SlotState {
     Invalid(u32),
 }
 
-/// One of the eight LUKS1 keyslots (luks-format.md §8).
+/// One of the eight LUKS1 keyslots (docs/format.md §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Luks1Keyslot {
     /// The `active` word.
@@ -126,7 +126,7 @@ pub struct Luks1Keyslot {
     pub stripes: u32,
 }
 
-/// A parsed and checked LUKS1 header (luks-format.md §8).
+/// A parsed and checked LUKS1 header (docs/format.md §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Luks1Header {
     /// cipherName, e.g. "aes".
@@ -181,7 +181,7 @@ fn text(b: &[u8], off: usize, len: usize, name: &'static str) -> Result<String, 
 }
 
 /// Parses the first [`PHDR_LEN`] (or more) bytes of a device and checks everything in
-/// luks-format.md §9 that needs no device size: magic, version, strings, hash, keyBytes,
+/// docs/format.md §9 that needs no device size: magic, version, strings, hash, keyBytes,
 /// digest iterations, stripes, key material placement and overlap (all eight slots, as
 /// cryptsetup checks disabled ones too).
 pub fn parse(phdr: &[u8]) -> Result<Luks1Header, Luks1Error> {
@@ -255,7 +255,7 @@ impl Luks1Header {
         self.key_material_bytes() / SECTOR_BYTES
     }
 
-    /// luks-format.md §9, LUKS1 part, after cryptsetup's LUKS_check_keyslots.
+    /// docs/format.md §9, LUKS1 part, after cryptsetup's LUKS_check_keyslots.
     fn check_keyslots(&self) -> Result<(), Luks1Error> {
         let sectors = self.material_sectors();
         for (i, ks) in self.keyslots.iter().enumerate() {
@@ -536,7 +536,7 @@ mod tests {
         b[off..off + s.len()].copy_from_slice(s.as_bytes());
     }
 
-    /// Slot i's standard offset (luks-format.md §8): 8 + i·round_up(material sectors, 8).
+    /// Slot i's standard offset (docs/format.md §8): 8 + i·round_up(material sectors, 8).
     fn standard_offset(key_bytes: usize, i: usize) -> u32 {
         let sectors = (key_bytes * 4000).div_ceil(512);
         (8 + i * sectors.div_ceil(8) * 8) as u32

@@ -2,7 +2,7 @@
 //! where a LUKS2 primary header belongs.
 //!
 //! Why: when the primary LUKS2 copy is invalid, the reader falls back to the secondary copy
-//! (docs: luks-format.md §2). If the device was since reused — `pvcreate`, `mkfs`, a new
+//! (docs: docs/format.md §2). If the device was since reused — `pvcreate`, `mkfs`, a new
 //! partition table — the secondary copy is a stale leftover, and writing through it (a
 //! read-write open, add-key, repair) would destroy someone else's data. cryptsetup refuses
 //! such a device as having "ambiguous signatures" until an explicit repair; so do we.

@@ -1,11 +1,11 @@
-//! Anti-forensic split/merge (LUKS "H1" diffuser), luks-format.md §6.
+//! Anti-forensic split/merge (LUKS "H1" diffuser), docs/format.md §6.
 //!
 //! A key of n bytes is stored as `stripes` stripes of n bytes; only the whole set recovers it,
 //! so wiping any part of a keyslot area destroys the key.
 use super::hash::{HashAlg, MAX_OUTPUT_LEN};
 use zeroize::Zeroizing;
 
-/// Number of stripes every LUKS keyslot uses (cryptsetup ignores af.stripes, luks-format.md §9).
+/// Number of stripes every LUKS keyslot uses (cryptsetup ignores af.stripes, docs/format.md §9).
 pub const STRIPES: usize = 4000;
 
 /// Splits `key` into `stripes * key.len()` bytes written to `out`; stripes 0..S-2 are random.

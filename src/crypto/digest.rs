@@ -1,5 +1,5 @@
 //! The LUKS volume-key digest: PBKDF2 of the key, compared in constant time
-//! (luks-format.md §4.3; LUKS1 mkDigest §8).
+//! (docs/format.md §4.3; LUKS1 mkDigest §8).
 use super::hash::{HashAlg, MAX_OUTPUT_LEN};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -14,7 +14,7 @@ pub fn compute(volume_key: &[u8], hash: HashAlg, iterations: u32, salt: &[u8], o
 
 /// True when `volume_key` matches `expected` (length = expected.len()), in constant time.
 ///
-/// Accepts digests of 20 bytes up to the hash size (luks-format.md §4.3: converted headers keep
+/// Accepts digests of 20 bytes up to the hash size (docs/format.md §4.3: converted headers keep
 /// LUKS1's 20 bytes). Anything else — empty, shorter than 20, longer than the hash — is refused
 /// without running PBKDF2, so a truncated digest field cannot make a short prefix match.
 pub fn verify(
@@ -45,7 +45,7 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 
-    // luks-format.md §4.6: the digest of a cryptsetup-made header whose volume key is 00..3f.
+    // docs/format.md §4.6: the digest of a cryptsetup-made header whose volume key is 00..3f.
     const SALT_B64: &str = "FqoXWtG9a9u4mU/aO72JIqcSYsS/lwvLO1p/HAaK7Os=";
     const DIGEST_B64: &str = "qzVkONTAJtn2obx13IcGGOpjqjzacSkeNnKHD7qGe5Y=";
 

@@ -3,7 +3,7 @@
 //! cryptsetup-style calibration) is in [`calibrate`].
 //!
 //! Argon2 is version 0x13 with no secret key and no associated data, as LUKS2 uses it
-//! (luks-format.md §5). Its lanes run on a rayon pool private to one derivation whose threads
+//! (docs/format.md §5). Its lanes run on a rayon pool private to one derivation whose threads
 //! have exited before `derive` returns: the global rayon pool is never touched, so a process
 //! may fork (daemonise) right after unlocking.
 use super::CryptoError;
@@ -36,7 +36,7 @@ pub enum Kdf {
     },
 }
 
-// Caps against hostile headers (luks-format.md §9): checked before any work.
+// Caps against hostile headers (docs/format.md §9): checked before any work.
 
 /// Largest Argon2 memory cost, KiB (cryptsetup's limit: 4 GiB).
 pub const MAX_ARGON2_MEMORY_KIB: u32 = 4 * 1024 * 1024;
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn pbkdf2_luks_vector() {
-        // luks-format.md §10: keyslot KDF of a cryptsetup-made header.
+        // docs/format.md §10: keyslot KDF of a cryptsetup-made header.
         let salt = STANDARD
             .decode("jI6leoC+fNdkHbAVvQ7BXByqCAZ95c3beIKK7iFKDDw=")
             .unwrap();
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn argon2id_luks_vector() {
-        // luks-format.md §10: argon2id keyslot of a cryptsetup-made header.
+        // docs/format.md §10: argon2id keyslot of a cryptsetup-made header.
         let salt = STANDARD
             .decode("UThKrBlqV1mfrhaWdRx2yc9rxHIX2bhroZDudJv7EsM=")
             .unwrap();

@@ -8,7 +8,7 @@
 //! - XTS-AES-128 (32-byte keys, which AWS-LC's XTS does not take) and 64-byte keys AWS-LC
 //!   refuses (equal halves) run on the RustCrypto fused path below.
 //!
-//! Fused RustCrypto path (luks-format.md §7, §10): per sector, T0 = AES_Key2(plain64 IV); the
+//! Fused RustCrypto path (docs/format.md §7, §10): per sector, T0 = AES_Key2(plain64 IV); the
 //! sector's tweaks T0·α^j are generated into a buffer; the data is XORed with them, run through
 //! the `aes` crate's multi-block `encrypt_blocks`/`decrypt_blocks` (which pipelines AES-NI /
 //! VAES over many blocks), and XORed again. Runs of 64 KiB or more are split across cores with
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn vector_10_as_sector_255_of_a_run() {
-        // luks-format.md §10: vector 10 is sector 255 of a 512-byte-sector volume.
+        // docs/format.md §10: vector 10 is sector 255 of a 512-byte-sector volume.
         let key = unhex(
             "27182818284590452353602874713526624977572470936999595749669676273141592653589793238462643383279502884197169399375105820974944592",
         );

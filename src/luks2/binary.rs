@@ -1,4 +1,4 @@
-//! The 4096-byte LUKS2 binary header of one copy: parse, encode, sha256 checksum (luks-format.md §2).
+//! The 4096-byte LUKS2 binary header of one copy: parse, encode, sha256 checksum (docs/format.md §2).
 use super::FormatError;
 use sha2::{Digest, Sha256};
 

@@ -2,7 +2,7 @@
 //! set the data segment's size, put, replace or remove a token, and the metadata of a new
 //! volume. No file is touched: each edit takes checked [`Metadata`] and returns the next
 //! version, checked again (`Metadata::check`) and known to fit the JSON area, so a caller can
-//! hand it to `write::write_header` (luks-format.md §4, §5 "Adding/Removing").
+//! hand it to `write::write_header` (docs/format.md §4, §5 "Adding/Removing").
 //!
 //! The wire JSON is edited member by member, so members vaultdisk does not know survive a
 //! rewrite byte for byte, in their order.

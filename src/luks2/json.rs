@@ -1,8 +1,8 @@
-//! serde wire structs mirroring the LUKS2 JSON exactly (u64 quantities as strings, luks-format.md
+//! serde wire structs mirroring the LUKS2 JSON exactly (u64 quantities as strings, docs/format.md
 //! §3-§4). Unknown members are kept in `extra` so a rewrite preserves them.
 //!
 //! The fields are the LUKS2 JSON members of the same name (`kind` is `type`), documented
-//! member by member in luks-format.md §4; they carry no docs of their own here.
+//! member by member in docs/format.md §4; they carry no docs of their own here.
 #![allow(missing_docs)]
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -165,7 +165,7 @@ pub struct Config {
     pub extra: Map<String, Value>,
 }
 
-/// luks-format.md §4.5: an object holding a `mandatory` array (the spec's plain array is invalid).
+/// docs/format.md §4.5: an object holding a `mandatory` array (the spec's plain array is invalid).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Requirements {
     #[serde(default)]

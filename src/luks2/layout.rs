@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(Layout::keyslot_area_size(64), 258048);
         assert_eq!(Layout::keyslot_area_size(32), 131072);
         assert_eq!(l.find_area_gap(&[], 258048), Some(32768));
-        // luks-format.md §4.7: slot 1 lands at 290816.
+        // docs/format.md §4.7: slot 1 lands at 290816.
         assert_eq!(l.find_area_gap(&[(32768, 258048)], 258048), Some(290816));
     }
 

@@ -1,4 +1,4 @@
-//! Checked LUKS2 metadata: the luks-format.md §9 rules applied to the wire JSON. A value of
+//! Checked LUKS2 metadata: the docs/format.md §9 rules applied to the wire JSON. A value of
 //! `Metadata` is structurally valid; keyslots we cannot use carry the reason instead of failing.
 use super::FormatError;
 use super::json;
@@ -181,7 +181,7 @@ fn check_kdf(id: u32, kdf: &json::Kdf) -> Result<(Kdf, Vec<u8>), String> {
     Ok((parsed, salt))
 }
 
-/// Caps against hostile headers (luks-format.md §9), checked before any KDF work. A cost
+/// Caps against hostile headers (docs/format.md §9), checked before any KDF work. A cost
 /// this machine cannot afford (KdfMemory) is not a header fault: unlock reports it (exit 3).
 fn check_kdf_caps(what: &str, kdf: &Kdf) -> Result<(), String> {
     match kdf.check_limits() {

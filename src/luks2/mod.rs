@@ -110,7 +110,7 @@ pub struct CopyState {
     pub stale: bool,
 }
 
-/// Both header copies read from a device, with the current one chosen (luks-format.md §2).
+/// Both header copies read from a device, with the current one chosen (docs/format.md §2).
 #[derive(Debug, Clone)]
 pub struct Header {
     /// Binary header of the current copy.
@@ -179,7 +179,7 @@ fn read_checked_binary(
     Ok((bin, area))
 }
 
-/// Applies the JSON area rules (luks-format.md §3) and parses the metadata.
+/// Applies the JSON area rules (docs/format.md §3) and parses the metadata.
 pub fn parse_json_area(area: &[u8], hdr_size: u64) -> Result<Metadata, FormatError> {
     if area.first() != Some(&b'{') {
         return Err(FormatError::JsonArea("does not start with '{'".into()));
@@ -244,7 +244,7 @@ fn check_copy(
 pub fn read(dev: &(impl ReadAt + ?Sized)) -> Result<Header, (FormatError, FormatError)> {
     let (primary, primary_valid) = check_copy(dev, 0, CopyKind::Primary);
     // The secondary sits at primary.hdr_size when the primary's binary part is trustworthy;
-    // otherwise probe every allowed size in ascending order (luks-format.md §2 step 2).
+    // otherwise probe every allowed size in ascending order (docs/format.md §2 step 2).
     let primary_bin_ok = matches!(
         primary.error,
         None | Some(FormatError::JsonArea(_))
@@ -328,7 +328,7 @@ pub fn encode_copy(
 ) -> Result<Vec<u8>, FormatError> {
     let text = json::encode(metadata).map_err(|e| FormatError::Json(e.to_string()))?;
     let area_len = binary.json_area_len();
-    // luks-format.md §3: the text must leave at least one NUL in the area.
+    // docs/format.md §3: the text must leave at least one NUL in the area.
     if text.len() >= area_len {
         return Err(FormatError::JsonArea(format!(
             "metadata needs {} bytes but the JSON area holds {}",

@@ -4,7 +4,7 @@ use super::metadata::Keyslot;
 use super::*;
 use serde_json::Value;
 
-/// luks-format.md §4.6: the JSON cryptsetup 2.6.1 wrote (pbkdf2 forced, 4096-byte sectors).
+/// docs/format.md §4.6: the JSON cryptsetup 2.6.1 wrote (pbkdf2 forced, 4096-byte sectors).
 const CRYPTSETUP_JSON: &str = r#"{"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"jI6leoC+fNdkHbAVvQ7BXByqCAZ95c3beIKK7iFKDDw="}}},"tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":4096}},"digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],"hash":"sha256","iterations":1000,"salt":"FqoXWtG9a9u4mU/aO72JIqcSYsS/lwvLO1p/HAaK7Os=","digest":"qzVkONTAJtn2obx13IcGGOpjqjzacSkeNnKHD7qGe5Y="}},"config":{"json_size":"12288","keyslots_size":"16744448"}}"#;
 
 const HDR: u64 = 0x4000;

@@ -1,4 +1,4 @@
-//! Crash-safe LUKS2 header updates (luks-format.md §2 "Writing"): both copies get seqid + 1,
+//! Crash-safe LUKS2 header updates (docs/format.md §2 "Writing"): both copies get seqid + 1,
 //! secondary first, each copy written and synced before the next. Opens no file: the caller
 //! hands in a positional reader/writer.
 use super::binary::{BINARY_SIZE, BinaryHeader, CopyKind};
@@ -58,7 +58,7 @@ impl From<WriteError> for crate::error::Error {
     }
 }
 
-/// Refuses headers whose requirements vaultdisk does not understand (luks-format.md §4.5).
+/// Refuses headers whose requirements vaultdisk does not understand (docs/format.md §4.5).
 fn check_requirements(wire: &json::Metadata) -> Result<(), WriteError> {
     match &wire.config.requirements {
         Some(r) if !r.mandatory.is_empty() => Err(WriteError::Unsupported(format!(

@@ -76,7 +76,7 @@ fn ours_read_by_cryptsetup(test: &str, sector: u32, key_bits: u32, kdf: &[&str])
         kdf,
         &["--sector-size", &ss, "--key-size", &kb, "--uuid", UUID],
     );
-    // luksDump rewrites a copy it finds bad (luks-format.md §11.4): unchanged = both copies valid
+    // luksDump rewrites a copy it finds bad (docs/format.md §11.4): unchanged = both copies valid
     let fp = fingerprint(&v.backing);
     let dump = sys("cryptsetup", &["luksDump", s(&v.backing)]).ok();
     assert!(dump.stdout.contains(UUID), "{}", dump.stdout);
@@ -285,7 +285,7 @@ fn read_and_write_foreign(f: &Foreign, luks2: bool) {
     assert_eq!(j["uuid"], cryptsetup_uuid(&f.img));
 }
 
-/// cryptsetup encrypts known plaintext in place (`reencrypt --encrypt`, luks-format.md §10),
+/// cryptsetup encrypts known plaintext in place (`reencrypt --encrypt`, docs/format.md §10),
 /// then the tail beyond the plaintext is cut so the dynamic segment is exactly the plaintext.
 fn reencrypted(dir: &Path, reduce_mib: u64, vk_len: usize, flags: &[&str]) -> Foreign {
     let key = write_key(dir, "pass", PASS);
@@ -923,7 +923,7 @@ fn luks1_library_unlocks_qemu_img_luks_and_decrypts_its_data() {
 
     let file = std::fs::File::open(&q).unwrap();
     let h = luks1::parse(&read_range(&q, 0, luks1::PHDR_LEN as u64)).unwrap();
-    // qemu-img puts the payload right after slot 7 (luks-format.md §8).
+    // qemu-img puts the payload right after slot 7 (docs/format.md §8).
     assert_eq!(h.payload_offset_sectors, 4040);
     let (slot, vk) = h.unlock(&file, b"testpass", None).unwrap().unwrap();
     assert_eq!(slot, 0);

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
 
-/// hdr_size of a default volume (luks-format.md §1).
+/// hdr_size of a default volume (docs/format.md §1).
 const HDR: usize = 16384;
-/// Offsets inside one binary header copy (luks-format.md §2).
+/// Offsets inside one binary header copy (docs/format.md §2).
 const OFF_SEQID: usize = 16;
 const OFF_LABEL: usize = 24;
 const OFF_CSUM: usize = 448;
@@ -25,7 +25,7 @@ fn hdr_size_at(buf: &[u8], off: usize) -> usize {
     u64::from_be_bytes(buf[off + 8..off + 16].try_into().unwrap()) as usize
 }
 
-/// luks-format.md §2: SHA-256 over the copy with csum bytes 448..511 zeroed, JSON area included.
+/// docs/format.md §2: SHA-256 over the copy with csum bytes 448..511 zeroed, JSON area included.
 pub fn header_checksum(buf: &[u8], off: usize) -> [u8; 32] {
     let size = hdr_size_at(buf, off);
     let mut copy = buf[off..off + size].to_vec();
@@ -338,7 +338,7 @@ fn secondary_damaged_uses_primary() {
     );
 }
 
-/// Both copies valid, the secondary with a higher seqid: it wins (luks-format.md §2 rule 3).
+/// Both copies valid, the secondary with a higher seqid: it wins (docs/format.md §2 rule 3).
 #[test]
 fn higher_seqid_copy_wins() {
     let f = fixture("higher_seqid_copy_wins", &[]);
@@ -404,7 +404,7 @@ fn expect_refused_open(v: &Vol, says: Option<&str>) {
     assert_eq!(fingerprint(&v.backing), before);
 }
 
-/// Argon2 memory of 8 GiB: above cryptsetup's 4 GiB cap (luks-format.md §9).
+/// Argon2 memory of 8 GiB: above cryptsetup's 4 GiB cap (docs/format.md §9).
 fn hostile_memory(p: &Path) {
     edit_json_both(p, |j| j["keyslots"]["0"]["kdf"]["memory"] = json!(8388608));
 }
@@ -488,7 +488,7 @@ fn header_helpers_agree_with_cryptsetup() {
     let before = fingerprint(&img);
     let out = sys("cryptsetup", &["luksDump", s(&img)]).ok();
     assert!(out.stdout.contains("vaultdisk-probe"), "{}", out.stdout);
-    // cryptsetup rewrites a copy it finds bad (luks-format.md §11.4): unchanged means both were valid
+    // cryptsetup rewrites a copy it finds bad (docs/format.md §11.4): unchanged means both were valid
     assert_eq!(fingerprint(&img).sha256, before.sha256);
     assert!(cryptsetup_accepts(&img, &key));
 }

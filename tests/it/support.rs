@@ -17,7 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_vaultdisk");
 pub const PASS: &[u8] = b"correct horse battery";
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
-/// Default LUKS2 data offset (luks-format.md §1), bytes.
+/// Default LUKS2 data offset (docs/format.md §1), bytes.
 pub const DATA_OFFSET: u64 = 16 * MIB;
 /// Cheap KDF flags: tests must never run the 2-second default calibration.
 pub const CHEAP_PBKDF2: &[&str] = &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent aes-xts-plain64 sector oracle for vaultdisk tests (docs/luks-format.md §7, §10).
+"""Independent aes-xts-plain64 sector oracle for vaultdisk tests (docs/format.md §7, §10).
 
 Built on Python `cryptography` (OpenSSL), sharing no code with vaultdisk. The IV of the sector
 that starts b bytes after the region start is first_iv + b/512 (512-byte units whatever the
@@ -14,7 +14,7 @@ Usage:
          [--sector-size N] [--first-iv N]
       Encrypts all of FILE PLAIN and writes the ciphertext into TARGET at OFFSET in place.
   xts.py selftest
-      Checks IEEE 1619 vectors 1, 2, 4, 10 (docs/luks-format.md §10).
+      Checks IEEE 1619 vectors 1, 2, 4, 10 (docs/format.md §10).
 """
 import argparse
 import sys

@@ -81,7 +81,7 @@ fn add_keyslot_links_digest_and_token_in_order() {
     let (m, id0, t0) = add(&fresh(), None, None);
     assert_eq!((id0, t0), (0, None));
     assert_eq!(m.areas[&0], (32768, AREA));
-    // luks-format.md §4.7: the second keyslot lands at 290816.
+    // docs/format.md §4.7: the second keyslot lands at 290816.
     let (m, id3, t) = add(&m, Some(3), Some(json!({"type": "vaultdisk-recovery"})));
     assert_eq!((id3, t), (3, Some(0)));
     assert_eq!(m.areas[&3], (290816, AREA));
