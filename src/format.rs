@@ -380,6 +380,34 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// A small cheap volume for unit tests at `path`: 1 MiB of data, 4096-byte sectors, a 256-bit
+/// key, one PBKDF2 keyslot (1000 iterations) opening with `passphrase`.
+#[cfg(test)]
+pub(crate) fn test_volume(path: &Path, passphrase: &[u8]) {
+    let opts = Options {
+        size_bytes: 1 << 20,
+        size_text: "1M".into(),
+        sector_size: 4096,
+        key_size_bits: 256,
+        label: String::new(),
+        uuid: None,
+    };
+    let plan = plan(&opts, |key_len| {
+        Ok(CalibrationRequest {
+            kind: kdf::KdfKind::Pbkdf2,
+            time_ms: 1,
+            max_memory_kib: kdf::MIN_ARGON2_MEMORY_KIB,
+            parallel: 1,
+            forced_iterations: Some(1000),
+            hash: HashAlg::Sha256,
+            key_len,
+        })
+    })
+    .expect("plan");
+    let pass = Passphrase(SecretBytes::from_slice(passphrase));
+    create(path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

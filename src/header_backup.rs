@@ -315,36 +315,13 @@ pub fn repair(path: &Path, force: bool) -> Result<Option<Repaired>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{self, FirstKeys, Options};
     use crate::keys::{self, NewKey};
     use crate::keyslot;
-    use crate::secret::{Passphrase, SecretBytes};
     use std::path::PathBuf;
 
     fn volume(dir: &Path) -> PathBuf {
         let path = dir.join("v.img");
-        let opts = Options {
-            size_bytes: 1 << 20,
-            size_text: "1M".into(),
-            sector_size: 4096,
-            key_size_bits: 256,
-            label: String::new(),
-            uuid: None,
-        };
-        let plan = format::plan(&opts, |key_len| {
-            Ok(crate::crypto::kdf::CalibrationRequest {
-                kind: crate::crypto::kdf::KdfKind::Pbkdf2,
-                time_ms: 1,
-                max_memory_kib: crate::crypto::kdf::MIN_ARGON2_MEMORY_KIB,
-                parallel: 1,
-                forced_iterations: Some(1000),
-                hash: crate::crypto::hash::HashAlg::Sha256,
-                key_len,
-            })
-        })
-        .expect("plan");
-        let pass = Passphrase(SecretBytes::from_slice(b"pw"));
-        format::create(&path, &plan, FirstKeys::Passphrase(pass)).expect("format");
+        crate::format::test_volume(&path, b"pw");
         path
     }
 

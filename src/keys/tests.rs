@@ -1,14 +1,9 @@
 //! The keyslot lifecycle on temp-file volumes made by crate::format (PBKDF2 at 1000 iterations).
 use super::*;
-use crate::format::{self, FirstKeys, Options};
+use crate::format;
 use crate::luks2::ReadAt;
 use crate::luks2::metadata::Keyslot;
-use crate::secret::SecretBytes;
 use std::path::PathBuf;
-
-fn pass(p: &[u8]) -> Passphrase {
-    Passphrase(SecretBytes::from_slice(p))
-}
 
 fn cheap_kdf() -> Kdf {
     full_entropy_kdf()
@@ -18,27 +13,7 @@ fn cheap_kdf() -> Kdf {
 fn volume() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("v.img");
-    let opts = Options {
-        size_bytes: 1 << 20,
-        size_text: "1M".into(),
-        sector_size: 4096,
-        key_size_bits: 256,
-        label: String::new(),
-        uuid: None,
-    };
-    let plan = format::plan(&opts, |key_len| {
-        Ok(CalibrationRequest {
-            kind: kdf::KdfKind::Pbkdf2,
-            time_ms: 1,
-            max_memory_kib: kdf::MIN_ARGON2_MEMORY_KIB,
-            parallel: 1,
-            forced_iterations: Some(1000),
-            hash: HashAlg::Sha256,
-            key_len,
-        })
-    })
-    .expect("plan");
-    format::create(&path, &plan, FirstKeys::Passphrase(pass(b"zero"))).expect("format");
+    format::test_volume(&path, b"zero");
     (dir, path)
 }
 
