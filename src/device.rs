@@ -3,7 +3,9 @@ use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::luks1;
+use crate::luks2::binary::CopyKind;
 use crate::luks2::{self, FormatError, ReadAt};
+use crate::signature::{self, Signature};
 use std::fs::File;
 use std::path::Path;
 
@@ -36,7 +38,55 @@ pub fn open_backing(path: &Path, write: bool) -> Result<File> {
 }
 
 /// Reads the header of `file` (named `path` in messages). Never writes.
+///
+/// Refuses (exit 4, one line) a LUKS2 header that could only be read from the secondary copy
+/// while the primary area holds another known signature (LVM2, a filesystem, a partition
+/// table, ...): the device was reused and the secondary copy is a stale leftover that must
+/// not be written through ("ambiguous signatures", as cryptsetup says).
 pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
+    match read_header_with_signature(file, path)? {
+        (_, Some(found)) => Err(ambiguous(path, &found)),
+        (header, None) => Ok(header),
+    }
+}
+
+/// The one-line refusal of a device with ambiguous signatures.
+pub fn ambiguous(path: &Path, found: &Signature) -> Error {
+    Error::Device(format!(
+        "{} has ambiguous signatures: the primary LUKS2 header copy is invalid and its area holds {found}; refusing to use the stale secondary copy (`vaultdisk repair --force` rewrites the primary over it)",
+        path.display()
+    ))
+}
+
+/// The other signature in the primary area when `header` was read from the secondary copy
+/// because the primary is invalid; None otherwise (a valid primary, or a wiped one).
+pub fn foreign_signature(
+    file: &(impl ReadAt + ?Sized),
+    header: &luks2::Header,
+    path: &Path,
+) -> Result<Option<Signature>> {
+    if header.current != CopyKind::Secondary || header.primary.error.is_none() {
+        return Ok(None);
+    }
+    signature::probe_device(file)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+}
+
+/// `read_header` that returns, instead of refusing, the foreign signature found in the primary
+/// area of a LUKS2 device read from its secondary copy (for `repair --force` and `dump`).
+pub fn read_header_with_signature(
+    file: &File,
+    path: &Path,
+) -> Result<(VolumeHeader, Option<Signature>)> {
+    let header = read_any_header(file, path)?;
+    let found = match &header {
+        VolumeHeader::Luks2(h) => foreign_signature(file, h, path)?,
+        VolumeHeader::Luks1(_) => None,
+    };
+    Ok((header, found))
+}
+
+fn read_any_header(file: &File, path: &Path) -> Result<VolumeHeader> {
     let name = path.display();
     let len = file
         .len_bytes()

@@ -16,6 +16,7 @@ pub mod luks1;
 pub mod luks2;
 pub mod mount;
 pub mod secret;
+pub mod signature;
 pub mod sys;
 pub mod token;
 pub mod unlock;

@@ -210,8 +210,12 @@ pub fn restore(args: &HeaderRestoreArgs) -> Result<()> {
     }
     // Keyslot areas the header on disk uses now (none when it is unreadable).
     let mut current_areas = Vec::new();
-    match dev.luks2_header() {
-        Ok(current) => {
+    match dev.luks2_header_with_signature() {
+        // Another signature where the primary copy was: the device was reused.
+        Ok((_, Some(found))) if !args.force => {
+            return Err(crate::device::ambiguous(&args.backing, &found));
+        }
+        Ok((current, _)) => {
             current_areas = super::keys::used_areas(&current.metadata.wire);
             if current.binary.uuid != backup.binary.uuid && !args.force {
                 return Err(Error::Device(format!(

@@ -15,6 +15,7 @@ use crate::luks2::metadata::MAX_OBJECTS;
 use crate::luks2::write::{self, WriteAt, WriteError};
 use crate::luks2::{self, Header, ReadAt};
 use crate::secret::VolumeKey;
+use crate::signature::Signature;
 use std::cell::Cell;
 use std::fs::File;
 use std::io::IsTerminal;
@@ -60,11 +61,20 @@ impl Backing {
         self.path.display().to_string()
     }
 
-    /// The LUKS2 header, or a one-line refusal for LUKS1.
+    /// The LUKS2 header, or a one-line refusal for LUKS1 (and for ambiguous signatures).
     pub fn luks2_header(&self) -> Result<Header> {
-        match device::read_header(&self.file, &self.path)? {
-            VolumeHeader::Luks2(h) => Ok(*h),
-            VolumeHeader::Luks1(_) => Err(Error::Device(format!(
+        match self.luks2_header_with_signature()? {
+            (_, Some(found)) => Err(device::ambiguous(&self.path, &found)),
+            (h, None) => Ok(h),
+        }
+    }
+
+    /// The LUKS2 header and, instead of a refusal, the other signature found where the
+    /// primary copy belongs (device::read_header_with_signature).
+    pub fn luks2_header_with_signature(&self) -> Result<(Header, Option<Signature>)> {
+        match device::read_header_with_signature(&self.file, &self.path)? {
+            (VolumeHeader::Luks2(h), found) => Ok((*h, found)),
+            (VolumeHeader::Luks1(_), _) => Err(Error::Device(format!(
                 "{} is LUKS1: this verb needs LUKS2 (cryptsetup convert --type luks2)",
                 self.name()
             ))),
@@ -545,17 +555,37 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     Ok(())
 }
 
+/// The header `repair` works from: an ambiguous device (another signature where the primary
+/// was) only with `force`.
+fn repair_header(dev: &Backing, force: bool) -> Result<Header> {
+    let (header, found) = dev.luks2_header_with_signature()?;
+    match found {
+        Some(found) if !force => Err(Error::Device(format!(
+            "{}: the primary header area holds {found}, not a damaged LUKS2 header: --force to rewrite the primary copy from the stale secondary over it (destroying what is there)",
+            dev.name()
+        ))),
+        Some(found) => {
+            log::warn!(
+                "{}: overwriting {found} with the primary header copy (--force)",
+                dev.name()
+            );
+            Ok(header)
+        }
+        None => Ok(header),
+    }
+}
+
 pub fn repair(args: &RepairArgs) -> Result<()> {
     let dev = Backing::open(&args.backing, true)?;
     let name = dev.name();
-    let header = dev.luks2_header()?;
+    let header = repair_header(&dev, args.force)?;
     if header.damaged_copy().is_none() {
         println!("both header copies of {name} are valid");
         return Ok(());
     }
     dev.lock_for_update()?;
     // Re-read under the lock: another update may have finished meanwhile.
-    let header = dev.luks2_header()?;
+    let header = repair_header(&dev, args.force)?;
     let [salt, _] = random_salts()?;
     match write::repair(&dev, &header, salt).map_err(|e| dev.write_error(e))? {
         Some(kind) => println!(

@@ -507,6 +507,10 @@ pub struct HeaderRestoreArgs {
 pub struct RepairArgs {
     /// The LUKS2 backing file.
     pub backing: PathBuf,
+    /// Rewrite the primary copy even though its area holds another signature (LVM2, a
+    /// filesystem, a partition table): what is there is destroyed.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

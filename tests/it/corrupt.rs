@@ -553,3 +553,106 @@ fn mutations_judged_by_cryptsetup() {
         );
     }
 }
+
+/// A cryptsetup LUKS2 volume whose primary copy was wiped (dd of zeros over 0..HDR), then given
+/// `foreign` bytes at `at`: the stale secondary copy must not be used (issue 11 item 3).
+fn wiped_primary(
+    t: &Path,
+    name: &str,
+    key: &Path,
+    foreign: Option<(u64, &[u8])>,
+) -> std::path::PathBuf {
+    let img = t.join(name);
+    set_len(&img, 20 * MIB);
+    let mut args = vec!["luksFormat", "-q", "--type", "luks2", "--key-file", s(key)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    args.push(s(&img));
+    sys("cryptsetup", &args).ok();
+    poke(&img, 0, &[0u8; HDR]);
+    if let Some((at, bytes)) = foreign {
+        poke(&img, at, bytes);
+    }
+    img
+}
+
+/// Every verb refuses a device whose primary area holds another signature (exit 4, one line
+/// naming it); nothing is written; `repair` needs --force and then rewrites the primary.
+#[test]
+fn ambiguous_signatures_refused() {
+    if !require("ambiguous_signatures_refused", &["cryptsetup"]) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "pass", PASS);
+    let new = write_key(t.path(), "new", b"another passphrase");
+    // A plainly wiped primary still falls back to the secondary, with a warning.
+    let wiped = wiped_primary(t.path(), "wiped.img", &key, None);
+    let out = vd(&["test-key", s(&wiped), "--key-file", s(&key)]).ok();
+    assert!(out.stderr.contains("damaged"), "{}", out.describe());
+
+    let backup = t.path().join("hdr.bak");
+    vd(&["header", "backup", s(&wiped), s(&backup)]).ok();
+    let lvm = wiped_primary(t.path(), "lvm.img", &key, Some((512, b"LABELONE")));
+    let before = fingerprint(&lvm);
+    let plain = t.path().join("plain");
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["test-key", s(&lvm), "--key-file", s(&key)],
+        vec!["open", s(&lvm), s(&plain), "--key-file", s(&key)],
+        vec![
+            "add-key",
+            s(&lvm),
+            "--key-file",
+            s(&key),
+            "--new-key-file",
+            s(&new),
+        ],
+        vec!["remove-key", s(&lvm), "--key-slot", "0", "--force"],
+        vec!["resize", s(&lvm), "--size", "8M"],
+        vec!["header", "restore", s(&lvm), s(&backup)],
+        vec!["erase", s(&lvm), "--batch"],
+        vec!["dump", s(&lvm)],
+        vec!["repair", s(&lvm)],
+    ];
+    for args in &runs {
+        let out = vd(args).fails_with(4);
+        assert!(
+            out.stderr.contains("LVM2") && out.stderr.contains("LABELONE"),
+            "{args:?}: {}",
+            out.describe()
+        );
+        assert_eq!(fingerprint(&lvm).sha256, before.sha256, "{args:?} wrote");
+    }
+    let out = vd(&["repair", s(&lvm)]).fails_with(4);
+    assert!(out.stderr.contains("--force"), "{}", out.describe());
+    vd(&["repair", s(&lvm), "--force"]).ok();
+    vd(&["test-key", s(&lvm), "--key-file", s(&key)]).ok();
+    assert!(cryptsetup_accepts(&lvm, &key));
+
+    // A real ext4 superblock (mkfs.ext4 on a small file, its first 4 KiB copied over).
+    if find_tool("mkfs.ext4").is_some() {
+        let fs = t.path().join("fs.img");
+        set_len(&fs, MIB);
+        sys("mkfs.ext4", &["-q", "-F", s(&fs)]).ok();
+        let sb = read_range(&fs, 0, 4096);
+        let ext = wiped_primary(t.path(), "ext.img", &key, Some((0, &sb)));
+        let out = vd(&["test-key", s(&ext), "--key-file", s(&key)]).fails_with(4);
+        assert!(out.stderr.contains("ext2/3/4"), "{}", out.describe());
+    }
+    if find_tool("mkswap").is_some() {
+        let sw = t.path().join("swap.img");
+        set_len(&sw, MIB);
+        sys("mkswap", &[s(&sw)]).ok();
+        let page = read_range(&sw, 0, 4096);
+        let swap = wiped_primary(t.path(), "swap.img2", &key, Some((0, &page)));
+        let out = vd(&[
+            "add-key",
+            s(&swap),
+            "--key-file",
+            s(&key),
+            "--new-key-file",
+            s(&new),
+        ])
+        .fails_with(4);
+        assert!(out.stderr.contains("swap"), "{}", out.describe());
+    }
+}
