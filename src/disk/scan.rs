@@ -139,7 +139,7 @@ impl fmt::Display for ScanReport {
         }
         writeln!(
             f,
-            "{:>3}  {:>14}  {:>14}  {:<24}  {:<16}  CONTENT",
+            "{:>3}  {:>14}  {:>14}  {:<28}  {:<16}  CONTENT",
             "#", "START", "SIZE", "TYPE", "NAME"
         )?;
         for r in &self.partitions {
@@ -160,7 +160,7 @@ impl fmt::Display for ScanReport {
             };
             writeln!(
                 f,
-                "{:>3}  {:>14}  {:>14}  {:<24}  {:<16}  {}",
+                "{:>3}  {:>14}  {:>14}  {:<28}  {:<16}  {}",
                 p.number, p.start, p.size, kind, name, content
             )?;
             if let Some(guid) = &p.guid {
