@@ -3,7 +3,7 @@
 //! the fuzzer ran. Each returns whether the input was accepted (a table found, a fixed VHD
 //! found); a reject must be an `Err` or `None`, never a panic, a hang or a large allocation.
 #![allow(dead_code)] // each fuzz target uses one function
-use vaultdisk::disk::{partition, vhd, Disk};
+use vaultdisk::disk::{Disk, partition, vhd};
 use vaultdisk::luks2::ReadAt;
 
 /// `data` as the first bytes of a device of `len` bytes (reads past `data` fail).
@@ -42,11 +42,11 @@ fn fix_gpt_crcs(d: &mut [u8]) -> bool {
             }
             let entries = (le_u64(d, at + 72) as usize).saturating_mul(ss);
             let bytes = (le_u32(d, at + 80) as usize).saturating_mul(le_u32(d, at + 84) as usize);
-            if bytes <= partition::MAX_ENTRY_ARRAY as usize {
-                if let Some(array) = d.get(entries..entries.saturating_add(bytes)) {
-                    let c = partition::crc32(array);
-                    d[at + 88..at + 92].copy_from_slice(&c.to_le_bytes());
-                }
+            if bytes <= partition::MAX_ENTRY_ARRAY as usize
+                && let Some(array) = d.get(entries..entries.saturating_add(bytes))
+            {
+                let c = partition::crc32(array);
+                d[at + 88..at + 92].copy_from_slice(&c.to_le_bytes());
             }
             let size = (le_u32(d, at + 12) as usize).clamp(92, ss);
             d[at + 16..at + 20].fill(0);
@@ -69,15 +69,19 @@ fn check_table(data: &[u8]) -> bool {
     };
     let mut numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
     numbers.dedup();
-    assert_eq!(numbers.len(), t.partitions.len(), "partition numbers repeat");
+    assert_eq!(
+        numbers.len(),
+        t.partitions.len(),
+        "partition numbers repeat"
+    );
     let disk = Disk::from_device(Mem(data, len), len, None);
     for p in &t.partitions {
         assert!(p.size > 0 && p.start.checked_add(p.size).is_some_and(|e| e <= len));
-        if let Ok(disk) = &disk {
-            if p.is_data() {
-                let w = disk.partition(p.number).expect("a listed partition opens");
-                assert_eq!((w.offset(), w.len()), (p.start, p.size));
-            }
+        if let Ok(disk) = &disk
+            && p.is_data()
+        {
+            let w = disk.partition(p.number).expect("a listed partition opens");
+            assert_eq!((w.offset(), w.len()), (p.start, p.size));
         }
     }
     true
@@ -98,12 +102,19 @@ pub fn disk_table(data: &[u8]) -> bool {
 /// A disk image whose last 512 bytes may be a VHD footer.
 pub fn vhd_footer(data: &[u8]) -> bool {
     let head = &data[..data.len().min(512)];
-    let tail = if data.len() > 512 { &data[data.len() - 512..] } else { &[][..] };
+    let tail = if data.len() > 512 {
+        &data[data.len() - 512..]
+    } else {
+        &[][..]
+    };
     let found = vhd::detect(head, tail);
     let len = data.len() as u64;
     if let Ok(disk) = Disk::from_device(Mem(data, len), len, None) {
         assert!(disk.len() <= len);
-        assert_eq!(disk.vhd().is_some(), matches!(found, Ok(vhd::Container::FixedVhd(_))));
+        assert_eq!(
+            disk.vhd().is_some(),
+            matches!(found, Ok(vhd::Container::FixedVhd(_)))
+        );
     }
     match found {
         Ok(vhd::Container::FixedVhd(f)) => {
