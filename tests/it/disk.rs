@@ -616,3 +616,31 @@ fn fuzz_corpora_replay() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn block_device_scanned_like_its_image() {
+    if !have(
+        "disk::loop",
+        &[
+            "loop",
+            "sgdisk",
+            "sfdisk",
+            "cryptsetup",
+            "mkfs.ext4",
+            "blkid",
+        ],
+    ) {
+        return;
+    }
+    let t = temp();
+    let img = gpt_image(t.path());
+    let (want, _) = scan_json(&img);
+    let lo = LoopDev::attach(&img);
+    // A block device's metadata says 0 bytes: the size must come from the device itself.
+    let (v, out) = scan_json(Path::new(&lo.dev));
+    assert!(out.stderr.is_empty(), "{}", out.describe());
+    assert_eq!(v["size"], 64 * MIB);
+    assert_eq!(v["table"], want["table"]);
+    assert_eq!(v["partitions"], want["partitions"]);
+    lo.detach();
+}
