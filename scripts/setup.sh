@@ -18,6 +18,9 @@ need_packages() {
     command -v fio >/dev/null || missing+=(fio)
     command -v prlimit >/dev/null || missing+=(util-linux)
     command -v python3 >/dev/null || missing+=(python3)
+    command -v sfdisk >/dev/null || missing+=(fdisk)
+    command -v sgdisk >/dev/null || missing+=(gdisk)
+    command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod crypto;
 pub mod daemon;
 pub mod device;
+pub mod disk;
 pub mod erase;
 pub mod error;
 pub mod escape;

@@ -2,7 +2,7 @@
 //! where a LUKS2 primary header belongs.
 //!
 //! Why: when the primary LUKS2 copy is invalid, the reader falls back to the secondary copy
-//! (docs: docs/format.md §2). If the device was since reused — `pvcreate`, `mkfs`, a new
+//! (docs/format.md §2). If the device was since reused — `pvcreate`, `mkfs`, a new
 //! partition table — the secondary copy is a stale leftover, and writing through it (a
 //! read-write open, add-key, repair) would destroy someone else's data. cryptsetup refuses
 //! such a device as having "ambiguous signatures" until an explicit repair; so do we.
@@ -148,6 +148,156 @@ pub fn probe_device(dev: &(impl ReadAt + ?Sized)) -> std::io::Result<Option<Sign
     Ok(probe(&buf))
 }
 
+/// What a disk, partition or window holds, as `vaultdisk scan` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Content {
+    /// A stable short name: `luks1`, `luks2`, `ext2`, `ext3`, `ext4`, `xfs`, `btrfs`, `vfat`,
+    /// `ntfs`, `swap`, `lvm2-pv`, `bitlocker`, `gpt`, `mbr`, or `none`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// As a reader would say it: "a LUKS2 volume", "no signature".
+    pub description: &'static str,
+    /// The UUID (LUKS, ext, XFS) or volume serial (FAT), when the format has one.
+    pub uuid: Option<String>,
+    /// The label, when the format has one and it is not empty.
+    pub label: Option<String>,
+}
+
+impl std::fmt::Display for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(u) = &self.uuid {
+            write!(f, " uuid={u}")?;
+        }
+        if let Some(l) = &self.label {
+            write!(f, " label={l:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A NUL-terminated text field, printable characters only; `None` when empty.
+fn text_field(bytes: &[u8], offset: usize, len: usize) -> Option<String> {
+    let field = bytes.get(offset..offset + len)?;
+    let end = field.iter().position(|&b| b == 0).unwrap_or(len);
+    let t: String = String::from_utf8_lossy(&field[..end])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let t = t.trim_end().to_string();
+    (!t.is_empty()).then_some(t)
+}
+
+/// 16 bytes in stored order as a UUID (ext and XFS keep them big endian).
+fn uuid_field(bytes: &[u8], offset: usize) -> Option<String> {
+    let b = bytes.get(offset..offset + 16)?;
+    if b.iter().all(|&x| x == 0) {
+        return None;
+    }
+    let h = crate::hex::encode(b);
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+fn content(kind: &'static str, description: &'static str) -> Content {
+    Content {
+        kind,
+        description,
+        uuid: None,
+        label: None,
+    }
+}
+
+/// Identifies what `bytes` (the first [`PROBE_LEN`] bytes of a disk, partition or window)
+/// hold: LUKS1/LUKS2 first (with UUID and label), then every signature [`probe`] knows.
+pub fn identify(bytes: &[u8]) -> Content {
+    if at(bytes, 0, LUKS_MAGIC) {
+        let version = bytes
+            .get(6..8)
+            .map(|v| u16::from_be_bytes([v[0], v[1]]))
+            .unwrap_or(0);
+        let (kind, description, label) = match version {
+            1 => ("luks1", "a LUKS1 volume", None),
+            2 => ("luks2", "a LUKS2 volume", text_field(bytes, 24, 48)),
+            _ => ("luks", "a LUKS volume of an unknown version", None),
+        };
+        return Content {
+            kind,
+            description,
+            uuid: text_field(bytes, 168, 40),
+            label,
+        };
+    }
+    let Some(sig) = probe(bytes) else {
+        return content("none", "no signature");
+    };
+    match sig.magic {
+        "LABELONE" => content("lvm2-pv", "an LVM2 physical volume"),
+        "EFI PART" => content("gpt", "a GPT partition table"),
+        "0x55AA" => content("mbr", "an MBR partition table"),
+        "-FVE-FS-" => content("bitlocker", "a BitLocker volume"),
+        "NTFS" => content("ntfs", "an NTFS filesystem"),
+        "_BHRfS_M" => Content {
+            uuid: uuid_field(bytes, 65536 + 32),
+            label: text_field(bytes, 65536 + 299, 256),
+            ..content("btrfs", "a btrfs filesystem")
+        },
+        "XFSB" => Content {
+            uuid: uuid_field(bytes, 32),
+            label: text_field(bytes, 108, 12),
+            ..content("xfs", "an XFS filesystem")
+        },
+        "SWAPSPACE2" | "SWAP-SPACE" => Content {
+            uuid: uuid_field(bytes, 1024 + 12),
+            label: text_field(bytes, 1024 + 28, 16),
+            ..content("swap", "a Linux swap area")
+        },
+        "0xEF53" => {
+            let compat = u32_le(bytes, 1024 + 92).unwrap_or(0);
+            let incompat = u32_le(bytes, 1024 + 96).unwrap_or(0);
+            // extents, 64bit, flex_bg: ext4; a journal: ext3; else ext2 (as blkid decides).
+            let (kind, description) = if incompat & (0x40 | 0x80 | 0x200) != 0 {
+                ("ext4", "an ext4 filesystem")
+            } else if compat & 0x4 != 0 {
+                ("ext3", "an ext3 filesystem")
+            } else {
+                ("ext2", "an ext2 filesystem")
+            };
+            Content {
+                uuid: uuid_field(bytes, 1024 + 104),
+                label: text_field(bytes, 1024 + 120, 16),
+                ..content(kind, description)
+            }
+        }
+        fat => {
+            // FAT32 keeps serial and label at 67/71, FAT12/16 at 39/43.
+            let (serial_at, label_at) = if fat == "FAT32" { (67, 71) } else { (39, 43) };
+            let uuid =
+                u32_le(bytes, serial_at).map(|n| format!("{:04X}-{:04X}", n >> 16, n & 0xffff));
+            let label = text_field(bytes, label_at, 11).filter(|l| l != "NO NAME");
+            Content {
+                uuid,
+                label,
+                ..content("vfat", "a FAT filesystem")
+            }
+        }
+    }
+}
+
+/// Reads the first [`PROBE_LEN`] bytes of `dev` (or all of a shorter one) and identifies them.
+pub fn identify_device(dev: &(impl ReadAt + ?Sized)) -> std::io::Result<Content> {
+    let len = dev.len_bytes()?.min(PROBE_LEN as u64) as usize;
+    let mut buf = vec![0u8; len];
+    dev.read_exact_at(&mut buf, 0)?;
+    Ok(identify(&buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +424,55 @@ mod tests {
             "an LVM2 physical volume label (LABELONE at byte 512)"
         );
         assert_eq!(probe_device(&[0u8; 100][..]).expect("read"), None);
+    }
+
+    #[test]
+    fn identify_names_and_ids() {
+        let mut l2 = with(&[
+            (0, LUKS_MAGIC),
+            (6, &[0, 2]),
+            (24, b"backup"),
+            (168, b"1b4e28ba-2fa1-11d2-883f-0016d3cca427"),
+        ]);
+        let c = identify(&l2);
+        assert_eq!((c.kind, c.label.as_deref()), ("luks2", Some("backup")));
+        assert_eq!(
+            c.uuid.as_deref(),
+            Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        );
+        l2[7] = 1;
+        let c = identify(&l2);
+        assert_eq!((c.kind, c.label), ("luks1", None));
+        let mut ext = with(&[(1080, &[0x53, 0xEF]), (1024 + 120, b"root")]);
+        ext[1024 + 104..1024 + 120].copy_from_slice(&[0x12; 16]);
+        let c = identify(&ext);
+        assert_eq!(c.kind, "ext2");
+        assert_eq!(c.label.as_deref(), Some("root"));
+        assert_eq!(
+            c.uuid.as_deref(),
+            Some("12121212-1212-1212-1212-121212121212")
+        );
+        ext[1024 + 92] = 0x4;
+        assert_eq!(identify(&ext).kind, "ext3");
+        ext[1024 + 96] = 0x40;
+        assert_eq!(identify(&ext).kind, "ext4");
+        let fat = with(&[
+            (82, b"FAT32   "),
+            (510, &[0x55, 0xAA]),
+            (67, &[0x78, 0x56, 0x34, 0x12]),
+            (71, b"EFI        "),
+        ]);
+        let c = identify(&fat);
+        assert_eq!(
+            (c.kind, c.uuid.as_deref(), c.label.as_deref()),
+            ("vfat", Some("1234-5678"), Some("EFI"))
+        );
+        assert_eq!(identify(&with(&[(512, b"LABELONE")])).kind, "lvm2-pv");
+        assert_eq!(identify(&with(&[])).kind, "none");
+        assert_eq!(identify(&with(&[])).description, "no signature");
+        assert_eq!(identify(&[]).kind, "none");
+        // Control characters in a label do not reach the terminal.
+        let l = with(&[(0, LUKS_MAGIC), (6, &[0, 2]), (24, b"a\x1b[2Jb")]);
+        assert_eq!(identify(&l).label.as_deref(), Some("a?[2Jb"));
     }
 }

@@ -12,6 +12,7 @@ mod output;
 pub mod passphrase;
 mod pbkdf;
 mod resize;
+mod scan;
 pub mod size;
 mod status;
 mod vault;
@@ -87,6 +88,9 @@ pub enum Command {
     Vault(VaultCommandArgs),
     /// Memory-only cipher (aes-xts) and KDF figures, like `cryptsetup benchmark`.
     Benchmark(benchmark::BenchmarkArgs),
+    /// What a disk image or device holds: VHD footer, partition table, and by signature what
+    /// each partition (or the whole disk) contains. Read-only.
+    Scan(ScanArgs),
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
@@ -549,6 +553,15 @@ pub struct ResizeArgs {
     pub force: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// A whole-disk image (raw or fixed VHD), a partition image, or a block device.
+    pub image: PathBuf,
+    /// Stable JSON for scripts (README "scan").
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).
 pub fn parse_args() -> Result<Option<Cli>> {
     match Cli::try_parse() {
@@ -615,6 +628,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         .map(|()| 0),
         Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
+        Command::Scan(args) => scan::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod compat;
 mod corrupt;
+mod disk;
 mod ext4;
 mod frozen;
 mod fuse;
