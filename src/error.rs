@@ -84,6 +84,7 @@ impl ErrorKind {
     }
 }
 
+/// The crate's one error: a one-line message and a kind that decides the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad flags or parameters (exit 1).
@@ -92,8 +93,11 @@ pub enum Error {
     /// No keyslot opened with the supplied key (exit 2).
     #[error("no keyslot of {path} opened with this {what} (tried {tried})")]
     NoKey {
+        /// The volume (backing file or detached header).
         path: PathBuf,
+        /// What was supplied, e.g. "passphrase".
         what: &'static str,
+        /// The keyslot ids tried, comma-separated, or "all".
         tried: String,
     },
     /// Permission denied on a file we need (exit 2).
@@ -114,7 +118,9 @@ pub enum Error {
     /// An I/O error on a named file (exit 4 unless the kind says otherwise).
     #[error("{context}: {source}")]
     Io {
+        /// What was being done to which file.
         context: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -181,6 +187,7 @@ impl Error {
     }
 }
 
+/// A result whose error is the crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// An io::Error without the "(os error N)" suffix, for one-line messages.

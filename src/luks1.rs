@@ -39,63 +39,115 @@ const SUPPORTED_MODE: &str = "xts-plain64";
 /// Everything that can be wrong with a LUKS1 header or its use; each message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum Luks1Error {
+    /// Fewer than [`PHDR_LEN`] bytes were given to `parse`; holds the length in bytes.
     #[error("LUKS1 header: {0} bytes, need at least {PHDR_LEN}")]
     TooShort(usize),
+    /// The first six bytes are not `LUKS\xba\xbe` (docs/format.md §8).
     #[error("LUKS1 header: bad magic, not a LUKS device")]
     BadMagic,
+    /// The version field is not 1; holds the version found.
     #[error("LUKS1 header: version {0}, expected 1")]
     Version(u16),
+    /// A text field (named by the payload) has no NUL or holds non-printable bytes.
     #[error("LUKS1 header: {0} is not a NUL-terminated printable ASCII string")]
     BadString(&'static str),
+    /// hashSpec names a hash outside the allow-list; holds the name found.
     #[error("LUKS1 header: hashSpec {0:?} not supported (sha1, sha256, sha512, ripemd160)")]
     UnknownHash(String),
+    /// keyBytes is 0 or above [`MAX_KEY_BYTES`]; holds the value found, in bytes.
     #[error("LUKS1 header: keyBytes {0}, expected 1..={MAX_KEY_BYTES}")]
     KeyBytes(u32),
+    /// mkDigestIterations is 0.
     #[error("LUKS1 header: mkDigestIterations 0")]
     DigestIterations,
+    /// A keyslot's stripes is not 4000 (docs/format.md §9).
     #[error("LUKS1 header: keyslot {slot} stripes {stripes}, expected 4000")]
-    Stripes { slot: u8, stripes: u32 },
+    Stripes {
+        /// Keyslot id (0..=7).
+        slot: u8,
+        /// The stripes value found.
+        stripes: u32,
+    },
+    /// A keyslot's key material starts before byte [`MIN_KEY_MATERIAL_BYTES`].
     #[error(
         "LUKS1 header: keyslot {slot} key material at sector {offset_sectors} lies inside the header"
     )]
-    SlotInHeader { slot: u8, offset_sectors: u32 },
+    SlotInHeader {
+        /// Keyslot id (0..=7).
+        slot: u8,
+        /// The keyMaterialOffset found, in 512-byte sectors.
+        offset_sectors: u32,
+    },
+    /// A keyslot's key material runs past the payload offset (attached headers only).
     #[error(
         "LUKS1 header: keyslot {slot} key material ends at sector {end_sectors}, beyond payload offset {payload_offset_sectors}"
     )]
     SlotBeyondPayload {
+        /// Keyslot id (0..=7).
         slot: u8,
+        /// End of the key material, in 512-byte sectors from the device start.
         end_sectors: u64,
+        /// The payloadOffset, in 512-byte sectors.
         payload_offset_sectors: u32,
     },
+    /// The key material of two keyslots overlaps.
     #[error("LUKS1 header: key material of keyslots {first} and {second} overlaps")]
-    SlotOverlap { first: u8, second: u8 },
+    SlotOverlap {
+        /// The lower keyslot id.
+        first: u8,
+        /// The higher keyslot id.
+        second: u8,
+    },
+    /// An enabled keyslot has 0 PBKDF2 iterations.
     #[error("LUKS1 header: keyslot {slot} is enabled with 0 iterations")]
-    SlotIterations { slot: u8 },
+    SlotIterations {
+        /// Keyslot id (0..=7).
+        slot: u8,
+    },
+    /// The device ends before a keyslot's key material or the payload offset.
     #[error("LUKS1 device: {len} bytes, too small for {what} ending at byte {end}")]
-    DeviceTooSmall { what: String, end: u64, len: u64 },
+    DeviceTooSmall {
+        /// What does not fit, e.g. "keyslot 3 key material".
+        what: String,
+        /// Where it ends, in bytes from the device start.
+        end: u64,
+        /// The device length, in bytes.
+        len: u64,
+    },
+    /// The cipher is not aes-xts-plain64 with a 32- or 64-byte key; holds the spec found.
     #[error("LUKS1: cipher {0} is not supported (only aes-xts-plain64 with a 32- or 64-byte key)")]
     Unsupported(String),
+    /// The payload offset is 0 (detached header), which cannot be opened.
     #[error("LUKS1: detached header (payload offset 0) is not supported")]
     Detached,
+    /// The keyslot asked for is not 0..=7; holds the id asked for.
     #[error("LUKS1: no keyslot {0} (valid: 0..=7)")]
     NoSuchKeyslot(u8),
+    /// The keyslot asked for is not enabled; holds its id.
     #[error("LUKS1: keyslot {0} is not enabled")]
     KeyslotDisabled(u8),
     /// Every candidate keyslot's KDF would run longer than the limit; none was tried.
     #[error("LUKS1: no keyslot was tried: {}", over_budget(.0))]
     OverBudget(Vec<(u8, OverBudget)>),
+    /// A keyslot's KDF, or the cipher keyed by its result, failed.
     #[error("LUKS1: keyslot {slot}: {source}")]
     Kdf {
+        /// Keyslot id (0..=7).
         slot: u8,
+        /// The crypto failure.
         #[source]
         source: CryptoError,
     },
+    /// Reading a keyslot's key material from the device failed.
     #[error("LUKS1: reading keyslot {slot} key material: {source}")]
     Read {
+        /// Keyslot id (0..=7).
         slot: u8,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
+    /// Asking the device for its length failed.
     #[error("LUKS1: reading the device size: {0}")]
     DeviceSize(#[source] std::io::Error),
 }

@@ -18,18 +18,26 @@ pub const RECOVERY: &str = "vaultdisk-recovery";
 pub enum Kek {
     /// The KEK never leaves the vault: transit/encrypt and transit/decrypt.
     Transit {
+        /// The transit secrets engine mount, e.g. `transit`.
         mount: String,
+        /// The transit key name.
         key: String,
+        /// The keyslot secret as a transit ciphertext, `vault:v<N>:<base64>`.
         ciphertext: String,
+        /// The transit key version that made `ciphertext`.
         key_version: u32,
     },
     /// The KEK is a KV v2 secret field, used here with AES-256-GCM.
     Kv {
+        /// The KV v2 secrets engine mount, e.g. `secret`.
         mount: String,
+        /// The secret's path under the mount.
         path: String,
+        /// The field of the secret that holds the KEK.
         field: String,
         /// The KV version of the KEK that wrapped `wrapped`.
         kv_version: u32,
+        /// The keyslot secret wrapped with AES-256-GCM: nonce (12) ‖ ciphertext ‖ tag (16).
         wrapped: Vec<u8>,
     },
 }
@@ -37,19 +45,26 @@ pub enum Kek {
 /// A parsed `vaultdisk-vault` token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultToken {
+    /// Ids of the keyslots whose passphrase this token holds (the token's `keyslots`).
     pub keyslots: Vec<u32>,
     /// Vault address at enrolment time.
     pub addr: String,
+    /// Vault namespace at enrolment time, if any.
     pub namespace: Option<String>,
+    /// Where the KEK is and the wrapped secret.
     pub kek: Kek,
 }
 
+/// Why a token object is not a usable `vaultdisk-vault` token.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
+    /// The token's `type` is not `vaultdisk-vault`.
     #[error("token is not of type {VAULT}")]
     WrongType,
+    /// A member (named by the payload) is missing or invalid: empty, too long, wrong JSON type.
     #[error("token member {0:?} is missing or not of the right kind")]
     Member(&'static str),
+    /// `kek` is neither "transit" nor "kv"; holds the value found.
     #[error("token has unknown kek mode {0:?} (transit or kv)")]
     Mode(String),
 }

@@ -46,8 +46,11 @@ pub enum Credentials {
     Token(SecretBytes),
     /// AppRole login at `auth/<mount>/login`.
     AppRole {
+        /// The AppRole auth mount, e.g. `approle`.
         mount: String,
+        /// The role_id.
         role_id: SecretBytes,
+        /// The secret_id.
         secret_id: SecretBytes,
     },
 }
@@ -64,35 +67,79 @@ impl std::fmt::Debug for Credentials {
 /// Why a vault call failed. Display starts with the vault address.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
+    /// No connection: host not found, connection refused or failed, or not an HTTP answer.
     #[error("vault at {addr} is unreachable: {cause}")]
-    Unreachable { addr: String, cause: String },
+    Unreachable {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+        /// What the transport said.
+        cause: String,
+    },
+    /// The call took longer than the endpoint's timeout.
     #[error("vault at {addr} did not answer within {secs} s")]
-    Timeout { addr: String, secs: u64 },
+    Timeout {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+        /// The timeout, in whole seconds (at least 1).
+        secs: u64,
+    },
+    /// The TLS handshake or the server certificate failed.
     #[error(
         "vault at {addr}: TLS failed: {cause} (set VAULT_CACERT to the CA that signed its certificate)"
     )]
-    Tls { addr: String, cause: String },
+    Tls {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+        /// What the TLS layer said.
+        cause: String,
+    },
+    /// HTTP 503 with "sealed" in the message: the vault is sealed.
     #[error("vault at {addr} is sealed: unseal it (bao operator unseal) and retry")]
-    Sealed { addr: String },
+    Sealed {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+    },
+    /// HTTP 403: the token is wrong or expired, or its policy does not allow the call.
     #[error(
         "vault at {addr} denied {path}: permission denied (wrong or expired token, or the policy does not allow it)"
     )]
-    Denied { addr: String, path: String },
+    Denied {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+        /// The API path after `/v1/`, e.g. `transit/decrypt/<key>`.
+        path: String,
+    },
+    /// HTTP 404 without a message, or a KV secret without the field asked for.
     #[error("vault at {addr} has nothing at {path} (deleted, or wrong mount or name)")]
-    NotFound { addr: String, path: String },
+    NotFound {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+        /// The API path after `/v1/`, e.g. `transit/decrypt/<key>`.
+        path: String,
+    },
+    /// Any other HTTP error status.
     #[error("vault at {addr} refused {path} (HTTP {status}): {message}")]
     Rejected {
+        /// The vault address (`Endpoint::addr`).
         addr: String,
+        /// The API path after `/v1/`, e.g. `transit/decrypt/<key>`.
         path: String,
+        /// The HTTP status code.
         status: u16,
+        /// The vault's `errors`, joined by "; ", token redacted ("no message" when none).
         message: String,
     },
+    /// A success answer without the members expected (wrong mount type, old server).
     #[error("vault at {addr} gave an unexpected answer for {path}: {why}")]
     BadAnswer {
+        /// The vault address (`Endpoint::addr`).
         addr: String,
+        /// The API path after `/v1/`, e.g. `transit/decrypt/<key>`.
         path: String,
+        /// What is missing or wrong in the answer.
         why: String,
     },
+    /// A bad setting on our side: address scheme, CA file, mount or key name, timeout.
     #[error("vault setting: {0}")]
     Config(String),
 }
@@ -113,7 +160,9 @@ impl std::fmt::Debug for Client {
 /// A transit ciphertext and the key version that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wrapped {
+    /// The transit ciphertext, `vault:v<N>:<base64>`.
     pub ciphertext: String,
+    /// The transit key version that made it (the `N` in `vault:v<N>:`).
     pub key_version: u32,
 }
 
@@ -137,10 +186,12 @@ impl Client {
         Ok(client)
     }
 
+    /// The vault's base address, without a trailing slash.
     pub fn addr(&self) -> &str {
         &self.endpoint.addr
     }
 
+    /// The namespace sent as X-Vault-Namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
         self.endpoint.namespace.as_deref()
     }

@@ -25,9 +25,10 @@ const SCRATCH_KEEP_BYTES: usize = 4 << 20;
 pub const DIRECT_ALIGN_BYTES: usize = 4096;
 /// Reads of at least this many bytes go to the backing file with O_DIRECT. Measured on the
 /// root disk here (1 GiB sequential through PLAIN): with 1 MiB FUSE reads (kernel readahead
-/// raised, see fusefs::raise_readahead) direct reads ran at 1.1-1.55 GB/s and 0.4-0.55 daemon
-/// CPU s/GiB, buffered ones at 0.72-1.35 GB/s and up to 1.2 s/GiB; at the default 128 KiB
-/// requests direct reads lost (0.68-0.93 GB/s against 0.46-1.55 buffered), hence the size.
+/// raised, see daemon::serve::raise_readahead) direct reads ran at 1.1-1.55 GB/s and 0.4-0.55
+/// daemon CPU s/GiB, buffered ones at 0.72-1.35 GB/s and up to 1.2 s/GiB; at the default
+/// 128 KiB requests direct reads lost (0.68-0.93 GB/s against 0.46-1.55 buffered), hence the
+/// size.
 const DIRECT_MIN_BYTES: usize = 512 << 10;
 
 /// An unlocked data segment over an open backing file.

@@ -5,6 +5,7 @@ use crate::device::{self, VolumeHeader};
 use crate::error::Result;
 use crate::report::DumpReport;
 
+/// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
     let file = device::open_backing(&args.backing, false)?;
     let header = device::read_header(&file, &args.backing)?;

@@ -23,6 +23,7 @@ use crate::unlock::vault::{NewKek, VaultConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The parsed command line: global flags and one verb.
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultdisk",
@@ -40,10 +41,12 @@ pub struct Cli {
     /// longer than SECONDS; 0 means no limit. Stops hostile headers from hanging an unlock.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
     pub kdf_time_limit: u64,
+    /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The verbs, one per `vaultdisk` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a LUKS2 volume in a sparse backing file.
@@ -112,6 +115,7 @@ pub struct KeyArgs {
     /// --key-file, spaces and dashes normalised.
     #[arg(long)]
     pub recovery_key: bool,
+    /// Vault credentials, for unlocking through the header's vault tokens.
     #[command(flatten)]
     pub vault: VaultArgs,
 }
@@ -169,12 +173,15 @@ pub struct KekArgs {
     pub create: bool,
 }
 
+/// Arguments of `vaultdisk vault`.
 #[derive(Debug, Args)]
 pub struct VaultCommandArgs {
+    /// The `vault` verb to run.
     #[command(subcommand)]
     pub action: VaultCommand,
 }
 
+/// The verbs under `vaultdisk vault`.
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
     /// Add a keyslot whose random secret is wrapped by a vault KEK (authorised by an existing key).
@@ -187,6 +194,7 @@ pub enum VaultCommand {
     Remove(VaultRemoveArgs),
 }
 
+/// Arguments of `vaultdisk vault enroll`.
 #[derive(Debug, Args)]
 pub struct VaultEnrollArgs {
     /// The LUKS2 backing file.
@@ -194,6 +202,7 @@ pub struct VaultEnrollArgs {
     /// The existing key (as for open) and the vault to use.
     #[command(flatten)]
     pub key: KeyArgs,
+    /// The KEK that wraps the new keyslot's secret.
     #[command(flatten)]
     pub kek: KekArgs,
     /// Put the vault keyslot in this keyslot (default: the lowest free one).
@@ -201,6 +210,7 @@ pub struct VaultEnrollArgs {
     pub key_slot: Option<u32>,
 }
 
+/// Arguments of `vaultdisk vault list`.
 #[derive(Debug, Args)]
 pub struct VaultListArgs {
     /// The LUKS2 backing file.
@@ -210,6 +220,7 @@ pub struct VaultListArgs {
     pub json: bool,
 }
 
+/// Arguments of `vaultdisk vault rewrap`.
 #[derive(Debug, Args)]
 pub struct VaultRewrapArgs {
     /// The LUKS2 backing file.
@@ -217,10 +228,12 @@ pub struct VaultRewrapArgs {
     /// Only this token (default: every vault token).
     #[arg(long, value_name = "N")]
     pub token: Option<u32>,
+    /// The vault to rewrap through.
     #[command(flatten)]
     pub vault: VaultArgs,
 }
 
+/// Arguments of `vaultdisk vault remove`.
 #[derive(Debug, Args)]
 pub struct VaultRemoveArgs {
     /// The LUKS2 backing file.
@@ -233,6 +246,7 @@ pub struct VaultRemoveArgs {
     pub force: bool,
 }
 
+/// Arguments of `vaultdisk format`.
 #[derive(Debug, Args)]
 pub struct FormatArgs {
     /// The backing file to create.
@@ -240,8 +254,10 @@ pub struct FormatArgs {
     /// Plaintext size, with K/M/G/T suffixes (binary units).
     #[arg(long, value_name = "SIZE")]
     pub size: String,
+    /// The passphrase of keyslot 0.
     #[command(flatten)]
     pub key: KeyArgs,
+    /// The KDF of keyslot 0.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
     /// Encryption sector size: 512 or 4096.
@@ -267,12 +283,14 @@ pub struct FormatArgs {
     pub no_recovery_key: bool,
 }
 
+/// Arguments of `vaultdisk open`.
 #[derive(Debug, Args)]
 pub struct OpenArgs {
     /// The LUKS2 or LUKS1 backing file.
     pub backing: PathBuf,
     /// The regular file that will hold the plaintext (created if missing).
     pub plain: PathBuf,
+    /// The key that unlocks the volume.
     #[command(flatten)]
     pub key: KeyArgs,
     /// Try only this keyslot.
@@ -289,12 +307,14 @@ pub struct OpenArgs {
     pub allow_other: bool,
 }
 
+/// Arguments of `vaultdisk close`.
 #[derive(Debug, Args)]
 pub struct CloseArgs {
     /// The plaintext file given to `open`.
     pub plain: PathBuf,
 }
 
+/// Arguments of `vaultdisk dump`.
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// The backing file.
@@ -304,12 +324,14 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+/// Arguments of `vaultdisk mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// The LUKS2 or LUKS1 backing file.
     pub backing: PathBuf,
     /// An existing directory to mount the filesystem on.
     pub mountpoint: PathBuf,
+    /// The key that unlocks the volume.
     #[command(flatten)]
     pub key: KeyArgs,
     /// Try only this keyslot.
@@ -326,12 +348,14 @@ pub struct MountArgs {
     pub mkfs: Option<String>,
 }
 
+/// Arguments of `vaultdisk umount`.
 #[derive(Debug, Args)]
 pub struct UmountArgs {
     /// The mount point given to `vaultdisk mount`.
     pub mountpoint: PathBuf,
 }
 
+/// Arguments of `vaultdisk status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// An array of objects for scripts.
@@ -339,6 +363,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Arguments of `vaultdisk verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The LUKS2 or LUKS1 backing file (opened read-only, never written).
@@ -375,14 +400,17 @@ pub struct VerifyArgs {
     /// Also check every vault token (needs vault credentials): which keyslot each opens.
     #[arg(long)]
     pub vault: bool,
+    /// The vault to check the tokens through (with --vault).
     #[command(flatten)]
     pub vault_args: VaultArgs,
 }
 
+/// Arguments of `vaultdisk digest`.
 #[derive(Debug, Args)]
 pub struct DigestArgs {
     /// The LUKS2 or LUKS1 backing file (opened read-only).
     pub backing: PathBuf,
+    /// The key that unlocks the volume.
     #[command(flatten)]
     pub key: KeyArgs,
     /// Try only this keyslot.
@@ -420,6 +448,7 @@ pub struct PbkdfArgs {
     pub pbkdf_force_iterations: Option<u32>,
 }
 
+/// Arguments of `vaultdisk add-key`.
 #[derive(Debug, Args)]
 pub struct AddKeyArgs {
     /// The LUKS2 backing file.
@@ -433,10 +462,12 @@ pub struct AddKeyArgs {
     /// Put the new key in this keyslot (default: the lowest free one).
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
 }
 
+/// Arguments of `vaultdisk remove-key`.
 #[derive(Debug, Args)]
 pub struct RemoveKeyArgs {
     /// The LUKS2 backing file.
@@ -452,6 +483,7 @@ pub struct RemoveKeyArgs {
     pub force: bool,
 }
 
+/// Arguments of `vaultdisk change-key`.
 #[derive(Debug, Args)]
 pub struct ChangeKeyArgs {
     /// The LUKS2 backing file.
@@ -465,14 +497,17 @@ pub struct ChangeKeyArgs {
     /// Only try the old key on this keyslot.
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
 }
 
+/// Arguments of `vaultdisk test-key`.
 #[derive(Debug, Args)]
 pub struct TestKeyArgs {
     /// The backing file (LUKS2 or LUKS1).
     pub backing: PathBuf,
+    /// The key to test.
     #[command(flatten)]
     pub key: KeyArgs,
     /// Try only this keyslot.
@@ -480,12 +515,15 @@ pub struct TestKeyArgs {
     pub key_slot: Option<u32>,
 }
 
+/// Arguments of `vaultdisk header`.
 #[derive(Debug, Args)]
 pub struct HeaderArgs {
+    /// The `header` verb to run.
     #[command(subcommand)]
     pub action: HeaderCommand,
 }
 
+/// The verbs under `vaultdisk header`.
 #[derive(Debug, Subcommand)]
 pub enum HeaderCommand {
     /// Save the header area to a new file (0600), like cryptsetup luksHeaderBackup.
@@ -494,6 +532,7 @@ pub enum HeaderCommand {
     Restore(HeaderRestoreArgs),
 }
 
+/// Arguments of `vaultdisk header backup`.
 #[derive(Debug, Args)]
 pub struct HeaderBackupArgs {
     /// The LUKS2 backing file.
@@ -502,6 +541,7 @@ pub struct HeaderBackupArgs {
     pub file: PathBuf,
 }
 
+/// Arguments of `vaultdisk header restore`.
 #[derive(Debug, Args)]
 pub struct HeaderRestoreArgs {
     /// The backing file to write the header to.
@@ -513,6 +553,7 @@ pub struct HeaderRestoreArgs {
     pub force: bool,
 }
 
+/// Arguments of `vaultdisk repair`.
 #[derive(Debug, Args)]
 pub struct RepairArgs {
     /// The LUKS2 backing file.
@@ -523,6 +564,7 @@ pub struct RepairArgs {
     pub force: bool,
 }
 
+/// Arguments of `vaultdisk add-recovery-key`.
 #[derive(Debug, Args)]
 pub struct AddRecoveryKeyArgs {
     /// The LUKS2 backing file.
@@ -532,6 +574,7 @@ pub struct AddRecoveryKeyArgs {
     pub key: KeyArgs,
 }
 
+/// Arguments of `vaultdisk erase`.
 #[derive(Debug, Args)]
 pub struct EraseArgs {
     /// The LUKS2 backing file.
@@ -541,6 +584,7 @@ pub struct EraseArgs {
     pub batch: bool,
 }
 
+/// Arguments of `vaultdisk resize`.
 #[derive(Debug, Args)]
 pub struct ResizeArgs {
     /// The LUKS2 backing file (not open).

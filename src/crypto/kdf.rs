@@ -21,17 +21,28 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kdf {
     /// PBKDF2-HMAC-`hash`, `iterations` rounds per output block.
-    Pbkdf2 { hash: HashAlg, iterations: u32 },
+    Pbkdf2 {
+        /// The HMAC hash.
+        hash: HashAlg,
+        /// Rounds per output block.
+        iterations: u32,
+    },
     /// Argon2i: `time` passes over `memory_kib` KiB with `cpus` lanes.
     Argon2i {
+        /// Passes over the memory.
         time: u32,
+        /// Memory cost, in KiB.
         memory_kib: u32,
+        /// Lanes (threads), at most [`MAX_ARGON2_CPUS`].
         cpus: u32,
     },
     /// Argon2id: `time` passes over `memory_kib` KiB with `cpus` lanes.
     Argon2id {
+        /// Passes over the memory.
         time: u32,
+        /// Memory cost, in KiB.
         memory_kib: u32,
+        /// Lanes (threads), at most [`MAX_ARGON2_CPUS`].
         cpus: u32,
     },
 }

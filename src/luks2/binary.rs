@@ -4,7 +4,9 @@ use sha2::{Digest, Sha256};
 
 /// Size of the binary part of one header copy.
 pub const BINARY_SIZE: usize = 4096;
+/// Magic of the primary copy, bytes 0..6 (docs/format.md §2).
 pub const PRIMARY_MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
+/// Magic of the secondary copy, bytes 0..6 (docs/format.md §2).
 pub const SECONDARY_MAGIC: [u8; 6] = *b"SKUL\xba\xbe";
 /// The only sizes one header copy (binary + JSON area) may have: 16 KiB .. 4 MiB.
 pub const ALLOWED_HDR_SIZES: [u64; 9] = [
@@ -18,11 +20,14 @@ const SHA256_LEN: usize = 32;
 /// Which of the two header copies a binary header claims to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyKind {
+    /// The first copy, at byte 0, magic [`PRIMARY_MAGIC`].
     Primary,
+    /// The second copy, normally at `hdr_size` (docs/format.md §2), magic [`SECONDARY_MAGIC`].
     Secondary,
 }
 
 impl CopyKind {
+    /// "primary" or "secondary", for messages.
     pub fn name(self) -> &'static str {
         match self {
             CopyKind::Primary => "primary",
@@ -34,13 +39,19 @@ impl CopyKind {
 /// The decoded fields of one binary header (checksum not yet verified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryHeader {
+    /// Which copy the magic says this is.
     pub kind: CopyKind,
     /// Size of one copy: binary header plus JSON area, in bytes.
     pub hdr_size: u64,
+    /// Update counter; of two valid copies the higher wins (docs/format.md §2).
     pub seqid: u64,
+    /// Label, at most 47 bytes of text (docs/format.md §2).
     pub label: String,
+    /// Checksum salt of this copy (not secret; differs between the copies).
     pub salt: [u8; 64],
+    /// UUID as text, at most 39 bytes.
     pub uuid: String,
+    /// Subsystem, a second label, at most 47 bytes of text.
     pub subsystem: String,
     /// Absolute byte offset of this copy in the device.
     pub hdr_offset: u64,
