@@ -597,6 +597,7 @@ pub struct ResizeArgs {
     pub force: bool,
 }
 
+/// `vaultdisk scan`.
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// A whole-disk image (raw or fixed VHD), a partition image, or a block device.
