@@ -240,7 +240,7 @@ pub fn create(path: &Path, plan: &Plan, keys: FirstKeys) -> Result<Created> {
                     id: 1,
                     slot: store(key.expose_secret(), kdf, offset, 1)?,
                     offset,
-                    token: Some(serde_json::json!({ "type": crate::token::RECOVERY })),
+                    token: Some(crate::token::recovery_token()),
                 });
                 recovery = Some(key);
             }

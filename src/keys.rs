@@ -209,7 +209,7 @@ pub fn add_recovery_key(
             passphrase: recovery.expose_secret(),
             kdf: full_entropy_kdf(),
             keyslot: None,
-            token: Some(serde_json::json!({ "type": crate::token::RECOVERY })),
+            token: Some(crate::token::recovery_token()),
         },
     )?;
     Ok((id, recovery))

@@ -13,6 +13,12 @@ pub const VAULT: &str = "vaultdisk-vault";
 /// Token type marking a recovery keyslot.
 pub const RECOVERY: &str = "vaultdisk-recovery";
 
+/// The token that marks a recovery keyslot. Its `keyslots` are set when it is linked to the
+/// new keyslot (`luks2::edit::add_keyslot`).
+pub fn recovery_token() -> Value {
+    json!({ "type": RECOVERY })
+}
+
 /// How the KEK is held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kek {
