@@ -200,36 +200,187 @@ pub fn luks2_segment_in(
 #[cfg(feature = "fault-injection")]
 pub const CRASH_ENV: &str = "VAULTDISK_CRASH_AFTER_WRITES";
 
-/// The fault-injection hook: counts writes and syncs, exits with `error::exit::CRASH` right
-/// after the k-th one, leaving exactly what had been written.
+/// Environment variable choosing what the crash of [`CRASH_ENV`] leaves: `exit` (the default)
+/// exits, so everything written stays (a killed process: the page cache reaches the disk);
+/// `power` first undoes every write and length change since the last sync, in reverse order
+/// (a power cut with a drive that loses its volatile cache).
+#[cfg(feature = "fault-injection")]
+pub const CRASH_MODE_ENV: &str = "VAULTDISK_CRASH_MODE";
+
+/// What a simulated crash leaves on disk.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashMode {
+    /// Every write made so far (process exit).
+    Exit,
+    /// Only what the last sync made durable (power loss).
+    Power,
+}
+
+#[cfg(feature = "fault-injection")]
+impl CrashMode {
+    fn parse(value: Option<&str>) -> std::result::Result<CrashMode, String> {
+        match value {
+            None | Some("") | Some("exit") => Ok(CrashMode::Exit),
+            Some("power") => Ok(CrashMode::Power),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
+/// What one unsynced change overwrote: `old` was at `offset`, and the file had `old_len` bytes.
+#[cfg(feature = "fault-injection")]
+struct Overwritten {
+    offset: u64,
+    old: Vec<u8>,
+    old_len: u64,
+}
+
+/// The bytes a truncation to a shorter length keeps for the undo; past this, the restored tail
+/// reads as zeros (only resize --force shrinks, and only data past the new size is there).
+#[cfg(feature = "fault-injection")]
+const MAX_KEPT_TAIL: u64 = 64 << 20;
+
+/// The fault-injection hook: counts writes, syncs and length changes, and right after the k-th
+/// one prints one line and exits with `error::exit::CRASH`. In the `power` mode it keeps what
+/// each change overwrote until the next sync and, at the crash point, puts it back (last change
+/// first), so the file holds only what had been synced.
 #[cfg(feature = "fault-injection")]
 struct CrashHook {
     after: Option<u64>,
+    mode: std::result::Result<CrashMode, String>,
     ops: std::cell::Cell<u64>,
+    unsynced: std::cell::RefCell<Vec<Overwritten>>,
 }
 
 #[cfg(feature = "fault-injection")]
 impl CrashHook {
     fn from_env() -> CrashHook {
+        let mode = std::env::var(CRASH_MODE_ENV).ok();
         CrashHook {
             after: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
+            mode: CrashMode::parse(mode.as_deref()),
             ops: std::cell::Cell::new(0),
+            unsynced: std::cell::RefCell::new(Vec::new()),
         }
     }
 
-    fn tick(&self) {
+    /// True when changes must be remembered for an undo (armed, power mode).
+    fn journaling(&self) -> bool {
+        self.after.is_some() && self.mode == Ok(CrashMode::Power)
+    }
+
+    /// Before writing `len` bytes at `offset` of `file`: keep what is there.
+    fn before_write(&self, file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+        if !self.journaling() {
+            return Ok(());
+        }
+        let old_len = file.metadata()?.len();
+        let end = offset.saturating_add(len as u64).min(old_len);
+        let old = read_range(file, offset, end.saturating_sub(offset))?;
+        self.unsynced.borrow_mut().push(Overwritten {
+            offset,
+            old,
+            old_len,
+        });
+        Ok(())
+    }
+
+    /// Before setting the length of `file` to `new_len`: keep the old length (and the tail a
+    /// shrink drops, up to MAX_KEPT_TAIL bytes).
+    fn before_set_len(&self, file: &File, new_len: u64) -> std::io::Result<()> {
+        if !self.journaling() {
+            return Ok(());
+        }
+        let old_len = file.metadata()?.len();
+        let tail = old_len.saturating_sub(new_len).min(MAX_KEPT_TAIL);
+        let old = read_range(file, new_len, tail)?;
+        self.unsynced.borrow_mut().push(Overwritten {
+            offset: new_len.min(old_len),
+            old,
+            old_len,
+        });
+        Ok(())
+    }
+
+    /// After a successful sync: everything so far is durable.
+    fn synced(&self) {
+        self.unsynced.borrow_mut().clear();
+    }
+
+    fn tick(&self, file: &File) {
         let n = self.ops.get() + 1;
         self.ops.set(n);
-        if self.after == Some(n) {
-            eprintln!("vaultdisk: {CRASH_ENV}={n}: simulated crash");
-            std::process::exit(crate::error::exit::CRASH);
+        // A mistyped mode must not silently test the other one.
+        let misnamed = self.after.is_some() && self.mode.is_err();
+        if self.after != Some(n) && !misnamed {
+            return;
         }
+        match self.mode {
+            Ok(CrashMode::Exit) => {
+                eprintln!("vaultdisk: {CRASH_ENV}={n}: simulated crash");
+                std::process::exit(crate::error::exit::CRASH);
+            }
+            Ok(CrashMode::Power) => {
+                let undone = self.unsynced.borrow().len();
+                match self.undo(file) {
+                    Ok(()) => {
+                        eprintln!(
+                            "vaultdisk: {CRASH_ENV}={n}: simulated power loss ({undone} unsynced writes undone)"
+                        );
+                        std::process::exit(crate::error::exit::CRASH);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "vaultdisk: {CRASH_ENV}={n}: simulated power loss failed: cannot undo the unsynced writes: {e}"
+                        );
+                        std::process::exit(crate::error::exit::DEVICE);
+                    }
+                }
+            }
+            Err(ref bad) => {
+                let bad = crate::escape::escape_control(bad);
+                eprintln!("vaultdisk: {CRASH_MODE_ENV}={bad} is not `exit` or `power`");
+                std::process::exit(crate::error::exit::USAGE);
+            }
+        }
+    }
+
+    /// Puts back what every unsynced change overwrote, last change first, and syncs.
+    fn undo(&self, file: &File) -> std::io::Result<()> {
+        let journal = std::mem::take(&mut *self.unsynced.borrow_mut());
+        for change in journal.iter().rev() {
+            std::os::unix::fs::FileExt::write_all_at(file, &change.old, change.offset)?;
+            if file.metadata()?.len() != change.old_len {
+                file.set_len(change.old_len)?;
+            }
+        }
+        file.sync_all()
     }
 }
 
+/// `len` bytes of `file` at `offset`, fewer if the file ends first.
+#[cfg(feature = "fault-injection")]
+fn read_range(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    let mut done = 0;
+    while done < buf.len() {
+        let got =
+            std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], offset + done as u64)?;
+        if got == 0 {
+            break;
+        }
+        done += got;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
 /// The backing file opened for reading its header or for a metadata update. Header writes go
-/// through [`WriteAt`]; builds with the `fault-injection` feature count every write and sync so
-/// tests can simulate a crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`).
+/// through [`WriteAt`], length changes through [`Backing::set_len`]; builds with the
+/// `fault-injection` feature count every write, sync and length change so tests can simulate a
+/// crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`), optionally as a power
+/// loss that undoes what was not synced (`VAULTDISK_CRASH_MODE=power`).
 pub struct Backing {
     file: File,
     path: PathBuf,
@@ -258,7 +409,8 @@ impl Backing {
         crate::daemon::lock_for_update(&self.file, &self.path)
     }
 
-    /// The open backing file (for length changes; header writes go through `WriteAt`).
+    /// The open backing file (to read; header writes go through `WriteAt`, length changes
+    /// through [`Backing::set_len`], so the fault-injection hook sees them).
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -298,9 +450,27 @@ impl Backing {
         write_error(&self.name(), e)
     }
 
+    /// Sets the file's length to `len` bytes (File::set_len), then makes it durable
+    /// (File::sync_all); the fault-injection hook counts each step.
+    pub fn set_len(&self, len: u64) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        self.crash.before_set_len(&self.file, len)?;
+        self.file.set_len(len)?;
+        self.tick();
+        self.file.sync_all()?;
+        self.synced();
+        self.tick();
+        Ok(())
+    }
+
     fn tick(&self) {
         #[cfg(feature = "fault-injection")]
-        self.crash.tick();
+        self.crash.tick(&self.file);
+    }
+
+    fn synced(&self) {
+        #[cfg(feature = "fault-injection")]
+        self.crash.synced();
     }
 }
 
@@ -325,12 +495,15 @@ impl ReadAt for Backing {
 
 impl WriteAt for Backing {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        self.crash.before_write(&self.file, offset, buf.len())?;
         self.file.write_all_at(buf, offset)?;
         self.tick();
         Ok(())
     }
     fn sync_data(&self) -> std::io::Result<()> {
         self.file.sync_data()?;
+        self.synced();
         self.tick();
         Ok(())
     }
@@ -378,6 +551,60 @@ mod tests {
             .open(path)
             .expect("open");
         std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).expect("write");
+    }
+
+    /// A Backing whose hook journals (power mode) but never reaches its crash point.
+    #[cfg(feature = "fault-injection")]
+    fn journaling(path: &Path) -> Backing {
+        let file = open_backing(path, true).expect("open");
+        Backing {
+            file,
+            path: path.to_path_buf(),
+            crash: CrashHook {
+                after: Some(u64::MAX),
+                mode: Ok(CrashMode::Power),
+                ops: std::cell::Cell::new(0),
+                unsynced: std::cell::RefCell::new(Vec::new()),
+            },
+        }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn power_loss_undoes_exactly_what_was_not_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").expect("write");
+        let dev = journaling(&path);
+        dev.write_all_at(b"ab", 0).expect("write");
+        dev.sync_data().expect("sync");
+        let synced = std::fs::read(&path).expect("read");
+        assert_eq!(synced, b"ab23456789");
+        // Unsynced: an overwrite, a write past the end, a grow, overlapping rewrites, a shrink.
+        dev.write_all_at(b"XY", 4).expect("write");
+        dev.write_all_at(b"tail", 9).expect("write");
+        dev.crash.before_set_len(&dev.file, 20).expect("journal");
+        dev.file.set_len(20).expect("grow");
+        dev.write_all_at(b"QQQQQQ", 2).expect("write");
+        dev.crash.before_set_len(&dev.file, 3).expect("journal");
+        dev.file.set_len(3).expect("shrink");
+        assert_eq!(dev.crash.unsynced.borrow().len(), 5);
+        dev.crash.undo(&dev.file).expect("undo");
+        assert_eq!(std::fs::read(&path).expect("read"), synced);
+        assert!(dev.crash.unsynced.borrow().is_empty());
+        // Backing::set_len syncs: nothing to undo afterwards.
+        dev.set_len(4).expect("set_len");
+        dev.crash.undo(&dev.file).expect("undo");
+        assert_eq!(std::fs::read(&path).expect("read"), b"ab23");
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn crash_mode_is_exit_unless_power_and_refuses_others() {
+        assert_eq!(CrashMode::parse(None), Ok(CrashMode::Exit));
+        assert_eq!(CrashMode::parse(Some("exit")), Ok(CrashMode::Exit));
+        assert_eq!(CrashMode::parse(Some("power")), Ok(CrashMode::Power));
+        assert_eq!(CrashMode::parse(Some("Power")), Err("Power".to_string()));
     }
 
     #[test]

@@ -127,9 +127,7 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
 }
 
 fn set_file_len(dev: &Backing, len: u64) -> Result<()> {
-    dev.file()
-        .set_len(len)
-        .and_then(|()| dev.file().sync_all())
+    dev.set_len(len)
         .map_err(|e| Error::io(format!("cannot resize {}", dev.name()), e))
 }
 

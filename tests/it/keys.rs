@@ -1,6 +1,7 @@
 //! Key and header lifecycle: add-key, remove-key, change-key, test-key, header backup/restore,
 //! repair — with cryptsetup as second opinion after every verb, and crash injection
-//! (VAULTDISK_CRASH_AFTER_WRITES) proving a crash at any write leaves the old or new key working.
+//! (VAULTDISK_CRASH_AFTER_WRITES, as a process exit and as a power loss that undoes what was not
+//! synced) proving a crash at any write leaves the old or new key working.
 
 use crate::support::*;
 use std::path::{Path, PathBuf};
@@ -457,28 +458,34 @@ fn immutable_backing_is_refused_without_writing() {
     assert_eq!(sha256_file(b), before);
 }
 
-/// Runs vaultdisk with VAULTDISK_CRASH_AFTER_WRITES=k; returns the exit code.
-fn crash_run(args: &[&str], k: u32) -> i32 {
+/// Runs vaultdisk with VAULTDISK_CRASH_AFTER_WRITES=k in `mode`; returns the exit code and
+/// stderr.
+fn crash_run(args: &[&str], k: u32, mode: CrashMode) -> (i32, String) {
     let out = Command::new(BIN)
         .args(args)
-        .env("VAULTDISK_CRASH_AFTER_WRITES", k.to_string())
+        .envs(mode.env(k))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run vaultdisk");
     let code = out.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         code == 0 || code == CRASH_EXIT,
-        "{args:?} with crash point {k}: exit {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{args:?} with crash point {k} ({}): exit {code}: {stderr}",
+        mode.name()
     );
-    code
+    (code, stderr)
 }
 
-/// For each crash point of a verb: the key sets it may leave are `before`, `after` and `mid`
-/// (change-key: new keyslot committed, old one not yet removed).
+/// Bytes of a crash test's work file that hold anything (see crash_verb).
+const WORK_PREFIX: u64 = 2 * MIB;
+
+/// For each crash point of a verb, in `mode`: the key sets it may leave are `before`, `after`
+/// and `mid` (change-key: new keyslot committed, old one not yet removed).
 #[allow(clippy::too_many_arguments)]
 fn crash_verb(
     name: &str,
+    mode: CrashMode,
     base: &Path,
     work: &Path,
     args: &[&str],
@@ -487,14 +494,19 @@ fn crash_verb(
     after: &[Option<u32>],
     mid: Option<&[Option<u32>]>,
 ) -> u32 {
+    let name = format!("{name} ({} mode)", mode.name());
     let mut points = 0;
+    let mut undid = 0;
     for k in 1.. {
         // Only the first 2 MiB hold anything (header copies and the few keyslots these tests
         // use); the rest stays sparse, which keeps the I/O of ~60 runs small.
         let _ = std::fs::remove_file(work);
-        copy_prefix(base, work, 2 * MIB);
+        copy_prefix(base, work, WORK_PREFIX);
         set_len(work, std::fs::metadata(base).expect("stat").len());
-        let code = crash_run(args, k);
+        let (code, stderr) = crash_run(args, k, mode);
+        if code != 0 && check_crash_mode(mode, k, &stderr, base, work, WORK_PREFIX) {
+            undid += 1;
+        }
         let got: Vec<Option<u32>> = keys.iter().map(|key| vd_slot(work, key)).collect();
         // Every key that works must work for cryptsetup in the same slot; the state is the
         // old or the new one, never a mix that loses a key both sides keep.
@@ -521,7 +533,10 @@ fn crash_verb(
         }
         points += 1;
     }
-    println!("{name}: {points} crash points exercised");
+    if mode == CrashMode::Power {
+        assert!(undid > 0, "{name}: no crash point undid a write");
+    }
+    println!("{name}: {points} crash points exercised ({undid} undid unsynced writes)");
     points
 }
 
@@ -540,12 +555,25 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
     let base = &t.vol.backing;
     let work = t.vol.dir.path().join("work.img");
     let (k0, k1, k2) = (t.k[0].as_path(), t.k[1].as_path(), t.k[2].as_path());
-    let keys = [k0, k1, k2];
+    // Every point of the keyslot verbs in both modes.
+    for mode in CrashMode::BOTH {
+        crash_keyslot_verbs(mode, base, &work, [k0, k1, k2]);
+    }
+}
+
+/// add-key, remove-key and change-key crashed at every write or sync in `mode`.
+fn crash_keyslot_verbs(mode: CrashMode, base: &Path, work: &Path, keys: [&Path; 3]) {
+    let [k0, k1, k2] = keys;
+    // A fresh base for this mode: one key (the earlier mode's loop added another).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_copy = dir.path().join("base.img");
+    std::fs::copy(base, &base_copy).expect("copy");
+    let base = &base_copy;
     let mut total = 0;
     // add-key: 0 -> 0 + 1.
     let mut add = vec![
         "add-key",
-        s(&work),
+        s(work),
         "--key-file",
         s(k0),
         "--new-key-file",
@@ -554,8 +582,9 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
     add.extend_from_slice(CHEAP_PBKDF2);
     total += crash_verb(
         "add-key",
+        mode,
         base,
-        &work,
+        work,
         &add,
         &keys,
         &[Some(0), None, None],
@@ -564,11 +593,12 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
     );
     // Base with two keys for remove-key and change-key.
     add_key(base, k0, k1, &[]).ok();
-    let rm = ["remove-key", s(&work), "--key-file", s(k1)];
+    let rm = ["remove-key", s(work), "--key-file", s(k1)];
     total += crash_verb(
         "remove-key",
+        mode,
         base,
-        &work,
+        work,
         &rm,
         &keys,
         &[Some(0), Some(1), None],
@@ -577,7 +607,7 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
     );
     let mut chg = vec![
         "change-key",
-        s(&work),
+        s(work),
         "--key-file",
         s(k0),
         "--new-key-file",
@@ -586,15 +616,19 @@ fn crash_at_every_write_leaves_old_or_new_keys_working() {
     chg.extend_from_slice(CHEAP_PBKDF2);
     total += crash_verb(
         "change-key",
+        mode,
         base,
-        &work,
+        work,
         &chg,
         &keys,
         &[Some(0), Some(1), None],
         &[None, Some(1), Some(2)],
         Some(&[Some(0), Some(1), Some(2)]),
     );
-    println!("crash points exercised in total: {total}");
+    println!(
+        "crash points exercised in total ({} mode): {total}",
+        mode.name()
+    );
     assert!(
         total >= 12,
         "expected at least 12 crash points, got {total}"
@@ -655,6 +689,42 @@ fn key_verbs_refuse_a_volume_open_read_write() {
     m.close();
 }
 
+/// A mistyped VAULTDISK_CRASH_MODE is refused at the first write (exit 1, one line), not taken
+/// for the other mode.
+#[test]
+fn an_unknown_crash_mode_is_refused() {
+    if !require_fault_injection("an_unknown_crash_mode_is_refused") {
+        return;
+    }
+    let t = volume();
+    let b = &t.vol.backing;
+    let mut args = vec![
+        "add-key",
+        s(b),
+        "--key-file",
+        s(&t.k[0]),
+        "--new-key-file",
+        s(&t.k[1]),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    let out = Command::new(BIN)
+        .args(&args)
+        .env("VAULTDISK_CRASH_AFTER_WRITES", "4")
+        .env("VAULTDISK_CRASH_MODE", "Power")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run vaultdisk");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("VAULTDISK_CRASH_MODE=Power is not"),
+        "{stderr}"
+    );
+    // The volume still opens with its key (at most the new keyslot's material was written).
+    vd(&["test-key", s(b), "--key-file", s(&t.k[0])]).ok();
+}
+
 #[test]
 fn crash_during_repair_leaves_a_valid_header() {
     if !require_fault_injection("crash_during_repair_leaves_a_valid_header") {
@@ -668,17 +738,20 @@ fn crash_during_repair_leaves_a_valid_header() {
     poke(base, 16384 + 6000, b"garbage");
     let work = t.vol.dir.path().join("work.img");
     let keys = [t.k[0].as_path(), t.k[1].as_path()];
-    let points = crash_verb(
-        "repair",
-        base,
-        &work,
-        &["repair", s(&work)],
-        &keys,
-        &[Some(0), None],
-        &[Some(0), None],
-        None,
-    );
-    assert_eq!(points, 2, "one write and one sync");
+    for mode in CrashMode::BOTH {
+        let points = crash_verb(
+            "repair",
+            mode,
+            base,
+            &work,
+            &["repair", s(&work)],
+            &keys,
+            &[Some(0), None],
+            &[Some(0), None],
+            None,
+        );
+        assert_eq!(points, 2, "one write and one sync");
+    }
 }
 
 #[test]
@@ -708,17 +781,20 @@ fn crash_during_header_restore_leaves_old_or_restored_keys_working() {
     vd(&chg).ok();
     let work = t.vol.dir.path().join("work.img");
     let keys = [t.k[0].as_path(), t.k[1].as_path()];
-    let points = crash_verb(
-        "header restore",
-        base,
-        &work,
-        &["header", "restore", s(&work), s(&hdr)],
-        &keys,
-        &[None, Some(1)],
-        &[Some(0), None],
-        None,
-    );
-    assert!(points >= 6, "{points}");
+    for mode in CrashMode::BOTH {
+        let points = crash_verb(
+            "header restore",
+            mode,
+            base,
+            &work,
+            &["header", "restore", s(&work), s(&hdr)],
+            &keys,
+            &[None, Some(1)],
+            &[Some(0), None],
+            None,
+        );
+        assert!(points >= 6, "{points}");
+    }
 }
 
 /// Concurrent header updates serialise on the update lock: no lost keyslot, no torn header.

@@ -298,26 +298,43 @@ fn erase_asks_yes_on_a_terminal() {
     vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).fails_with(4);
 }
 
-/// Runs `args` with VAULTDISK_CRASH_AFTER_WRITES=k on a fresh copy of `base` for k = 1.. until
-/// it completes; after each crash `check(work, completed)` must hold. Returns the crash points.
-fn crash_points(base: &Path, work: &Path, args: &[&str], check: &dyn Fn(&Path, bool)) -> u32 {
+/// Runs `args` with VAULTDISK_CRASH_AFTER_WRITES=k in `mode` on a fresh copy of `base` for
+/// k = 1.. until it completes; after each crash `check(work, completed)` must hold. Returns the
+/// crash points.
+fn crash_points(
+    mode: CrashMode,
+    base: &Path,
+    work: &Path,
+    args: &[&str],
+    check: &dyn Fn(&Path, bool),
+) -> u32 {
+    let len = fs::metadata(base).expect("stat").len();
+    let mut undid = 0;
     for k in 1..200u32 {
         let _ = fs::remove_file(work);
         fs::copy(base, work).expect("copy");
         let out = std::process::Command::new(BIN)
             .args(args)
-            .env("VAULTDISK_CRASH_AFTER_WRITES", k.to_string())
+            .envs(mode.env(k))
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run");
         let code = out.status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             code == 0 || code == 86,
-            "{args:?} k={k}: exit {code}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{args:?} k={k} ({} mode): exit {code}: {stderr}",
+            mode.name()
         );
+        if code == 86 && check_crash_mode(mode, k, &stderr, base, work, len) {
+            undid += 1;
+        }
         check(work, code == 0);
         if code == 0 {
+            assert!(
+                mode == CrashMode::Exit || undid > 0,
+                "{args:?}: no power crash point undid a write"
+            );
             return k - 1;
         }
     }
@@ -332,6 +349,16 @@ fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
     ) {
         return;
     }
+    if !require_fault_injection("crash_during_recovery_key_and_resize_leaves_a_working_volume") {
+        return;
+    }
+    for mode in CrashMode::BOTH {
+        crash_recovery_key_and_resize(mode);
+    }
+}
+
+/// add-recovery-key, resize grow and resize shrink crashed at every write or sync in `mode`.
+fn crash_recovery_key_and_resize(mode: CrashMode) {
     let vol = Vol::new("4M", &[]);
     let work = vol.dir.path().join("work.img");
     let key = vol.key.clone();
@@ -341,7 +368,7 @@ fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
         cryptsetup_json(w)
     };
     let args = ["add-recovery-key", s(&work), "--key-file", s(&key)];
-    let rk = crash_points(&vol.backing, &work, &args, &|w, done| {
+    let rk = crash_points(mode, &vol.backing, &work, &args, &|w, done| {
         let cs = valid(w);
         let tokens = cs["tokens"].as_object().map_or(0, |t| t.len());
         let slots = cs["keyslots"].as_object().map_or(0, |t| t.len());
@@ -354,7 +381,7 @@ fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
     // resize of a fixed-size segment: old or new size, always openable.
     make_fixed(&vol.backing, 4 << 20);
     let args = ["resize", s(&work), "--size", "6M"];
-    let rs = crash_points(&vol.backing, &work, &args, &|w, done| {
+    let rs = crash_points(mode, &vol.backing, &work, &args, &|w, done| {
         let cs = valid(w);
         let size = cs["segments"]["0"]["size"]
             .as_str()
@@ -370,10 +397,13 @@ fn crash_during_recovery_key_and_resize_leaves_a_working_volume() {
         }
     });
     let args = ["resize", s(&work), "--size", "2M", "--force"];
-    let rs2 = crash_points(&vol.backing, &work, &args, &|w, _| {
+    let rs2 = crash_points(mode, &vol.backing, &work, &args, &|w, _| {
         valid(w);
     });
-    println!("crash points: add-recovery-key {rk}, resize grow {rs}, resize shrink {rs2}");
+    println!(
+        "crash points ({} mode): add-recovery-key {rk}, resize grow {rs}, resize shrink {rs2}",
+        mode.name()
+    );
     assert!(rk >= 3 && rs >= 2 && rs2 >= 2, "{rk} {rs} {rs2}");
 }
 

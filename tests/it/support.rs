@@ -334,6 +334,93 @@ pub fn require_fault_injection(test: &str) -> bool {
     false
 }
 
+/// What a simulated crash of the fault-injection hook leaves on disk: `Exit` (the default,
+/// VAULTDISK_CRASH_MODE unset) keeps every write, as when the process dies and the page cache
+/// reaches the disk; `Power` (VAULTDISK_CRASH_MODE=power) undoes every write since the last
+/// sync, as when the power fails and the drive loses its volatile cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    Exit,
+    Power,
+}
+
+impl CrashMode {
+    /// Both modes, for tests that run every crash point in each.
+    pub const BOTH: [CrashMode; 2] = [CrashMode::Exit, CrashMode::Power];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashMode::Exit => "exit",
+            CrashMode::Power => "power",
+        }
+    }
+
+    /// The environment of a run that crashes right after its k-th write or sync in this mode.
+    pub fn env(self, k: u32) -> Vec<(String, String)> {
+        let mut env = vec![("VAULTDISK_CRASH_AFTER_WRITES".to_string(), k.to_string())];
+        if self == CrashMode::Power {
+            env.push(("VAULTDISK_CRASH_MODE".to_string(), "power".to_string()));
+        }
+        env
+    }
+
+    /// [`CrashMode::env`] as NAME=VALUE strings.
+    pub fn env_strings(self, k: u32) -> Vec<String> {
+        self.env(k)
+            .into_iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
+    }
+}
+
+/// How many unsynced writes a power-mode crash undid, from its one stderr line
+/// ("... simulated power loss (N unsynced writes undone)"); None for any other output.
+pub fn undone_writes(stderr: &str) -> Option<u32> {
+    let rest = stderr.split("simulated power loss (").nth(1)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Checks one crash outcome against what the mode promises of the file itself: an exit crash
+/// reports no undo; a power crash before anything was synced (it undid all `k` operations,
+/// so k was a write) leaves `[0, len)` of `work` exactly as it was in `base`. Returns true when
+/// the power crash undid something (the mode is live).
+///
+/// Also asserts that a power crash never finds more than one unsynced write: with at most one
+/// write between syncs, the exit mode (the write landed) and the power mode (it did not) are
+/// every state a power cut can leave short of a torn write (which the header checksums catch).
+/// Two writes without a sync between them could land in either order, which neither mode shows.
+pub fn check_crash_mode(
+    mode: CrashMode,
+    k: u32,
+    stderr: &str,
+    base: &Path,
+    work: &Path,
+    len: u64,
+) -> bool {
+    let undone = undone_writes(stderr);
+    match mode {
+        CrashMode::Exit => {
+            assert_eq!(undone, None, "exit mode k={k} reported an undo: {stderr}");
+            false
+        }
+        CrashMode::Power => {
+            let n = undone.unwrap_or_else(|| panic!("power mode k={k}: no undo line: {stderr}"));
+            assert!(
+                n <= 1,
+                "power mode k={k}: {n} writes since the last sync; they could reach the disk in any order, which neither crash mode simulates: sync between them (or test their subsets)"
+            );
+            if n == k {
+                assert_eq!(
+                    sha256_range(work, 0, len),
+                    sha256_range(base, 0, len),
+                    "power mode k={k}: nothing was synced, yet the file changed"
+                );
+            }
+            n > 0
+        }
+    }
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -336,28 +336,49 @@ fn rewrap_after_rotate_moves_the_token_to_the_new_key_version_crash_safely() {
     let vol = enrolled(&bao);
     bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
     let before = std::fs::read(&vol.backing).expect("read");
-    // Crash after every write or sync of the header update: the token opens each time.
-    let mut k = 1;
-    loop {
-        let mut env = bao.token_only_env();
-        env.push(format!("VAULTDISK_CRASH_AFTER_WRITES={k}"));
-        let out = bao.vd(&env, &["vault", "rewrap", s(&vol.backing)], None);
-        if out.code == 0 {
-            break;
-        }
-        assert_eq!(out.code, 86, "{}", out.describe());
-        bao.vd(
-            &bao.token_only_env(),
-            &["test-key", s(&vol.backing), "--token-only"],
-            None,
-        )
-        .ok();
-        vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+    let base = vol.dir.path().join("before.img");
+    std::fs::write(&base, &before).expect("write");
+    let len = before.len() as u64;
+    // Crash after every write or sync of the header update, as a power loss and then as a
+    // process exit (last: its completed rewrap is what the rest checks): the token opens
+    // each time.
+    let mut points = Vec::new();
+    for mode in [CrashMode::Power, CrashMode::Exit] {
         std::fs::write(&vol.backing, &before).expect("restore");
-        k += 1;
-        assert!(k < 20, "rewrap never completed");
+        let mut k = 1;
+        let mut undid = 0;
+        loop {
+            let mut env = bao.token_only_env();
+            env.extend(mode.env_strings(k));
+            let out = bao.vd(&env, &["vault", "rewrap", s(&vol.backing)], None);
+            if out.code == 0 {
+                break;
+            }
+            assert_eq!(out.code, 86, "{}", out.describe());
+            if check_crash_mode(mode, k, &out.stderr, &base, &vol.backing, len) {
+                undid += 1;
+            }
+            bao.vd(
+                &bao.token_only_env(),
+                &["test-key", s(&vol.backing), "--token-only"],
+                None,
+            )
+            .ok();
+            vd(&["test-key", s(&vol.backing), "--key-file", s(&vol.key)]).ok();
+            if find_tool("cryptsetup").is_some() {
+                assert!(cryptsetup_accepts(&vol.backing, &vol.key), "k={k}");
+            }
+            std::fs::write(&vol.backing, &before).expect("restore");
+            k += 1;
+            assert!(k < 20, "rewrap never completed");
+        }
+        assert!(k > 2, "expected several crash points, got {}", k - 1);
+        assert!(
+            mode == CrashMode::Exit || undid > 0,
+            "no power crash undid a write"
+        );
+        points.push(format!("{} {} mode", k - 1, mode.name()));
     }
-    assert!(k > 2, "expected several crash points, got {}", k - 1);
     let rows = vault_list(&bao, &vol.backing);
     assert_eq!(rows[0]["key_version"], 2, "{rows:?}");
     // The new wrap is the one in use: version 1 can no longer decrypt, the token still opens.
@@ -394,7 +415,7 @@ fn rewrap_after_rotate_moves_the_token_to_the_new_key_version_crash_safely() {
             2
         );
     }
-    eprintln!("rewrap crash points exercised: {}", k - 1);
+    eprintln!("rewrap crash points exercised: {}", points.join(", "));
 }
 
 #[test]
@@ -1010,10 +1031,15 @@ fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
     let b = s(&vol.backing);
     bao.cli(&["write", "-f", "transit/keys/disk"]).ok();
     let pristine = std::fs::read(&vol.backing).expect("read");
+    let base = vol.dir.path().join("base.img");
     let check = |phase: &str, k: u32| {
         vd(&["test-key", b, "--key-file", s(&vol.key)]).ok();
         if find_tool("cryptsetup").is_some() {
             sys("cryptsetup", &["luksDump", b]).ok();
+            assert!(
+                cryptsetup_accepts(&vol.backing, &vol.key),
+                "{phase} crash {k}: cryptsetup refuses the passphrase"
+            );
         }
         let tokens = vault_list(&bao, &vol.backing);
         let out = bao.test_token(b);
@@ -1033,35 +1059,53 @@ fn crash_during_vault_enroll_and_remove_leaves_a_working_volume() {
         "--transit-key",
         "disk",
     ];
-    let mut points = 0;
-    for phase in ["enroll", "remove"] {
-        let mut k = 1;
-        loop {
-            std::fs::write(&vol.backing, &pristine).expect("restore");
-            if phase == "remove" {
-                bao.vd(&bao.env(), &enroll, None).ok();
-            }
-            let mut env = bao.env();
-            env.push(format!("VAULTDISK_CRASH_AFTER_WRITES={k}"));
-            let args: Vec<&str> = if phase == "enroll" {
-                enroll.to_vec()
-            } else {
-                vec!["vault", "remove", b, "--token", "0"]
-            };
-            let out = bao.vd(&env, &args, None);
-            if out.code == 0 {
+    let len = pristine.len() as u64;
+    let mut report = Vec::new();
+    for mode in CrashMode::BOTH {
+        let mut points = 0;
+        for phase in ["enroll", "remove"] {
+            let mut k = 1;
+            let mut undid = 0;
+            loop {
+                std::fs::write(&vol.backing, &pristine).expect("restore");
+                if phase == "remove" {
+                    bao.vd(&bao.env(), &enroll, None).ok();
+                }
+                // What the crashed run started from, for check_crash_mode.
+                std::fs::copy(&vol.backing, &base).expect("copy");
+                let mut env = bao.env();
+                env.extend(mode.env_strings(k));
+                let args: Vec<&str> = if phase == "enroll" {
+                    enroll.to_vec()
+                } else {
+                    vec!["vault", "remove", b, "--token", "0"]
+                };
+                let out = bao.vd(&env, &args, None);
+                if out.code == 0 {
+                    check(phase, k);
+                    break;
+                }
+                assert_eq!(out.code, 86, "{phase} {k}: {}", out.describe());
+                if check_crash_mode(mode, k, &out.stderr, &base, &vol.backing, len) {
+                    undid += 1;
+                }
                 check(phase, k);
-                break;
+                points += 1;
+                k += 1;
+                assert!(k < 20, "{phase} never completed");
             }
-            assert_eq!(out.code, 86, "{phase} {k}: {}", out.describe());
-            check(phase, k);
-            points += 1;
-            k += 1;
-            assert!(k < 20, "{phase} never completed");
+            assert!(
+                mode == CrashMode::Exit || undid > 0,
+                "{phase}: no power crash undid a write"
+            );
         }
+        assert!(points >= 6, "only {points} crash points");
+        report.push(format!("{points} {} mode", mode.name()));
     }
-    assert!(points >= 6, "only {points} crash points");
-    eprintln!("vault enroll/remove crash points exercised: {points}");
+    eprintln!(
+        "vault enroll/remove crash points exercised: {}",
+        report.join(", ")
+    );
 }
 
 /// `mount` unlocks through the vault like `open`: ext4 on a loop device with only the token.
