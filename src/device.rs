@@ -118,7 +118,7 @@ fn open_file(path: &Path, write: bool, exclusive: bool) -> Result<File> {
 
 fn read_only_device(path: &Path) -> Error {
     Error::Permission(format!(
-        "{} is a read-only block device: open it with --read-only (or make it writable: blockdev --setrw)",
+        "{} is a read-only block device: it can only be opened with --read-only (blockdev --setrw makes it writable)",
         path.display()
     ))
 }

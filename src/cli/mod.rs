@@ -281,6 +281,10 @@ pub struct FormatArgs {
     /// With --transit-key/--kv-path: do not add (and print) a recovery key.
     #[arg(long)]
     pub no_recovery_key: bool,
+    /// Formatting a block device: do not ask for confirmation (required when stdin is not a
+    /// terminal).
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// Arguments of `vaultdisk open`.
