@@ -149,7 +149,7 @@ pub fn check_target(path: &Path, force: bool) -> Result<()> {
             check_device(path, force)
         }
         Ok(m) if !m.is_file() => Err(usage(format!(
-            "{} is not a regular file (block devices are not supported)",
+            "{} is neither a regular file nor a block device",
             path.display()
         ))),
         Ok(m) if m.len() > 0 && !force => Err(Error::Busy(format!(
