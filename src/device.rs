@@ -1,6 +1,7 @@
 //! Where a volume lives: opening a backing file and reading its header (LUKS2 or LUKS1), and
 //! the backing file opened for a header update ([`Backing`], with the update lock).
 use crate::crypto::random;
+use crate::disk::{Disk, DiskError, Window};
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
@@ -10,7 +11,9 @@ use crate::luks2::write::{WriteAt, WriteError};
 use crate::luks2::{self, FormatError, Header, ReadAt};
 use crate::signature::{self, Signature};
 use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A header of either LUKS version.
 pub enum VolumeHeader {
@@ -20,26 +23,219 @@ pub enum VolumeHeader {
     Luks1(Box<luks1::Luks1Header>),
 }
 
-/// Opens `path` for reading (or read-write), mapping errors to one-line messages.
+/// Bytes in `file`: the size the kernel reports for a block device (BLKGETSIZE64; its
+/// `metadata().len()` is 0), else the file's length. Every length of a backing comes from here.
+pub fn len(file: &File) -> std::io::Result<u64> {
+    let meta = file.metadata()?;
+    if meta.file_type().is_block_device() {
+        crate::sys::block_device_size(file)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+/// Whether `file` is a block device (a disk, partition, loop device, LV).
+pub fn is_block_device(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// Whether `path` names a block device (following symlinks such as /dev/disk/by-id/...).
+pub fn path_is_block_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// Opens `path` for reading (or read-write), mapping errors to one-line messages. A block
+/// device opened read-write is opened exclusively (O_EXCL): one the kernel has mounted or
+/// another program holds is refused (exit 5) instead of written under it; a read-only block
+/// device opened read-write is refused with the way out (`--read-only`).
 pub fn open_backing(path: &Path, write: bool) -> Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .map_err(|e| {
-            let what = format!("cannot open {}: {}", path.display(), plain_io(&e));
-            match e.kind() {
-                std::io::ErrorKind::PermissionDenied => Error::Permission(what),
-                _ => Error::Device(what),
+    open_file(path, write, write)
+}
+
+/// [`open_backing`] that opens a block device exclusively even for reading: what serving a
+/// volume (open, mount) needs, as dm-crypt claims its device.
+pub fn open_exclusive(path: &Path, write: bool) -> Result<File> {
+    open_file(path, write, true)
+}
+
+fn open_with(path: &Path, write: bool, exclusive: bool) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(write);
+    if exclusive {
+        // O_EXCL without O_CREAT on a block device: fail with EBUSY if it is mounted or
+        // claimed by another exclusive opener (kernel block/bdev.c).
+        o.custom_flags(libc::O_EXCL);
+    }
+    o.open(path)
+}
+
+/// Whether a vaultdisk daemon serves `path` (it then holds the device exclusively itself, and
+/// the flock decides what else may happen: daemon::lock).
+fn served_by_vaultdisk(path: &Path) -> bool {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    crate::daemon::open_volumes()
+        .into_iter()
+        .any(|e| e.backing == canon)
+}
+
+fn open_file(path: &Path, write: bool, exclusive: bool) -> Result<File> {
+    let block = path_is_block_device(path);
+    let excl = block && exclusive;
+    let opened = match open_with(path, write, excl) {
+        Err(e) if excl && e.raw_os_error() == Some(libc::EBUSY) => {
+            if !served_by_vaultdisk(path) {
+                return Err(Error::Busy(format!(
+                    "{} is in use (mounted, or held by another program such as dm-crypt or LVM): unmount or release it first",
+                    path.display()
+                )));
             }
-        })?;
+            open_with(path, write, false)
+        }
+        other => other,
+    };
+    let file = opened.map_err(|e| {
+        if block && write && matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) {
+            return read_only_device(path);
+        }
+        let what = format!("cannot open {}: {}", path.display(), plain_io(&e));
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::Permission(what),
+            _ => Error::Device(what),
+        }
+    })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
     if meta.is_dir() {
         return Err(Error::Device(format!("{} is a directory", path.display())));
     }
+    if block && write && crate::sys::block_device_read_only(&file).unwrap_or(false) {
+        return Err(read_only_device(path));
+    }
     Ok(file)
+}
+
+fn read_only_device(path: &Path) -> Error {
+    Error::Permission(format!(
+        "{} is a read-only block device: it can only be opened with --read-only (blockdev --setrw makes it writable)",
+        path.display()
+    ))
+}
+
+/// Where in BACKING a volume lives: the whole file or device, partition N of a whole-disk
+/// image or disk (`--partition`), or a raw byte range (`--device-offset`/`--device-size`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Place {
+    /// The whole file or device.
+    #[default]
+    Whole,
+    /// Partition N (Linux numbering: GPT entries from 1, MBR primaries 1-4, logicals from 5).
+    Partition(u32),
+    /// `size` bytes from byte `offset` (losetup's `--offset`/`--sizelimit`).
+    Range {
+        /// First byte of the window.
+        offset: u64,
+        /// Bytes in the window; None: to the end of the backing.
+        size: Option<u64>,
+    },
+}
+
+/// A backing file or device, opened, and the window of it where the volume lives. Header
+/// reads and unlocking go through [`Located::window`]; nothing outside it is read or
+/// written. A segment read from the header is relative to the window: [`Located::absolute`]
+/// makes it relative to the file, which is what the data path (Volume, the daemon) serves.
+#[derive(Debug)]
+pub struct Located {
+    window: Window<Arc<File>>,
+    whole: bool,
+}
+
+impl Located {
+    /// The window of the backing the volume lives in.
+    pub fn window(&self) -> &Window<Arc<File>> {
+        &self.window
+    }
+
+    /// The open backing file or device.
+    pub fn file(&self) -> &File {
+        self.window.inner()
+    }
+
+    /// Bytes in the window (what the header's segment is checked against).
+    pub fn len(&self) -> u64 {
+        self.window.len()
+    }
+
+    /// Whether the window has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+
+    /// Byte offset of the window in the backing.
+    pub fn offset(&self) -> u64 {
+        self.window.offset()
+    }
+
+    /// Whether the volume is the whole backing (no `--partition` or raw window): only then
+    /// can its data grow with the file.
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// `segment` (relative to the window) relative to the backing file.
+    pub fn absolute(&self, segment: Segment) -> Result<Segment> {
+        let data_offset_bytes = segment
+            .data_offset_bytes
+            .checked_add(self.offset())
+            .ok_or_else(|| Error::Device("data offset overflows the window".into()))?;
+        Ok(Segment {
+            data_offset_bytes,
+            ..segment
+        })
+    }
+}
+
+/// Opens `path` ([`open_backing`], or [`open_exclusive`] when `exclusive`) and finds `place`
+/// in it: a partition through [`crate::disk`] (its warnings logged), a raw window checked
+/// against the size. A file without a partition table given a partition is exit 4, a
+/// partition number or window out of range exit 1.
+pub fn locate(path: &Path, place: Place, write: bool, exclusive: bool) -> Result<Located> {
+    let file = open_file(path, write, exclusive || write)?;
+    let name = path.display().to_string();
+    let total = len(&file).map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+    let window = match place {
+        Place::Whole => Window::new(Arc::new(file), 0, total)
+            .map_err(|e| Error::io(format!("cannot read {name}"), e))?,
+        Place::Partition(n) => {
+            let sector = is_block_device(&file)
+                .then(|| crate::sys::block_device_logical_block_size(&file).ok())
+                .flatten();
+            let disk = Disk::from_device(file, total, sector).map_err(|e| e.for_path(&name))?;
+            for w in disk.warnings() {
+                log::warn!("{name}: {w}");
+            }
+            disk.partition(n).map_err(|e| e.for_path(&name))?
+        }
+        Place::Range { offset, size } => {
+            let size = size.unwrap_or_else(|| total.saturating_sub(offset));
+            let fits = offset.checked_add(size).is_some_and(|end| end <= total);
+            if !fits || size == 0 {
+                return Err(DiskError::OutOfRange {
+                    offset,
+                    size,
+                    disk: total,
+                }
+                .for_path(&name));
+            }
+            Window::new(Arc::new(file), offset, size)
+                .map_err(|e| Error::io(format!("cannot read {name}"), e))?
+        }
+    };
+    Ok(Located {
+        window,
+        whole: place == Place::Whole,
+    })
 }
 
 /// Reads the header of `file` (named `path` in messages). Never writes.
@@ -48,7 +244,7 @@ pub fn open_backing(path: &Path, write: bool) -> Result<File> {
 /// while the primary area holds another known signature (LVM2, a filesystem, a partition
 /// table, ...): the device was reused and the secondary copy is a stale leftover that must
 /// not be written through ("ambiguous signatures", as cryptsetup says).
-pub fn read_header(file: &File, path: &Path) -> Result<VolumeHeader> {
+pub fn read_header(file: &(impl ReadAt + ?Sized), path: &Path) -> Result<VolumeHeader> {
     match read_header_with_signature(file, path)? {
         (_, Some(found)) => Err(ambiguous(path, &found)),
         (header, None) => Ok(header),
@@ -80,7 +276,7 @@ pub fn foreign_signature(
 /// `read_header` that returns, instead of refusing, the foreign signature found in the primary
 /// area of a LUKS2 device read from its secondary copy (for `repair --force` and `dump`).
 pub fn read_header_with_signature(
-    file: &File,
+    file: &(impl ReadAt + ?Sized),
     path: &Path,
 ) -> Result<(VolumeHeader, Option<Signature>)> {
     let header = read_any_header(file, path)?;
@@ -91,7 +287,7 @@ pub fn read_header_with_signature(
     Ok((header, found))
 }
 
-fn read_any_header(file: &File, path: &Path) -> Result<VolumeHeader> {
+fn read_any_header(file: &(impl ReadAt + ?Sized), path: &Path) -> Result<VolumeHeader> {
     let name = path.display();
     let len = file
         .len_bytes()

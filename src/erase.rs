@@ -28,6 +28,13 @@ pub fn prepare(path: &Path) -> Result<Erasing> {
         VolumeHeader::Luks1(h) if h.payload_offset_sectors > 0 => {
             u64::from(h.payload_offset_sectors) * 512
         }
+        // A detached LUKS1 header file is all header; a device with payload offset 0 is not:
+        // wiping all of it would destroy the data it holds.
+        VolumeHeader::Luks1(_) if device::is_block_device(dev.file()) => {
+            return Err(Error::Device(format!(
+                "{name} holds a LUKS1 header with payload offset 0 (a detached header's data?): refusing to wipe the whole device"
+            )));
+        }
         VolumeHeader::Luks1(_) => file_len,
     };
     let len = len.min(file_len);

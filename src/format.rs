@@ -141,12 +141,15 @@ fn random_uuid() -> Result<String> {
 }
 
 /// Refuses to clobber an existing non-empty file unless `force` (exit 5); a directory or a
-/// non-regular file is exit 1.
+/// non-regular file is exit 1; a block device is checked by [`check_device`].
 pub fn check_target(path: &Path, force: bool) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Err(usage(format!("{} is a directory", path.display()))),
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
+            check_device(path, force)
+        }
         Ok(m) if !m.is_file() => Err(usage(format!(
-            "{} is not a regular file (block devices are not supported)",
+            "{} is neither a regular file nor a block device",
             path.display()
         ))),
         Ok(m) if m.len() > 0 && !force => Err(Error::Busy(format!(
@@ -282,12 +285,20 @@ pub fn create(path: &Path, plan: &Plan, keys: FirstKeys) -> Result<Created> {
         .data_offset
         .checked_add(plan.size_bytes)
         .ok_or_else(|| usage("--size is too large"))?;
+    let device = crate::device::path_is_block_device(path);
+    if device {
+        metadata = fit_device(path, &metadata, layout.data_offset, plan.size_bytes)?;
+    }
     let copies = encode_both(plan, &layout, &metadata.wire)?;
     let areas: Vec<(u64, &[u8])> = slots
         .iter()
         .map(|k| (k.offset, k.slot.material.as_slice()))
         .collect();
-    write_volume(path, total, &areas, &copies)?;
+    if device {
+        write_device(path, layout.data_offset, &areas, &copies)?;
+    } else {
+        write_volume(path, total, &areas, &copies)?;
+    }
     log::info!(
         "formatted {}: {} bytes of plaintext, uuid {}",
         path.display(),
@@ -329,6 +340,81 @@ fn encode_both(
         copy(CopyKind::Secondary, layout.hdr_size)?,
         copy(CopyKind::Primary, 0)?,
     ])
+}
+
+/// Refuses to format the block device `path` unless `force` when it holds a LUKS header or
+/// another signature (a filesystem, LVM2, a partition table, swap, BitLocker: exit 5).
+pub fn check_device(path: &Path, force: bool) -> Result<()> {
+    let dev = crate::device::Backing::open(path, false)?;
+    let name = dev.name();
+    let stat = |e| Error::io(format!("cannot read {name}"), e);
+    let mut magic = [0u8; 6];
+    crate::luks2::ReadAt::read_exact_at(&dev, &mut magic, 0).map_err(stat)?;
+    let found = if magic == luks2::binary::PRIMARY_MAGIC {
+        Some("a LUKS header".to_string())
+    } else {
+        crate::signature::probe_device(&dev)
+            .map_err(stat)?
+            .map(|s| s.to_string())
+    };
+    match found {
+        Some(what) if !force => Err(Error::Busy(format!(
+            "{name} holds {what}: use --force to overwrite it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The metadata of a volume on a block device: the data segment runs to the device's end
+/// ("dynamic") when `size_bytes` fills it, else it gets that fixed size; more than the
+/// device holds is exit 1.
+fn fit_device(
+    path: &Path,
+    metadata: &Metadata,
+    data_offset: u64,
+    size_bytes: u64,
+) -> Result<Metadata> {
+    let file = crate::device::open_backing(path, false)?;
+    let len = crate::device::len(&file)
+        .map_err(|e| Error::io(format!("cannot size {}", path.display()), e))?;
+    let space = len.saturating_sub(data_offset);
+    if size_bytes > space {
+        return Err(usage(format!(
+            "--size {size_bytes} does not fit {}: {space} bytes follow the {data_offset}-byte header",
+            path.display()
+        )));
+    }
+    if size_bytes == space {
+        return Ok(metadata.clone());
+    }
+    edit::set_segment_size(metadata, Some(size_bytes))
+        .map_err(|e| Error::Device(format!("internal error: new header is invalid: {e}")))
+}
+
+/// Writes a new volume onto the block device `path` in place (no temp file, no length
+/// change, nothing past the header area): the header area zeroed first (old signatures and
+/// keyslot material gone), then the keyslot areas and the secondary copy, synced, then the
+/// primary copy, synced — so a crash leaves either no valid header or a complete one.
+fn write_device(
+    path: &Path,
+    data_offset: u64,
+    areas: &[(u64, &[u8])],
+    copies: &[(u64, Vec<u8>); 2],
+) -> Result<()> {
+    use crate::luks2::write::WriteAt;
+    let dev = crate::device::Backing::open(path, true)?;
+    let failed = |e| write_error(path, e);
+    keyslot::zero_area(&dev, 0, data_offset).map_err(failed)?;
+    dev.sync_data().map_err(failed)?;
+    for (offset, bytes) in areas {
+        dev.write_all_at(bytes, *offset).map_err(failed)?;
+    }
+    let [secondary, primary] = copies;
+    dev.write_all_at(&secondary.1, secondary.0)
+        .map_err(failed)?;
+    dev.sync_data().map_err(failed)?;
+    dev.write_all_at(&primary.1, primary.0).map_err(failed)?;
+    dev.sync_data().map_err(failed)
 }
 
 /// Writes the new volume to a temporary file beside `path` and renames it into place, so a

@@ -107,7 +107,10 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
     if new_len > file_len {
         set_len(new_len)?;
     }
-    if seg.size_bytes.is_some() && seg.size_bytes != Some(size.bytes) {
+    // A device keeps its size: a dynamic segment smaller than it becomes a fixed one.
+    let on_device = device::is_block_device(dev.file());
+    let fix_on_device = on_device && seg.size_bytes.is_none() && new_len < file_len;
+    if fix_on_device || (seg.size_bytes.is_some() && seg.size_bytes != Some(size.bytes)) {
         let after =
             edit::set_segment_size(&header.metadata, Some(size.bytes)).map_err(|e| match e {
                 EditError::NoCryptSegment => Error::Device(format!("{name}: no crypt segment")),
@@ -116,7 +119,7 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
         write::write_header(&dev, &header, after.wire, device::random_salts()?)
             .map_err(|e| dev.write_error(e))?;
     }
-    if new_len < file_len {
+    if new_len < file_len && !on_device {
         set_len(new_len)?;
     }
     Ok(Resized {
@@ -126,7 +129,20 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
     })
 }
 
+/// Sets the backing file's length; a block device is never resized here: a length it
+/// already has is fine, a longer one is exit 1 (grow the LV or partition first).
 fn set_file_len(dev: &Backing, len: u64) -> Result<()> {
+    if device::is_block_device(dev.file()) {
+        let have = device::len(dev.file())
+            .map_err(|e| Error::io(format!("cannot size {}", dev.name()), e))?;
+        if len > have {
+            return Err(Error::Usage(format!(
+                "{} has {have} bytes, the new size needs {len}: grow the device (LV, partition) first",
+                dev.name()
+            )));
+        }
+        return Ok(());
+    }
     dev.set_len(len)
         .map_err(|e| Error::io(format!("cannot resize {}", dev.name()), e))
 }
@@ -154,7 +170,17 @@ pub fn grow_online(path: &Path, size: NewSize<'_>, entry: &daemon::OpenVolume) -
     let file_len = dev
         .len_bytes()
         .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
-    let old_size = dynamic_size(seg, file_len);
+    let mut old_size = dynamic_size(seg, file_len);
+    if device::is_block_device(dev.file()) {
+        // The device has grown already; the daemon still serves its old size.
+        old_size = std::fs::metadata(&entry.plain).map_or(old_size, |m| m.len());
+        if size.bytes != dynamic_size(seg, file_len) {
+            return Err(busy(&format!(
+                "on a device the data runs to its end: --size must be {} bytes",
+                dynamic_size(seg, file_len)
+            )));
+        }
+    }
     if size.bytes < old_size {
         return Err(busy("shrinking needs the volume closed"));
     }

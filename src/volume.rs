@@ -76,6 +76,7 @@ impl Volume {
             && segment
                 .data_offset_bytes
                 .is_multiple_of(DIRECT_ALIGN_BYTES as u64)
+            && direct_alignment_fits(&backing)
         {
             reopen_direct(&backing)
         } else {
@@ -101,7 +102,7 @@ impl Volume {
     /// Grows the plaintext to the whole sectors the backing file now holds past the data
     /// offset (online resize of a dynamic segment). Never shrinks. Returns (old, new) size.
     pub fn grow_to_backing(&self) -> io::Result<(u64, u64)> {
-        let file_len = self.backing.metadata()?.len();
+        let file_len = crate::device::len(&self.backing)?;
         let ss = self.segment.sector_size_bytes() as u64;
         let fits = file_len.saturating_sub(self.segment.data_offset_bytes) / ss * ss;
         let old = self.size_bytes.fetch_max(fits, Ordering::AcqRel);
@@ -368,6 +369,17 @@ pub fn aligned_slice(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
         .align_offset(DIRECT_ALIGN_BYTES)
         .min(DIRECT_ALIGN_BYTES);
     &mut v[start..start + len]
+}
+
+/// Whether `DIRECT_ALIGN_BYTES` is a multiple of the backing's O_DIRECT alignment: always
+/// for a file here; for a block device its logical block size (BLKSSZGET, 512 or 4096) must
+/// divide it, else (or when the kernel does not say) reads stay buffered.
+fn direct_alignment_fits(backing: &File) -> bool {
+    if !crate::device::is_block_device(backing) {
+        return true;
+    }
+    crate::sys::block_device_logical_block_size(backing)
+        .is_ok_and(|lbs| lbs > 0 && (DIRECT_ALIGN_BYTES as u32).is_multiple_of(lbs))
 }
 
 /// Opens the backing file a second time, read-only with O_DIRECT, through /proc/self/fd (the

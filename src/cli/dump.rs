@@ -7,8 +7,8 @@ use crate::report::DumpReport;
 
 /// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
-    let file = device::open_backing(&args.backing, false)?;
-    let header = device::read_header(&file, &args.backing)?;
+    let located = device::locate(&args.backing, args.place.place(), false, false)?;
+    let header = device::read_header(located.window(), &args.backing)?;
     if let VolumeHeader::Luks2(h) = &header {
         device::warn_damaged_copy(h, &args.backing);
     }

@@ -4,6 +4,8 @@ use super::{FormatArgs, output, passphrase, size};
 use crate::error::{Error, Result};
 use crate::format::{self, FirstKeys, Options};
 use crate::unlock::vault;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 
 pub fn run(args: &FormatArgs) -> Result<()> {
     let opts = Options {
@@ -16,6 +18,9 @@ pub fn run(args: &FormatArgs) -> Result<()> {
     };
     let plan = format::plan(&opts, |key_len| args.pbkdf.request(key_len))?;
     format::check_target(&args.backing, args.force)?;
+    if crate::device::path_is_block_device(&args.backing) && !args.batch {
+        confirm_device(&args.backing)?;
+    }
     let vault_only = args.kek.transit_key.is_some() || args.kek.kv_path.is_some();
     if args.no_recovery_key && !vault_only {
         return Err(Error::Usage(
@@ -49,6 +54,33 @@ pub fn run(args: &FormatArgs) -> Result<()> {
             "keyslot 1 of {} holds the recovery key above: keep it safe, it is not shown again (open --recovery-key)",
             args.backing.display()
         );
+    }
+    Ok(())
+}
+
+/// Asks for "YES" on the terminal before formatting a block device, as cryptsetup does;
+/// refuses (exit 1) without a terminal.
+fn confirm_device(path: &Path) -> Result<()> {
+    let name = path.display();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(format!(
+            "format of the device {name} needs confirmation on a terminal: --batch to format without asking"
+        )));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\nWARNING!\n========\nThis will overwrite data on {name} irrevocably.\n\nAre you sure? (Type 'yes' in capital letters): "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("cannot read the confirmation", e))?;
+    if line.trim_end_matches(['\n', '\r']) != "YES" {
+        return Err(Error::Usage(format!("format of {name} not confirmed")));
     }
     Ok(())
 }

@@ -143,8 +143,9 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
 }
 
 pub fn test_key(args: &TestKeyArgs) -> Result<()> {
-    let file = device::open_backing(&args.backing, false)?;
-    let header = device::read_header(&file, &args.backing)?;
+    let located = device::locate(&args.backing, args.place.place(), false, false)?;
+    let file = located.window();
+    let header = device::read_header(file, &args.backing)?;
     // An explicit key is tested alone; without one, vault tokens are tried as by open.
     let explicit = args.key.key_file.is_some() || args.key.recovery_key;
     if let VolumeHeader::Luks2(h) = &header {
@@ -165,7 +166,7 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     };
     let opened = unlock::unlock_header(
         &header,
-        &file,
+        file,
         &key,
         vault.as_ref(),
         args.key_slot,

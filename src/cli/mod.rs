@@ -281,6 +281,10 @@ pub struct FormatArgs {
     /// With --transit-key/--kv-path: do not add (and print) a recovery key.
     #[arg(long)]
     pub no_recovery_key: bool,
+    /// Formatting a block device: do not ask for confirmation (required when stdin is not a
+    /// terminal).
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// Arguments of `vaultdisk open`.
@@ -305,6 +309,9 @@ pub struct OpenArgs {
     /// Let other users access PLAIN (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -322,6 +329,9 @@ pub struct DumpArgs {
     /// Stable JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Arguments of `vaultdisk mount`.
@@ -403,6 +413,9 @@ pub struct VerifyArgs {
     /// The vault to check the tokens through (with --vault).
     #[command(flatten)]
     pub vault_args: VaultArgs,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Arguments of `vaultdisk digest`.
@@ -426,6 +439,9 @@ pub struct DigestArgs {
     /// Report digest progress as JSON lines on stderr (`{"event":"progress",...}`), for tooling.
     #[arg(long)]
     pub progress_json: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
@@ -513,6 +529,9 @@ pub struct TestKeyArgs {
     /// Try only this keyslot.
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Arguments of `vaultdisk header`.
@@ -605,6 +624,38 @@ pub struct ScanArgs {
     /// Stable JSON for scripts (README "scan").
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--partition N` or `--device-offset BYTES [--device-size BYTES]`: where in BACKING the
+/// volume lives (the whole file or device when neither is given).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PlaceArgs {
+    /// Use partition N of a whole-disk image or disk (GPT; MBR primaries 1-4, logical
+    /// partitions from 5); nothing outside the partition is read or written.
+    #[arg(long, value_name = "N", conflicts_with_all = ["device_offset", "device_size"])]
+    pub partition: Option<u32>,
+    /// The volume starts at byte BYTES of BACKING (as losetup --offset; not cryptsetup's
+    /// --offset, which is the data offset inside a volume).
+    #[arg(long, value_name = "BYTES")]
+    pub device_offset: Option<u64>,
+    /// The volume is BYTES long (as losetup --sizelimit; default: to the end of BACKING).
+    #[arg(long, value_name = "BYTES")]
+    pub device_size: Option<u64>,
+}
+
+impl PlaceArgs {
+    /// The place these options name.
+    pub fn place(&self) -> crate::device::Place {
+        use crate::device::Place;
+        match (self.partition, self.device_offset, self.device_size) {
+            (Some(n), _, _) => Place::Partition(n),
+            (None, None, None) => Place::Whole,
+            (None, offset, size) => Place::Range {
+                offset: offset.unwrap_or(0),
+                size,
+            },
+        }
+    }
 }
 
 /// Parses argv; clap's own --help/--version output is printed here and reported as Ok(None).

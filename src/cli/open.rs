@@ -6,8 +6,9 @@ use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
-    let unlocked = unlock::unlock(
+    let unlocked = unlock::unlock_at(
         &args.backing,
+        args.place.place(),
         &passphrase::unlock_key(&args.key),
         &args.key.vault.config(),
         args.key_slot,

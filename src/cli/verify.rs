@@ -1,9 +1,9 @@
 //! `vaultdisk verify` / `digest`: restore verification, read-only throughout.
 use super::{DigestArgs, KeyArgs, VerifyArgs, output, passphrase};
-use crate::device::{self, VolumeHeader};
+use crate::device::{self, Place, VolumeHeader};
+use crate::disk::Window;
 use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
-use crate::luks2::ReadAt;
 use crate::secret::VolumeKey;
 use crate::unlock::{self, vault};
 use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
@@ -12,24 +12,26 @@ use serde_json::json;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A header read for verification, with where the data is and who unlocks it.
 struct Opened {
-    header_file: File,
+    header_file: Window<Arc<File>>,
     header_path: PathBuf,
     header: VolumeHeader,
+    /// The data segment relative to the backing file (a partition's start included).
     segment: Segment,
 }
 
-fn open_read_only(backing: &Path, header: Option<&Path>) -> Result<Opened> {
-    let data = device::open_backing(backing, false)?;
-    let data_len = data
-        .len_bytes()
-        .map_err(|e| Error::io(format!("cannot stat {}", backing.display()), e))?;
+fn open_read_only(backing: &Path, place: Place, header: Option<&Path>) -> Result<Opened> {
+    let data = device::locate(backing, place, false, false)?;
+    let data_len = data.len();
     let header_path = header.unwrap_or(backing).to_path_buf();
     let header_file = match header {
-        Some(h) => device::open_backing(h, false)?,
-        None => data,
+        Some(h) => device::locate(h, Place::Whole, false, false)?
+            .window()
+            .clone(),
+        None => data.window().clone(),
     };
     let parsed = device::read_header(&header_file, &header_path)?;
     let segment = match &parsed {
@@ -42,7 +44,7 @@ fn open_read_only(backing: &Path, header: Option<&Path>) -> Result<Opened> {
         header_file,
         header_path,
         header: parsed,
-        segment,
+        segment: data.absolute(segment)?,
     })
 }
 
@@ -136,7 +138,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
         .map(verify::parse_digest)
         .transpose()?;
     let want_digest = args.digest || expected.is_some();
-    let opened = open_read_only(&args.backing, args.header.as_deref())?;
+    let opened = open_read_only(&args.backing, args.place.place(), args.header.as_deref())?;
 
     let header = HeaderCheck::new(&opened.header, &opened.header_path);
 
@@ -254,7 +256,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 }
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
-    let opened = open_read_only(&args.backing, args.header.as_deref())?;
+    let opened = open_read_only(&args.backing, args.place.place(), args.header.as_deref())?;
     let (_, vk) = try_key(&opened, &args.key, args.key_slot, true)?;
     let mode = DigestMode {
         dm_crypt_view: args.dm_crypt_view,

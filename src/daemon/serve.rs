@@ -151,11 +151,8 @@ impl Drop for CreatedPlain {
 
 /// Opens and locks the backing file, prepares PLAIN, builds the volume and mounts it.
 fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(!spec.read_only)
-        .open(&spec.backing)
-        .map_err(|e| Error::io(format!("cannot open {}", spec.backing.display()), e))?;
+    // A block device is opened exclusively (O_EXCL): a mounted one is refused, exit 5.
+    let backing = crate::device::open_exclusive(&spec.backing, !spec.read_only)?;
     super::lock::lock_backing(&backing, &spec.backing, spec.read_only)?;
     let backing_canon = spec
         .backing

@@ -13,7 +13,8 @@ impl ReadAt for std::fs::File {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
     }
     fn len_bytes(&self) -> std::io::Result<u64> {
-        Ok(self.metadata()?.len())
+        // A block device's metadata says 0 bytes: ask the kernel (device::len).
+        crate::device::len(self)
     }
 }
 

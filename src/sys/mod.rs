@@ -45,6 +45,71 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// `BLKGETSIZE64` = `_IOR(0x12, 114, size_t)` in the generic ioctl encoding (libc has no
+/// constant for it); mips, powerpc and sparc encode directions differently.
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "sparc64"
+)))]
+const BLKGETSIZE64: libc::Ioctl = (2 << 30) | (8 << 16) | (0x12 << 8) | 114;
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "sparc64"
+))]
+const BLKGETSIZE64: libc::Ioctl = (2 << 29) | (8 << 16) | (0x12 << 8) | 114;
+/// `BLKROGET` = `_IO(0x12, 94)`: whether the device is read-only (an int).
+const BLKROGET: libc::Ioctl = (0x12 << 8) | 94;
+
+/// Size in bytes of the block device open as `file` (the BLKGETSIZE64 ioctl).
+pub fn block_device_size(file: &std::fs::File) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at `size`, a
+    // local that outlives the call; the fd is open for the call's duration.
+    if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Whether the block device open as `file` is read-only (the BLKROGET ioctl).
+pub fn block_device_read_only(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut ro: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer, which points at `ro`, a local
+    // that outlives the call.
+    if unsafe { libc::ioctl(file.as_raw_fd(), BLKROGET, &mut ro as *mut libc::c_int) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ro != 0)
+}
+
+/// Logical block size in bytes of the block device open as `file` (the BLKSSZGET ioctl):
+/// the alignment O_DIRECT needs for offsets, lengths and buffers on it.
+pub fn block_device_logical_block_size(file: &std::fs::File) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points at `size`, a
+    // local that outlives the call.
+    if unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::BLKSSZGET,
+            &mut size as *mut libc::c_int,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    u32::try_from(size).map_err(|_| std::io::Error::other("negative logical block size"))
+}
+
 /// What `lock_memory` managed to lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locked {

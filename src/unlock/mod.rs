@@ -14,7 +14,7 @@ pub use key::{Key, KeySource, MAX_KEY_FILE_BYTES, Prompt, read_key};
 pub use vault::VaultConfig;
 
 use crate::crypto::CryptoError;
-use crate::device::{self, VolumeHeader};
+use crate::device::{self, Place, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::keyslot::{self, UnlockError};
@@ -314,46 +314,69 @@ pub fn unlock(
     prompt: &dyn Prompt,
     before_key: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Unlocked> {
+    unlock_at(
+        backing,
+        Place::Whole,
+        key,
+        vault,
+        key_slot,
+        read_only,
+        prompt,
+        before_key,
+    )
+}
+
+/// [`unlock`] of the volume at `place` in `backing` (a partition, a raw window). The header
+/// is read and the keyslots are opened through the window only; the returned segment is
+/// relative to the backing file (the window's start added), as the daemon serves it. A block
+/// device is opened exclusively (a mounted one is exit 5), read-only ones only with
+/// `read_only`.
+#[allow(clippy::too_many_arguments)]
+pub fn unlock_at(
+    backing: &Path,
+    place: Place,
+    key: &Key,
+    vault: &VaultConfig,
+    key_slot: Option<u32>,
+    read_only: bool,
+    prompt: &dyn Prompt,
+    before_key: &mut dyn FnMut() -> Result<()>,
+) -> Result<Unlocked> {
     let name = backing.display().to_string();
     // Read-write needs write access: find out before asking for a passphrase.
-    let file = device::open_backing(backing, !read_only)?;
-    let file_len = file
-        .len_bytes()
-        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
-    let header = match device::read_header(&file, backing)? {
+    let located = device::locate(backing, place, !read_only, true)?;
+    let dev = located.window();
+    let file_len = located.len();
+    let header = match device::read_header(dev, backing)? {
         VolumeHeader::Luks2(h) => h,
         VolumeHeader::Luks1(h) => {
             let segment = h.segment(file_len).map_err(|e| luks1_error(e, backing))?;
-            let opened = unlock_luks1(&h, &file, key, key_slot, backing, prompt, before_key)?;
-            drop(file);
+            let segment = located.absolute(segment)?;
+            let opened = unlock_luks1(&h, dev, key, key_slot, backing, prompt, before_key)?;
+            let grows_with_file = located.is_whole();
+            drop(located);
             return Ok(Unlocked {
                 segment,
                 volume_key: opened.volume_key,
                 unlocked_by: opened.by,
-                grows_with_file: true,
+                grows_with_file,
             });
         }
     };
     device::warn_damaged_copy(&header, backing);
-    let segment = device::luks2_segment(&header, file_len, backing)?;
+    let segment = located.absolute(device::luks2_segment(&header, file_len, backing)?)?;
     check_key_slot(&header.metadata, key_slot, backing)?;
     before_key()?;
 
-    let opened = unlock_luks2(
-        &header.metadata,
-        &file,
-        key,
-        vault,
-        key_slot,
-        backing,
-        prompt,
-    )?;
+    let opened = unlock_luks2(&header.metadata, dev, key, vault, key_slot, backing, prompt)?;
     log::info!("keyslot {} of {name} opened", opened.by.keyslot());
-    drop(file);
-    let grows_with_file = header
-        .metadata
-        .data_segment()
-        .is_ok_and(|s| s.size_bytes.is_none());
+    // A partition or window cannot grow with the file; a whole file or device can (resize).
+    let grows_with_file = located.is_whole()
+        && header
+            .metadata
+            .data_segment()
+            .is_ok_and(|s| s.size_bytes.is_none());
+    drop(located);
     Ok(Unlocked {
         segment,
         volume_key: opened.volume_key,
