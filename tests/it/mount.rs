@@ -469,3 +469,70 @@ fn mount_refuses_a_symlinked_mount_point() {
         out.describe()
     );
 }
+
+/// Issue 11 item 6: with the runtime directory deleted while volumes are open (a tmpfiles or
+/// /tmp cleaner, `rm -rf /run/vaultdisk`), `status` still lists them from the mount table
+/// and the daemons, and `close` / `umount` still work without leaking a daemon, a mount or
+/// a loop device.
+#[test]
+fn status_close_and_umount_survive_a_deleted_runtime_dir() {
+    let test = "status_close_and_umount_survive_a_deleted_runtime_dir";
+    if !require(test, ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("32M");
+    t.mount(&["--mkfs", "ext4"]).ok();
+    let other = Vol::new("8M", &[]);
+    t.vd(&[
+        "open",
+        s(&other.backing),
+        s(&other.plain),
+        "--key-file",
+        s(&other.key),
+    ])
+    .ok();
+    let _guard = Mount::new(&other.plain);
+    let before = t.status_json();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // rm -rf cannot remove the mounted plain-*.img of `mount`, so it fails part way: what
+    // matters is that every registry entry and record is gone.
+    let _ = sys("rm", &["-rf", s(&t.rt)]);
+    let json_left: Vec<String> = t
+        .runtime_leftovers()
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(json_left.is_empty(), "{json_left:?}");
+
+    let after = t.status_json();
+    let key = |v: &serde_json::Value| v["plain"].as_str().unwrap_or("").to_string();
+    let (mut before, mut after) = (before, after);
+    before.sort_by_key(key);
+    after.sort_by_key(key);
+    assert_eq!(after, before, "status --json after the runtime dir went");
+    let text = t.vd(&["status"]).ok().stdout;
+    assert!(
+        text.contains(s(&other.plain.canonicalize().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains(s(&t.mnt.canonicalize().unwrap())), "{text}");
+
+    let pids: Vec<u64> = after.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    t.vd(&["close", s(&other.plain)]).ok();
+    assert!(!is_mounted(&other.plain));
+    t.umount().ok();
+    assert!(!is_mounted(&t.mnt));
+    assert_eq!(t.loop_devices(), "", "loop device left after umount");
+    for pid in pids {
+        assert!(
+            wait_until(Duration::from_secs(10), || !Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()),
+            "daemon {pid} still running"
+        );
+    }
+    assert!(t.status_json().is_empty());
+    assert!(!other.plain.exists(), "PLAIN created by open is removed");
+}
