@@ -536,3 +536,100 @@ fn status_close_and_umount_survive_a_deleted_runtime_dir() {
     assert!(t.status_json().is_empty());
     assert!(!other.plain.exists(), "PLAIN created by open is removed");
 }
+
+/// Restores /etc/fuse.conf on drop (a test removes `user_allow_other` from it for a while).
+struct FuseConf(Option<Vec<u8>>);
+
+impl Drop for FuseConf {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.0.take() {
+            fs::write("/etc/fuse.conf", bytes).unwrap();
+        }
+    }
+}
+
+/// Issue 11 item 10: `open --allow-other` by a user while /etc/fuse.conf lacks
+/// `user_allow_other` says exactly that (exit 1, one line), not a /dev/fuse hint, and
+/// leaves nothing mounted or created.
+#[test]
+fn allow_other_without_user_allow_other_says_so() {
+    let name = "allow_other_without_user_allow_other_says_so";
+    if !require(name, &["root", "fuse", "useradd", "runuser"]) {
+        return;
+    }
+    if !path_reachable_by_others(Path::new(BIN)) {
+        crate::support::note_skip(name, &format!("{BIN} is not reachable by other users"));
+        return;
+    }
+    let user = format!("vdao{}", std::process::id() % 100_000);
+    let _ = try_run(tool("userdel"), &[user.as_str()], None, TIMEOUT);
+    let made = run(
+        tool("useradd"),
+        &["-M", "-s", "/bin/sh", user.as_str()],
+        None,
+    );
+    if made.code != 0 {
+        crate::support::note_skip(name, &format!("useradd failed: {}", made.stderr.trim()));
+        return;
+    }
+    let _guard = TestUser(user.clone());
+    let _fuse_acl = match fuse_access_for(&user) {
+        Ok(acl) => acl,
+        Err(why) => {
+            crate::support::note_skip(name, &why);
+            return;
+        }
+    };
+    let original = fs::read("/etc/fuse.conf").ok();
+    let allowed = |text: &[u8]| {
+        text.split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii() == b"user_allow_other")
+    };
+    let _conf = match &original {
+        Some(text) if allowed(text) => {
+            let kept: Vec<&[u8]> = text
+                .split(|&b| b == b'\n')
+                .filter(|l| l.trim_ascii() != b"user_allow_other")
+                .collect();
+            let restore = FuseConf(Some(text.clone()));
+            fs::write("/etc/fuse.conf", kept.join(&b'\n')).unwrap();
+            restore
+        }
+        _ => FuseConf(None),
+    };
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    run("chown", &["-R", &format!("{user}:"), s(v.dir.path())], None).ok();
+    run("chmod", &["755", s(v.dir.path())], None).ok();
+    let rt_env = format!("VAULTDISK_RUNTIME_DIR={}", s(&rt));
+    let out = run(
+        tool("runuser"),
+        &[
+            "-u",
+            user.as_str(),
+            "--",
+            "env",
+            rt_env.as_str(),
+            BIN,
+            "open",
+            s(&v.backing),
+            s(&v.plain),
+            "--key-file",
+            s(&v.key),
+            "--allow-other",
+        ],
+        None,
+    );
+    let _m = Mount::new(&v.plain);
+    let out = out.fails_with(1);
+    one_error_line(&out.stderr).unwrap();
+    assert!(
+        out.stderr.contains("--allow-other") && out.stderr.contains("user_allow_other"),
+        "{}",
+        out.describe()
+    );
+    assert!(out.stderr.contains("/etc/fuse.conf"), "{}", out.describe());
+    assert!(!out.stderr.contains("/dev/fuse"), "{}", out.describe());
+    assert!(!is_mounted(&v.plain));
+    assert!(!v.plain.exists(), "PLAIN left behind");
+}
