@@ -235,6 +235,23 @@ pub fn records() -> Vec<(Option<PathBuf>, MountRecord)> {
             .rfind(|m| m.mount_point == p)
             .is_some_and(daemon::is_vaultdisk_mount)
     };
+    // The PLAINs served for this runtime directory, computed once a candidate shows up.
+    let mut ours: Option<Vec<PathBuf>> = None;
+    let mut served = |p: &Path| {
+        ours.get_or_insert_with(|| {
+            daemon::open_volumes()
+                .into_iter()
+                .map(|e| e.plain)
+                .chain(
+                    daemon::unidentified_mounts()
+                        .into_iter()
+                        .map(|m| m.mount_point),
+                )
+                .collect()
+        })
+        .iter()
+        .any(|o| o == p)
+    };
     for m in &table {
         if all.iter().any(|(_, r)| r.mountpoint == m.mount_point) {
             continue;
@@ -247,7 +264,7 @@ pub fn records() -> Vec<(Option<PathBuf>, MountRecord)> {
         } else {
             None
         };
-        if let Some((plain, loop_device)) = found {
+        if let Some((plain, loop_device)) = found.filter(|(p, _)| served(p)) {
             let method = if loop_device.is_some() {
                 Method::Loop
             } else {

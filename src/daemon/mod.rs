@@ -184,7 +184,7 @@ pub fn close(plain: &Path) -> Result<()> {
             warn!("{} was a dead vaultdisk mount; cleared", plain.display());
             return Ok(());
         }
-        if registry::orphan_mounts(&[]).contains(&canon) {
+        if unidentified_mounts().iter().any(|m| m.mount_point == canon) {
             // Our live vaultdisk mount whose daemon cannot be told (no entry, and its fds
             // are not readable without root): unmount; its daemon then flushes and exits.
             unmount_with_grace(plain, &canon, None)?;

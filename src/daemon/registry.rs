@@ -8,6 +8,7 @@ use log::warn;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -51,13 +52,18 @@ pub fn runtime_dir() -> PathBuf {
 /// A vaultdisk mount that no entry names (the runtime directory was deleted under it) is
 /// found through its daemon, which keeps its entry open (`discover`).
 pub fn open_volumes() -> Vec<OpenVolume> {
-    let mut live: Vec<OpenVolume> = read_registry()
+    let mut live = live_registry();
+    live.extend(discover(&live));
+    live
+}
+
+/// The registry's entries whose process is alive.
+fn live_registry() -> Vec<OpenVolume> {
+    read_registry()
         .into_iter()
         .map(|(_, e)| e)
         .filter(|e| process_alive(e.pid, e.start_time))
-        .collect();
-    live.extend(discover(&live));
-    live
+        .collect()
 }
 
 /// Whether a mount table line is a vaultdisk FUSE mount (fsname and subtype "vaultdisk").
@@ -87,16 +93,25 @@ pub(super) fn orphan_mounts(known: &[OpenVolume]) -> Vec<PathBuf> {
 
 /// This user's live vaultdisk mounts that no entry names and whose daemon cannot be read
 /// (a non-root user's, once the runtime directory is gone): `status` shows them with what
-/// is unknown left out. Dead mounts (ENOTCONN) are not listed.
+/// is unknown left out. Mounts served from another runtime directory (found by root) and
+/// dead mounts (ENOTCONN) are not listed. Root reads every daemon's fds, so for root this
+/// is always empty: a mount not found then is one whose daemon is still starting (mounted,
+/// not yet registered) or serves another runtime directory.
 pub fn unidentified_mounts() -> Vec<MountEntry> {
-    let orphans = orphan_mounts(&open_volumes());
+    if crate::sys::geteuid() == 0 {
+        return Vec::new();
+    }
+    let live: Vec<OpenVolume> = live_registry();
+    let orphans = orphan_mounts(&live);
     if orphans.is_empty() {
         return Vec::new();
     }
+    let found = scan_daemons(&orphans);
     procfs::mounts()
         .unwrap_or_default()
         .into_iter()
         .filter(|m| is_vaultdisk_mount(m) && orphans.contains(&m.mount_point))
+        .filter(|m| !found.iter().any(|(_, e)| e.plain == m.mount_point))
         .filter(|m| {
             !fs::symlink_metadata(&m.mount_point)
                 .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
@@ -108,26 +123,42 @@ pub fn unidentified_mounts() -> Vec<MountEntry> {
 /// from the entry each daemon keeps open (/proc/<pid>/fd), which outlives the runtime
 /// directory. Only processes whose fds we may read are found: all for root, none of a
 /// non-root user's (daemons are not dumpable); an entry must name its own process, belong
-/// to this user and serve one of those mounts.
+/// to this user, have been written in this runtime directory and serve one of those mounts.
 pub(super) fn discover(known: &[OpenVolume]) -> Vec<OpenVolume> {
     let orphans = orphan_mounts(known);
     if orphans.is_empty() {
         return Vec::new();
     }
-    let mut found = Vec::new();
+    let dir = runtime_dir();
+    let canon = dir.canonicalize().ok();
+    scan_daemons(&orphans)
+        .into_iter()
+        .filter(|(d, _)| *d == dir || canon.as_ref() == Some(d))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// The registry directory each found entry was written in, with the entry, for every
+/// readable daemon serving one of `orphans` (any runtime directory).
+fn scan_daemons(orphans: &[PathBuf]) -> Vec<(PathBuf, OpenVolume)> {
+    let mut found: Vec<(PathBuf, OpenVolume)> = Vec::new();
     for pid in procfs::pids() {
         let entry_name = format!("{pid}.json");
         for (fd, target) in procfs::fd_targets(pid) {
             let bytes = target.as_os_str().as_encoded_bytes();
             let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
-            if !bytes.ends_with(format!("/{entry_name}").as_bytes()) {
+            let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            if path.file_name().is_none_or(|n| n != entry_name.as_str()) {
                 continue;
             }
+            let Some(dir) = path.parent() else {
+                continue;
+            };
             if let Some(e) = read_kept_entry(pid, fd)
                 && orphans.contains(&e.plain)
-                && !found.iter().any(|f: &OpenVolume| f.pid == e.pid)
+                && !found.iter().any(|(_, f)| f.pid == e.pid)
             {
-                found.push(e);
+                found.push((dir.to_path_buf(), e));
             }
         }
     }
