@@ -284,6 +284,17 @@ impl Drop for FuseAcl {
     }
 }
 
+/// Held by each test that changes /dev/fuse's ACL for its user: one test's cleanup
+/// (`setfacl -b`) must not take the access of another test's user away mid-test.
+static FUSE_ACL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the tests that use `fuse_access_for` (a panicking holder does not matter).
+fn fuse_acl_turn() -> std::sync::MutexGuard<'static, ()> {
+    FUSE_ACL_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Makes /dev/fuse usable by `user`: nothing to do when it is world read-write, else an ACL.
 fn fuse_access_for(user: &str) -> Result<FuseAcl, String> {
     use std::os::unix::fs::PermissionsExt;
@@ -348,6 +359,7 @@ fn rootless_mount_via_fuse2fs() {
         return;
     }
     let _guard = TestUser(user.clone());
+    let _turn = fuse_acl_turn();
     // /dev/fuse is often 0600 in containers: give this user (only) access with an ACL, taken
     // back on drop, instead of skipping.
     let _fuse_acl = match fuse_access_for(&user) {
@@ -573,6 +585,7 @@ fn allow_other_without_user_allow_other_says_so() {
         return;
     }
     let _guard = TestUser(user.clone());
+    let _turn = fuse_acl_turn();
     let _fuse_acl = match fuse_access_for(&user) {
         Ok(acl) => acl,
         Err(why) => {
