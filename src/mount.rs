@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::safepath;
 use crate::secret::VolumeKey;
-use crate::sys::procfs::is_mount_point;
+use crate::sys::procfs::{self, is_mount_point};
 use log::warn;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -213,12 +213,79 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         Err(Error::Usage(_)) => {}
         Err(e) => return Err(step_error("close", e)),
     }
-    let _ = fs::remove_file(&sidecar);
+    if let Some(sidecar) = sidecar {
+        let _ = fs::remove_file(&sidecar);
+    }
     Ok(())
 }
 
-/// Every mount record in the runtime directory, with its sidecar path.
-pub fn records() -> Vec<(PathBuf, MountRecord)> {
+/// Every vaultdisk mount with its sidecar path: the records in the runtime directory, then
+/// (sidecar None) the mounts the mount table shows on a vaultdisk PLAIN that no record
+/// names, e.g. once the runtime directory was deleted: a loop device whose backing file is
+/// a vaultdisk FUSE mount (`Method::Loop`), or a fuse2fs mount of one.
+pub fn records() -> Vec<(Option<PathBuf>, MountRecord)> {
+    let mut all: Vec<(Option<PathBuf>, MountRecord)> = sidecar_records()
+        .into_iter()
+        .map(|(p, r)| (Some(p), r))
+        .collect();
+    let table = procfs::mounts().unwrap_or_default();
+    let is_plain = |p: &Path| {
+        table
+            .iter()
+            .rfind(|m| m.mount_point == p)
+            .is_some_and(daemon::is_vaultdisk_mount)
+    };
+    // The PLAINs served for this runtime directory, computed once a candidate shows up.
+    let mut ours: Option<Vec<PathBuf>> = None;
+    let mut served = |p: &Path| {
+        ours.get_or_insert_with(|| {
+            daemon::open_volumes()
+                .into_iter()
+                .map(|e| e.plain)
+                .chain(
+                    daemon::unidentified_mounts()
+                        .into_iter()
+                        .map(|m| m.mount_point),
+                )
+                .collect()
+        })
+        .iter()
+        .any(|o| o == p)
+    };
+    for m in &table {
+        if all.iter().any(|(_, r)| r.mountpoint == m.mount_point) {
+            continue;
+        }
+        let source = Path::new(&m.source);
+        let found = if let Some(plain) = procfs::loop_backing_file(source) {
+            is_plain(&plain).then(|| (plain, Some(m.source.to_string_lossy().into_owned())))
+        } else if m.fs_type == "fuse.fuse2fs" || m.fs_type == "fuseblk" {
+            is_plain(source).then(|| (source.to_path_buf(), None))
+        } else {
+            None
+        };
+        if let Some((plain, loop_device)) = found.filter(|(p, _)| served(p)) {
+            let method = if loop_device.is_some() {
+                Method::Loop
+            } else {
+                Method::Fuse2fs
+            };
+            all.push((
+                None,
+                MountRecord {
+                    mountpoint: m.mount_point.clone(),
+                    plain,
+                    loop_device,
+                    method,
+                },
+            ));
+        }
+    }
+    all
+}
+
+/// The mount records in the runtime directory, with their sidecar paths.
+fn sidecar_records() -> Vec<(PathBuf, MountRecord)> {
     let Some(rt) = daemon::existing_runtime_dir() else {
         return Vec::new();
     };

@@ -20,10 +20,43 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             })
         })
         .collect();
+    // Mounts whose entry the runtime directory lost and whose daemon this user cannot read:
+    // listed, with what is unknown as null ("?" in the table).
+    let unknown: Vec<Value> = crate::daemon::unidentified_mounts()
+        .into_iter()
+        .map(|m| {
+            let r = mounts
+                .iter()
+                .map(|(_, r)| r)
+                .find(|r| r.plain == m.mount_point);
+            let ro = m
+                .super_options
+                .as_encoded_bytes()
+                .split(|&b| b == b',')
+                .any(|o| o == b"ro");
+            json!({
+                "backing": null,
+                "plain": m.mount_point,
+                "mountpoint": r.map(|r| &r.mountpoint),
+                "loop_device": r.and_then(|r| r.loop_device.as_ref()),
+                "read_only": ro,
+                "unlocked_by": null,
+                "pid": null,
+            })
+        })
+        .collect();
+    let any_unknown = !unknown.is_empty();
+    let entries: Vec<Value> = entries.into_iter().chain(unknown).collect();
     let text = if args.json {
         serde_json::to_string_pretty(&entries).map_err(|e| Error::Device(e.to_string()))?
     } else if entries.is_empty() {
         "no open volumes".to_string()
+    } else if any_unknown {
+        format!(
+            "{}\n? = unknown: the runtime directory ({}) lost the entry and its daemon cannot be read",
+            table(&entries),
+            crate::daemon::runtime_dir().display()
+        )
     } else {
         table(&entries)
     };
@@ -42,6 +75,7 @@ const COLUMNS: [(&str, &str); 7] = [
 
 fn cell(v: &Value, key: &str) -> String {
     match (key, &v[key]) {
+        ("backing" | "unlocked_by" | "pid", Value::Null) => "?".to_string(),
         ("read_only", Value::Bool(ro)) => if *ro { "ro" } else { "rw" }.to_string(),
         (_, Value::Null) => "-".to_string(),
         (_, Value::String(s)) => s.clone(),

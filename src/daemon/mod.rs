@@ -24,9 +24,11 @@ mod serve;
 pub use lock::{busy_error, ensure_backing_free, lock_for_update};
 pub use protocol::ServeSpec;
 use protocol::{Readiness, Report, read_report, send_request};
+pub use registry::is_vaultdisk_mount;
 use registry::read_registry;
 pub use registry::{
     OpenVolume, ensure_runtime_dir, existing_runtime_dir, open_volumes, runtime_dir, serving,
+    unidentified_mounts,
 };
 pub use serve::{MountHandle, serve_in_thread};
 
@@ -166,18 +168,31 @@ fn read_request_from_stdin() -> Result<(ServeSpec, VolumeKey)> {
 /// PLAIN: then Busy naming it, and the entry stays for the next `close`.
 pub fn close(plain: &Path) -> Result<()> {
     let canon = canonical_plain(plain)?;
-    let entries: Vec<(PathBuf, OpenVolume)> = read_registry()
+    // A live daemon's entry first (from the registry, or from the daemon itself when the
+    // runtime directory lost it): a stale entry of a killed one may name the same PLAIN.
+    let chosen = open_volumes()
         .into_iter()
-        .filter(|(_, e)| e.plain == canon)
-        .collect();
-    // A live daemon's entry first: a stale entry of a killed one may name the same PLAIN.
-    let chosen = entries
-        .iter()
-        .find(|(_, e)| process_alive(e.pid, e.start_time))
-        .or(entries.first());
-    let Some((_, entry)) = chosen else {
+        .find(|e| e.plain == canon)
+        .or_else(|| {
+            read_registry()
+                .into_iter()
+                .map(|(_, e)| e)
+                .find(|e| e.plain == canon)
+        });
+    let Some(entry) = chosen else {
         if clear_dead_mount(plain, &canon)? {
             warn!("{} was a dead vaultdisk mount; cleared", plain.display());
+            return Ok(());
+        }
+        if unidentified_mounts().iter().any(|m| m.mount_point == canon) {
+            // Our live vaultdisk mount whose daemon cannot be told (no entry, and its fds
+            // are not readable without root): unmount; its daemon then flushes and exits.
+            unmount_with_grace(plain, &canon, None)?;
+            warn!(
+                "{} unmounted; its daemon is unknown (the runtime directory lost its entry), \
+                 so its final flush could not be checked",
+                plain.display()
+            );
             return Ok(());
         }
         return Err(Error::Usage(format!(
@@ -249,8 +264,7 @@ pub(super) fn clear_dead_mount(plain: &Path, canon: &Path) -> Result<bool> {
     let Some(mount) = procfs::mount_at(canon) else {
         return Ok(false);
     };
-    let ours = mount.fs_type.as_encoded_bytes().starts_with(b"fuse")
-        && (mount.source == "vaultdisk" || mount.fs_type == "fuse.vaultdisk");
+    let ours = registry::is_vaultdisk_mount(&mount);
     let dead = fs::symlink_metadata(canon).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
     if !ours || !dead {
         return Ok(false);

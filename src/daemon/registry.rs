@@ -3,11 +3,13 @@
 //! symlink). See docs/daemon-protocol.md "Registry".
 use super::ServeSpec;
 use crate::error::{Error, Result};
-use crate::sys::procfs::{process_alive, process_stat};
+use crate::sys::procfs::{self, MountEntry, process_alive, process_stat};
 use log::warn;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One registry entry: a volume served by a live (or crashed) vaultdisk process.
@@ -47,7 +49,16 @@ pub fn runtime_dir() -> PathBuf {
 }
 
 /// The live entries of the registry (for `status`); crashed daemons' entries are skipped.
+/// A vaultdisk mount that no entry names (the runtime directory was deleted under it) is
+/// found through its daemon, which keeps its entry open (`discover`).
 pub fn open_volumes() -> Vec<OpenVolume> {
+    let mut live = live_registry();
+    live.extend(discover(&live));
+    live
+}
+
+/// The registry's entries whose process is alive.
+fn live_registry() -> Vec<OpenVolume> {
     read_registry()
         .into_iter()
         .map(|(_, e)| e)
@@ -55,27 +66,155 @@ pub fn open_volumes() -> Vec<OpenVolume> {
         .collect()
 }
 
+/// Whether a mount table line is a vaultdisk FUSE mount (fsname and subtype "vaultdisk").
+pub fn is_vaultdisk_mount(m: &MountEntry) -> bool {
+    m.fs_type.as_encoded_bytes().starts_with(b"fuse")
+        && (m.source == "vaultdisk" || m.fs_type == "fuse.vaultdisk")
+}
+
+/// The vaultdisk FUSE mounts of this user (super option `user_id=<euid>`) that no entry in
+/// `known` serves: what the registry lost. Live or dead (ENOTCONN) alike.
+pub(super) fn orphan_mounts(known: &[OpenVolume]) -> Vec<PathBuf> {
+    let uid = format!("user_id={}", crate::sys::geteuid());
+    procfs::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(is_vaultdisk_mount)
+        .filter(|m| {
+            m.super_options
+                .as_encoded_bytes()
+                .split(|&b| b == b',')
+                .any(|o| o == uid.as_bytes())
+        })
+        .map(|m| m.mount_point)
+        .filter(|p| !known.iter().any(|e| &e.plain == p))
+        .collect()
+}
+
+/// This user's live vaultdisk mounts that no entry names and whose daemon cannot be read
+/// (a non-root user's, once the runtime directory is gone): `status` shows them with what
+/// is unknown left out. Mounts served from another runtime directory (found by root) and
+/// dead mounts (ENOTCONN) are not listed. Root reads every daemon's fds, so for root this
+/// is always empty: a mount not found then is one whose daemon is still starting (mounted,
+/// not yet registered) or serves another runtime directory.
+pub fn unidentified_mounts() -> Vec<MountEntry> {
+    if crate::sys::geteuid() == 0 {
+        return Vec::new();
+    }
+    let live: Vec<OpenVolume> = live_registry();
+    let orphans = orphan_mounts(&live);
+    if orphans.is_empty() {
+        return Vec::new();
+    }
+    let found = scan_daemons(&orphans);
+    procfs::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| is_vaultdisk_mount(m) && orphans.contains(&m.mount_point))
+        .filter(|m| !found.iter().any(|(_, e)| e.plain == m.mount_point))
+        .filter(|m| {
+            !fs::symlink_metadata(&m.mount_point)
+                .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+        })
+        .collect()
+}
+
+/// The entries of the live daemons serving the vaultdisk mounts that `known` lacks, read
+/// from the entry each daemon keeps open (/proc/<pid>/fd), which outlives the runtime
+/// directory. Only processes whose fds we may read are found: all for root, none of a
+/// non-root user's (daemons are not dumpable); an entry must name its own process, belong
+/// to this user, have been written in this runtime directory and serve one of those mounts.
+pub(super) fn discover(known: &[OpenVolume]) -> Vec<OpenVolume> {
+    let orphans = orphan_mounts(known);
+    if orphans.is_empty() {
+        return Vec::new();
+    }
+    let dir = runtime_dir();
+    let canon = dir.canonicalize().ok();
+    scan_daemons(&orphans)
+        .into_iter()
+        .filter(|(d, _)| *d == dir || canon.as_ref() == Some(d))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// The registry directory each found entry was written in, with the entry, for every
+/// readable daemon serving one of `orphans` (any runtime directory).
+fn scan_daemons(orphans: &[PathBuf]) -> Vec<(PathBuf, OpenVolume)> {
+    let mut found: Vec<(PathBuf, OpenVolume)> = Vec::new();
+    for pid in procfs::pids() {
+        let entry_name = format!("{pid}.json");
+        for (fd, target) in procfs::fd_targets(pid) {
+            let bytes = target.as_os_str().as_encoded_bytes();
+            let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
+            let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            if path.file_name().is_none_or(|n| n != entry_name.as_str()) {
+                continue;
+            }
+            let Some(dir) = path.parent() else {
+                continue;
+            };
+            if let Some(e) = read_kept_entry(pid, fd)
+                && orphans.contains(&e.plain)
+                && !found.iter().any(|(_, f)| f.pid == e.pid)
+            {
+                found.push((dir.to_path_buf(), e));
+            }
+        }
+    }
+    found
+}
+
+/// The entry behind fd `fd` of `pid`, if it is this user's, names `pid` and `pid` is alive.
+fn read_kept_entry(pid: u32, fd: u32) -> Option<OpenVolume> {
+    // The magic link is followed to the open file itself (even once unlinked); O_NONBLOCK
+    // so that a FIFO with that name cannot hang us.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != crate::sys::geteuid() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
+    let e: OpenVolume = serde_json::from_slice(&bytes).ok()?;
+    (e.pid == pid && process_alive(pid, e.start_time)).then_some(e)
+}
+
+/// An entry is a few hundred bytes; anything larger is not one.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
 /// The live registry entry serving `backing`, if any.
 pub fn serving(backing: &Path) -> Option<OpenVolume> {
     let canon = backing.canonicalize().ok()?;
     open_volumes().into_iter().find(|e| e.backing == canon)
 }
 
-/// Our registry entry; removed on drop.
+/// Our registry entry; removed on drop. The entry stays open for the process's lifetime, so
+/// `discover` can read it through /proc/<pid>/fd even after the runtime directory is gone.
 pub(super) struct Registration {
     path: PathBuf,
     pid: u32,
     start_time: u64,
+    _kept: Option<File>,
 }
 
 impl Registration {
     /// Leaves `message` for `close` (which waits for this process to exit): the serve or its
     /// final flush failed. Written before the entry itself is removed.
     pub(super) fn record_failure(&self, message: &str) {
-        let Some(dir) = self.path.parent() else {
-            return;
+        // Made again if it was deleted meanwhile: `close` looks there.
+        let dir = match ensure_runtime_dir() {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("cannot record the failure ({message}): {e}");
+                return;
+            }
         };
-        let path = failure_path(dir, self.pid, self.start_time);
+        let path = failure_path(&dir, self.pid, self.start_time);
         if let Err(e) = crate::fsutil::write_private_atomically(&path, message.as_bytes()) {
             warn!("cannot write {}: {e}", path.display());
         }
@@ -107,7 +246,9 @@ pub(super) fn remove_dead_entries(plain: &Path) {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_file(&self.path) {
+        if let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
             warn!("cannot remove {}: {e}", self.path.display());
         }
     }
@@ -187,10 +328,17 @@ pub(super) fn register(
     let path = dir.join(format!("{pid}.json"));
     crate::fsutil::write_private_atomically(&path, &json)
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    let kept = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| warn!("cannot keep {} open: {e}", path.display()))
+        .ok();
     Ok(Registration {
         path,
         pid,
         start_time,
+        _kept: kept,
     })
 }
 

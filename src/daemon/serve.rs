@@ -151,6 +151,10 @@ impl Drop for CreatedPlain {
 
 /// Opens and locks the backing file, prepares PLAIN, builds the volume and mounts it.
 fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
+    let user = crate::sys::geteuid() != 0;
+    if spec.allow_other && user && !fuse_conf_allows_other(FUSE_CONF) {
+        return Err(allow_other_error());
+    }
     // A block device is opened exclusively (O_EXCL): a mounted one is refused, exit 5.
     let backing = crate::device::open_exclusive(&spec.backing, !spec.read_only)?;
     super::lock::lock_backing(&backing, &spec.backing, spec.read_only)?;
@@ -169,7 +173,10 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
     let session = fuser::Session::new(fs, &plain, &config).map_err(|e| {
         // fuser opens /dev/fuse itself before trying fusermount3, so a /dev/fuse that this
         // user may not open fails here rather than falling back.
-        let hint = if e.kind() == io::ErrorKind::PermissionDenied && crate::sys::geteuid() != 0 {
+        if user && e.to_string().contains("user_allow_other") {
+            return allow_other_error();
+        }
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied && user {
             " (is /dev/fuse readable and writable by this user?)"
         } else {
             ""
@@ -187,6 +194,26 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
         plain,
         created,
     })
+}
+
+/// fusermount3's configuration: `user_allow_other` there lets users mount with allow_other.
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// Whether fuse.conf at `path` has a `user_allow_other` line (fusermount3 reads it so: the
+/// option alone on a line, blanks around it ignored; `#` starts a comment).
+fn fuse_conf_allows_other(path: &str) -> bool {
+    fs::read(path).is_ok_and(|text| {
+        text.split(|&b| b == b'\n').any(|line| {
+            let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+            line.trim_ascii() == b"user_allow_other"
+        })
+    })
+}
+
+fn allow_other_error() -> Error {
+    Error::Usage(format!(
+        "--allow-other needs user_allow_other in {FUSE_CONF} (a line by itself, added by root)"
+    ))
 }
 
 /// Checks PLAIN (or creates it, 0600) and returns its canonical path. PLAIN must be a
@@ -475,5 +502,29 @@ pub(super) fn remove_if_empty_file(path: &Path) {
             path.display()
         ),
         Err(e) => warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_conf_user_allow_other_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("fuse.conf");
+        let conf_str = conf.to_str().unwrap();
+        for (text, allowed) in [
+            ("#user_allow_other\nmount_max = 1000\n", false),
+            ("# user_allow_other\n", false),
+            ("user_allow_other\n", true),
+            ("mount_max = 10\n  user_allow_other  # for sharing\n", true),
+            ("user_allow_other_not\n", false),
+        ] {
+            fs::write(&conf, text).unwrap();
+            assert_eq!(fuse_conf_allows_other(conf_str), allowed, "{text:?}");
+        }
+        assert!(!fuse_conf_allows_other("/nonexistent/fuse.conf"));
+        assert_eq!(allow_other_error().exit_code(), 1);
     }
 }

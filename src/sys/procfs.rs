@@ -21,6 +21,8 @@ pub struct MountEntry {
     /// The mount source after the type, e.g. "vaultdisk" (a vaultdisk FUSE mount) or
     /// "/dev/loop3".
     pub source: OsString,
+    /// The super options after the source, e.g. "rw,user_id=0,group_id=0".
+    pub super_options: OsString,
 }
 
 /// Parses mountinfo text (as bytes); lines too short to hold a mount point are skipped.
@@ -39,11 +41,13 @@ pub fn parse_mountinfo(text: &[u8]) -> Vec<MountEntry> {
             };
             let fs_type = field();
             let source = field();
+            let super_options = field();
             Some(MountEntry {
                 dev: String::from_utf8_lossy(dev).into_owned(),
                 mount_point: PathBuf::from(OsString::from_vec(unescape(mount_point))),
                 fs_type,
                 source,
+                super_options,
             })
         })
         .collect()
@@ -102,6 +106,46 @@ pub fn loop_device_of(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// The backing file of loop device `dev` (e.g. "/dev/loop3"), None when it is not an
+/// attached loop device.
+pub fn loop_backing_file(dev: &Path) -> Option<PathBuf> {
+    let name = dev.strip_prefix("/dev").ok()?;
+    if !name.as_os_str().as_bytes().starts_with(b"loop") || name.components().count() != 1 {
+        return None;
+    }
+    let contents = fs::read(Path::new("/sys/block").join(name).join("loop/backing_file")).ok()?;
+    let path = contents.strip_suffix(b"\n").unwrap_or(&contents);
+    let path = path.strip_suffix(b" (deleted)").unwrap_or(path);
+    Some(PathBuf::from(OsStr::from_bytes(path)))
+}
+
+/// The process ids listed in /proc.
+pub fn pids() -> Vec<u32> {
+    fs::read_dir("/proc").map_or_else(
+        |_| Vec::new(),
+        |d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        },
+    )
+}
+
+/// The open fds of `pid` with what each links to (/proc/<pid>/fd); empty when they cannot
+/// be read (the process is gone, or belongs to another user, or is not dumpable and we are
+/// not root).
+pub fn fd_targets(pid: u32) -> Vec<(u32, PathBuf)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, fs::read_link(e.path()).ok()?))
+        })
+        .collect()
 }
 
 /// Whether a loop device's `backing_file` contents name `path` (the kernel appends a newline,
@@ -199,6 +243,8 @@ mod tests {
         assert_eq!(m[2].mount_point, Path::new("/tmp/d/plain"));
         assert_eq!(m[2].fs_type, "fuse.vaultdisk");
         assert_eq!(m[2].source, "vaultdisk");
+        assert_eq!(m[2].super_options, "rw");
+        assert_eq!(m[0].super_options, "rw");
         assert_eq!(m[1].source, "/dev/sdb1");
         assert_eq!(m[2].dev, "0:41");
         assert_eq!(m[0].fs_type, "ext4");
@@ -221,6 +267,17 @@ mod tests {
         assert!(process_alive(pid, s.start_time));
         assert!(!process_alive(pid, s.start_time + 1));
         assert!(!process_alive(u32::MAX, s.start_time));
+    }
+
+    #[test]
+    fn own_fds_are_listed() {
+        let f = fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f) as u32;
+        assert!(pids().contains(&std::process::id()));
+        let fds = fd_targets(std::process::id());
+        assert!(fds.iter().any(|(n, _)| *n == fd), "{fds:?}");
+        assert_eq!(loop_backing_file(Path::new("/dev/sda")), None);
+        assert_eq!(loop_backing_file(Path::new("/dev/loop/../sda")), None);
     }
 
     #[test]

@@ -284,6 +284,17 @@ impl Drop for FuseAcl {
     }
 }
 
+/// Held by each test that changes /dev/fuse's ACL for its user: one test's cleanup
+/// (`setfacl -b`) must not take the access of another test's user away mid-test.
+static FUSE_ACL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the tests that use `fuse_access_for` (a panicking holder does not matter).
+fn fuse_acl_turn() -> std::sync::MutexGuard<'static, ()> {
+    FUSE_ACL_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Makes /dev/fuse usable by `user`: nothing to do when it is world read-write, else an ACL.
 fn fuse_access_for(user: &str) -> Result<FuseAcl, String> {
     use std::os::unix::fs::PermissionsExt;
@@ -348,6 +359,7 @@ fn rootless_mount_via_fuse2fs() {
         return;
     }
     let _guard = TestUser(user.clone());
+    let _turn = fuse_acl_turn();
     // /dev/fuse is often 0600 in containers: give this user (only) access with an ACL, taken
     // back on drop, instead of skipping.
     let _fuse_acl = match fuse_access_for(&user) {
@@ -468,4 +480,169 @@ fn mount_refuses_a_symlinked_mount_point() {
         "{}",
         out.describe()
     );
+}
+
+/// Issue 11 item 6: with the runtime directory deleted while volumes are open (a tmpfiles or
+/// /tmp cleaner, `rm -rf /run/vaultdisk`), `status` still lists them from the mount table
+/// and the daemons, and `close` / `umount` still work without leaking a daemon, a mount or
+/// a loop device.
+#[test]
+fn status_close_and_umount_survive_a_deleted_runtime_dir() {
+    let test = "status_close_and_umount_survive_a_deleted_runtime_dir";
+    if !require(test, ROOT_NEEDS) {
+        return;
+    }
+    let t = Setup::new("32M");
+    t.mount(&["--mkfs", "ext4"]).ok();
+    let other = Vol::new("8M", &[]);
+    t.vd(&[
+        "open",
+        s(&other.backing),
+        s(&other.plain),
+        "--key-file",
+        s(&other.key),
+    ])
+    .ok();
+    let _guard = Mount::new(&other.plain);
+    let before = t.status_json();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // rm -rf cannot remove the mounted plain-*.img of `mount`, so it fails part way: what
+    // matters is that every registry entry and record is gone.
+    let _ = sys("rm", &["-rf", s(&t.rt)]);
+    let json_left: Vec<String> = t
+        .runtime_leftovers()
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(json_left.is_empty(), "{json_left:?}");
+
+    let after = t.status_json();
+    let key = |v: &serde_json::Value| v["plain"].as_str().unwrap_or("").to_string();
+    let (mut before, mut after) = (before, after);
+    before.sort_by_key(key);
+    after.sort_by_key(key);
+    assert_eq!(after, before, "status --json after the runtime dir went");
+    let text = t.vd(&["status"]).ok().stdout;
+    assert!(
+        text.contains(s(&other.plain.canonicalize().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains(s(&t.mnt.canonicalize().unwrap())), "{text}");
+
+    let pids: Vec<u64> = after.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    t.vd(&["close", s(&other.plain)]).ok();
+    assert!(!is_mounted(&other.plain));
+    t.umount().ok();
+    assert!(!is_mounted(&t.mnt));
+    assert_eq!(t.loop_devices(), "", "loop device left after umount");
+    for pid in pids {
+        assert!(
+            wait_until(Duration::from_secs(10), || !Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()),
+            "daemon {pid} still running"
+        );
+    }
+    assert!(t.status_json().is_empty());
+    assert!(!other.plain.exists(), "PLAIN created by open is removed");
+}
+
+/// Restores /etc/fuse.conf on drop (a test removes `user_allow_other` from it for a while).
+struct FuseConf(Option<Vec<u8>>);
+
+impl Drop for FuseConf {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.0.take() {
+            fs::write("/etc/fuse.conf", bytes).unwrap();
+        }
+    }
+}
+
+/// Issue 11 item 10: `open --allow-other` by a user while /etc/fuse.conf lacks
+/// `user_allow_other` says exactly that (exit 1, one line), not a /dev/fuse hint, and
+/// leaves nothing mounted or created.
+#[test]
+fn allow_other_without_user_allow_other_says_so() {
+    let name = "allow_other_without_user_allow_other_says_so";
+    if !require(name, &["root", "fuse", "useradd", "runuser"]) {
+        return;
+    }
+    if !path_reachable_by_others(Path::new(BIN)) {
+        crate::support::note_skip(name, &format!("{BIN} is not reachable by other users"));
+        return;
+    }
+    let user = format!("vdao{}", std::process::id() % 100_000);
+    let _ = try_run(tool("userdel"), &[user.as_str()], None, TIMEOUT);
+    let made = run(
+        tool("useradd"),
+        &["-M", "-s", "/bin/sh", user.as_str()],
+        None,
+    );
+    if made.code != 0 {
+        crate::support::note_skip(name, &format!("useradd failed: {}", made.stderr.trim()));
+        return;
+    }
+    let _guard = TestUser(user.clone());
+    let _turn = fuse_acl_turn();
+    let _fuse_acl = match fuse_access_for(&user) {
+        Ok(acl) => acl,
+        Err(why) => {
+            crate::support::note_skip(name, &why);
+            return;
+        }
+    };
+    let original = fs::read("/etc/fuse.conf").ok();
+    let allowed = |text: &[u8]| {
+        text.split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii() == b"user_allow_other")
+    };
+    let _conf = match &original {
+        Some(text) if allowed(text) => {
+            let kept: Vec<&[u8]> = text
+                .split(|&b| b == b'\n')
+                .filter(|l| l.trim_ascii() != b"user_allow_other")
+                .collect();
+            let restore = FuseConf(Some(text.clone()));
+            fs::write("/etc/fuse.conf", kept.join(&b'\n')).unwrap();
+            restore
+        }
+        _ => FuseConf(None),
+    };
+    let v = Vol::new("4M", &[]);
+    let rt = v.dir.path().join("rt");
+    run("chown", &["-R", &format!("{user}:"), s(v.dir.path())], None).ok();
+    run("chmod", &["755", s(v.dir.path())], None).ok();
+    let rt_env = format!("VAULTDISK_RUNTIME_DIR={}", s(&rt));
+    let out = run(
+        tool("runuser"),
+        &[
+            "-u",
+            user.as_str(),
+            "--",
+            "env",
+            rt_env.as_str(),
+            BIN,
+            "open",
+            s(&v.backing),
+            s(&v.plain),
+            "--key-file",
+            s(&v.key),
+            "--allow-other",
+        ],
+        None,
+    );
+    let _m = Mount::new(&v.plain);
+    let out = out.fails_with(1);
+    one_error_line(&out.stderr).unwrap();
+    assert!(
+        out.stderr.contains("--allow-other") && out.stderr.contains("user_allow_other"),
+        "{}",
+        out.describe()
+    );
+    assert!(out.stderr.contains("/etc/fuse.conf"), "{}", out.describe());
+    assert!(!out.stderr.contains("/dev/fuse"), "{}", out.describe());
+    assert!(!is_mounted(&v.plain));
+    assert!(!v.plain.exists(), "PLAIN left behind");
 }
