@@ -356,6 +356,9 @@ pub struct MountArgs {
     /// Make this filesystem first if the volume holds none (never over an existing one).
     #[arg(long, value_name = "FS")]
     pub mkfs: Option<String>,
+    /// Where the volume lives in BACKING (a partition, a byte window).
+    #[command(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// Arguments of `vaultdisk umount`.

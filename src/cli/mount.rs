@@ -19,8 +19,9 @@ pub fn run(args: &MountArgs) -> Result<()> {
             args.fs_type
         )));
     }
-    let unlocked = unlock::unlock(
+    let unlocked = unlock::unlock_at(
         &args.backing,
+        args.place.place(),
         &passphrase::unlock_key(&args.key),
         &args.key.vault.config(),
         args.key_slot,

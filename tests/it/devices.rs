@@ -466,3 +466,59 @@ fn partition_of_a_loop_device() {
     .ok();
     vd(&["dump", &lo.dev, "--partition", "2"]).ok();
 }
+
+/// `mount --partition 2 --mkfs ext4` on a GPT image: the filesystem lives in the partition,
+/// survives a remount, and nothing outside the partition changes.
+#[test]
+fn mount_a_partition_of_a_gpt_image() {
+    if !require(
+        "devices::mount_a_partition_of_a_gpt_image",
+        &["loop", "fuse", "sgdisk", "cryptsetup", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let (img, off, size) = gpt_with_luks_partition(t.path(), &key);
+    let before = sha256_range(&img, 0, off);
+    let len = fs::metadata(&img).unwrap().len();
+    let after_part = sha256_range(&img, off + size, len - off - size);
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "mount",
+            s(&img),
+            s(&mnt),
+            "--partition",
+            "2",
+            "--key-file",
+            s(&key),
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    vd(&args(&["--mkfs", "ext4"])).ok();
+    fs::write(mnt.join("hello.txt"), b"in partition 2").unwrap();
+    vd(&["umount", s(&mnt)]).ok();
+    vd(&args(&["--read-only"])).ok();
+    assert_eq!(fs::read(mnt.join("hello.txt")).unwrap(), b"in partition 2");
+    vd(&["umount", s(&mnt)]).ok();
+    assert_eq!(
+        sha256_range(&img, 0, off),
+        before,
+        "bytes before partition 2 changed"
+    );
+    assert_eq!(
+        sha256_range(&img, off + size, len - off - size),
+        after_part,
+        "bytes after partition 2 changed"
+    );
+    assert!(cryptsetup_accepts_at(&img, off, size, &key));
+}
+
+/// cryptsetup's view of the LUKS volume in a byte window of `img` (a loop device over it).
+fn cryptsetup_accepts_at(img: &Path, off: u64, size: u64, key: &Path) -> bool {
+    let lo = Loop::attach(img, Some((off, size)));
+    cryptsetup_accepts(lo.path(), key)
+}
