@@ -250,8 +250,10 @@ pub fn parse(phdr: &[u8]) -> Result<Luks1Header, Luks1Error> {
     let cipher_name = text(phdr, 8, 32, "cipherName")?;
     let cipher_mode = text(phdr, 40, 32, "cipherMode")?;
     let hash_name = text(phdr, 72, 32, "hashSpec")?;
-    // All supported hashes give at least the 20 bytes LUKS1 needs.
-    let hash = HashAlg::from_name(&hash_name).ok_or(Luks1Error::UnknownHash(hash_name))?;
+    // LUKS1 needs at least 20 bytes of hash output (md5 is LUKS2-only, as in cryptsetup).
+    let hash = HashAlg::from_name(&hash_name)
+        .filter(|h| h.output_len() >= 20)
+        .ok_or(Luks1Error::UnknownHash(hash_name))?;
     let payload_offset_sectors = be32(phdr, 104);
     let key_bytes = be32(phdr, 108);
     if key_bytes == 0 || key_bytes > MAX_KEY_BYTES {
