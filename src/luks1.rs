@@ -356,7 +356,10 @@ impl Luks1Header {
         Ok(())
     }
 
-    /// Checks that a device of `device_len` bytes holds all key material and the payload start.
+    /// Checks that a device of `device_len` bytes holds all key material: what reading the
+    /// header and unlocking a keyslot need. A header backup (`cryptsetup luksHeaderBackup`)
+    /// ends there, before the payload; only the data path ([`Luks1Header::segment`]) needs the
+    /// payload start too.
     pub fn validate_against_device(&self, device_len: u64) -> Result<(), Luks1Error> {
         let material = self.key_material_bytes();
         for (i, ks) in self.keyslots.iter().enumerate() {
@@ -369,14 +372,6 @@ impl Luks1Header {
                     len: device_len,
                 });
             }
-        }
-        let payload = u64::from(self.payload_offset_sectors) * SECTOR_BYTES;
-        if payload > device_len {
-            return Err(Luks1Error::DeviceTooSmall {
-                what: "the payload offset".into(),
-                end: payload,
-                len: device_len,
-            });
         }
         Ok(())
     }
@@ -405,6 +400,13 @@ impl Luks1Header {
         }
         self.validate_against_device(device_len)?;
         let data_offset_bytes = u64::from(self.payload_offset_sectors) * SECTOR_BYTES;
+        if data_offset_bytes > device_len {
+            return Err(Luks1Error::DeviceTooSmall {
+                what: "the payload offset".into(),
+                end: data_offset_bytes,
+                len: device_len,
+            });
+        }
         let data_size_bytes = (device_len - data_offset_bytes) / SECTOR_BYTES * SECTOR_BYTES;
         Ok(Segment {
             data_offset_bytes,
@@ -701,6 +703,23 @@ mod tests {
         assert!(matches!(
             h.unlock(img.as_slice(), PASS, Some(1)),
             Err(Luks1Error::KeyslotDisabled(1))
+        ));
+    }
+
+    /// A header backup (`cryptsetup luksHeaderBackup`) ends with the key material, before the
+    /// payload: its header and keyslots are usable (dump, test-key), its data is not.
+    #[test]
+    fn header_backup_shorter_than_payload_unlocks_but_has_no_data() {
+        let spec = Spec::new(64, HashAlg::Sha256);
+        let img = build(&spec);
+        let h = parse(&img).unwrap();
+        let backup = &img[..4036 * 512];
+        h.validate_against_device(backup.len() as u64)
+            .expect("key material is all there");
+        assert!(matches!(h.unlock(backup, PASS, None), Ok(Some((0, _)))));
+        assert!(matches!(
+            h.segment(backup.len() as u64),
+            Err(Luks1Error::DeviceTooSmall { .. })
         ));
     }
 

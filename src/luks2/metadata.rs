@@ -387,7 +387,10 @@ fn cryptsetup_rules(wire: &json::Metadata, hdr_size: u64) -> Result<(), FormatEr
     }
     for n in 0..count as u64 {
         if !wire.segments.contains_key(&n.to_string()) {
-            return Err(invalid(format!("segment ids have a gap at {n}")));
+            return Err(invalid(format!(
+                "segment ids are not 0..{} without a gap (no segment {n})",
+                count - 1
+            )));
         }
     }
     regular.sort();
