@@ -433,10 +433,8 @@ impl Report for Luks2Dump {
         line("LUKS header information".into());
         line(format!("Version:       \t{}", self.version));
         line(format!("Epoch:         \t{}", self.seqid));
-        line(format!(
-            "Metadata area: \t{} [bytes]",
-            self.config.json_size
-        ));
+        // cryptsetup's luksDump prints one copy's size here (hdr_size), not the JSON area's.
+        line(format!("Metadata area: \t{} [bytes]", self.header.hdr_size));
         line(format!(
             "Keyslots area: \t{} [bytes]",
             self.config.keyslots_size
