@@ -325,10 +325,10 @@ fn encode_both(
             kind,
             hdr_size: layout.hdr_size,
             seqid: 1,
-            label: plan.label.clone(),
+            label: plan.label.clone().into(),
             salt,
             uuid: plan.uuid.clone(),
-            subsystem: String::new(),
+            subsystem: Default::default(),
             hdr_offset: offset,
             csum: [0; 32],
         };

@@ -250,8 +250,10 @@ pub fn parse(phdr: &[u8]) -> Result<Luks1Header, Luks1Error> {
     let cipher_name = text(phdr, 8, 32, "cipherName")?;
     let cipher_mode = text(phdr, 40, 32, "cipherMode")?;
     let hash_name = text(phdr, 72, 32, "hashSpec")?;
-    // All supported hashes give at least the 20 bytes LUKS1 needs.
-    let hash = HashAlg::from_name(&hash_name).ok_or(Luks1Error::UnknownHash(hash_name))?;
+    // LUKS1 needs at least 20 bytes of hash output (md5 is LUKS2-only, as in cryptsetup).
+    let hash = HashAlg::from_name(&hash_name)
+        .filter(|h| h.output_len() >= 20)
+        .ok_or(Luks1Error::UnknownHash(hash_name))?;
     let payload_offset_sectors = be32(phdr, 104);
     let key_bytes = be32(phdr, 108);
     if key_bytes == 0 || key_bytes > MAX_KEY_BYTES {
@@ -354,7 +356,10 @@ impl Luks1Header {
         Ok(())
     }
 
-    /// Checks that a device of `device_len` bytes holds all key material and the payload start.
+    /// Checks that a device of `device_len` bytes holds all key material: what reading the
+    /// header and unlocking a keyslot need. A header backup (`cryptsetup luksHeaderBackup`)
+    /// ends there, before the payload; only the data path ([`Luks1Header::segment`]) needs the
+    /// payload start too.
     pub fn validate_against_device(&self, device_len: u64) -> Result<(), Luks1Error> {
         let material = self.key_material_bytes();
         for (i, ks) in self.keyslots.iter().enumerate() {
@@ -367,14 +372,6 @@ impl Luks1Header {
                     len: device_len,
                 });
             }
-        }
-        let payload = u64::from(self.payload_offset_sectors) * SECTOR_BYTES;
-        if payload > device_len {
-            return Err(Luks1Error::DeviceTooSmall {
-                what: "the payload offset".into(),
-                end: payload,
-                len: device_len,
-            });
         }
         Ok(())
     }
@@ -403,6 +400,13 @@ impl Luks1Header {
         }
         self.validate_against_device(device_len)?;
         let data_offset_bytes = u64::from(self.payload_offset_sectors) * SECTOR_BYTES;
+        if data_offset_bytes > device_len {
+            return Err(Luks1Error::DeviceTooSmall {
+                what: "the payload offset".into(),
+                end: data_offset_bytes,
+                len: device_len,
+            });
+        }
         let data_size_bytes = (device_len - data_offset_bytes) / SECTOR_BYTES * SECTOR_BYTES;
         Ok(Segment {
             data_offset_bytes,
@@ -699,6 +703,23 @@ mod tests {
         assert!(matches!(
             h.unlock(img.as_slice(), PASS, Some(1)),
             Err(Luks1Error::KeyslotDisabled(1))
+        ));
+    }
+
+    /// A header backup (`cryptsetup luksHeaderBackup`) ends with the key material, before the
+    /// payload: its header and keyslots are usable (dump, test-key), its data is not.
+    #[test]
+    fn header_backup_shorter_than_payload_unlocks_but_has_no_data() {
+        let spec = Spec::new(64, HashAlg::Sha256);
+        let img = build(&spec);
+        let h = parse(&img).unwrap();
+        let backup = &img[..4036 * 512];
+        h.validate_against_device(backup.len() as u64)
+            .expect("key material is all there");
+        assert!(matches!(h.unlock(backup, PASS, None), Ok(Some((0, _)))));
+        assert!(matches!(
+            h.segment(backup.len() as u64),
+            Err(Luks1Error::DeviceTooSmall { .. })
         ));
     }
 

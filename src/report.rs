@@ -88,10 +88,17 @@ pub struct Luks2Dump {
     pub version: u8,
     /// The binary header's UUID.
     pub uuid: String,
-    /// The label ("" for none).
+    /// The label ("" for none): its text when UTF-8, else with each byte that is not valid
+    /// UTF-8 written as `\xNN` (then `label_hex` holds the exact bytes).
     pub label: String,
-    /// The subsystem ("" for none).
+    /// The label's bytes in hex, only when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_hex: Option<String>,
+    /// The subsystem ("" for none), shown as `label` is.
     pub subsystem: String,
+    /// The subsystem's bytes in hex, only when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsystem_hex: Option<String>,
     /// The current copy's seqid (luksDump's "Epoch").
     pub seqid: u64,
     /// Both copies and which one is current.
@@ -345,8 +352,10 @@ impl Luks2Dump {
         Luks2Dump {
             version: 2,
             uuid: h.binary.uuid.clone(),
-            label: h.binary.label.clone(),
-            subsystem: h.binary.subsystem.clone(),
+            label: h.binary.label.to_string(),
+            label_hex: non_utf8_hex(&h.binary.label),
+            subsystem: h.binary.subsystem.to_string(),
+            subsystem_hex: non_utf8_hex(&h.binary.subsystem),
             seqid: h.binary.seqid,
             header: HeaderCopies {
                 hdr_size: h.binary.hdr_size,
@@ -370,6 +379,14 @@ impl Luks2Dump {
             tokens,
             digests,
         }
+    }
+}
+
+/// The exact bytes of a label that is not UTF-8, in hex (None for UTF-8 text).
+fn non_utf8_hex(t: &crate::luks2::binary::HeaderText) -> Option<String> {
+    match t.as_str() {
+        Some(_) => None,
+        None => Some(crate::hex::encode(t.as_bytes())),
     }
 }
 
@@ -405,25 +422,27 @@ impl Report for Luks2Dump {
             out.push_str(&s);
             out.push('\n');
         };
+        // Header strings come from the file: control characters escaped (one line stays one).
         let or = |s: &str, none: &str| {
             if s.is_empty() {
                 none.to_owned()
             } else {
-                s.to_owned()
+                crate::escape::escape_control(s).into_owned()
             }
         };
         line("LUKS header information".into());
         line(format!("Version:       \t{}", self.version));
         line(format!("Epoch:         \t{}", self.seqid));
-        line(format!(
-            "Metadata area: \t{} [bytes]",
-            self.config.json_size
-        ));
+        // cryptsetup's luksDump prints one copy's size here (hdr_size), not the JSON area's.
+        line(format!("Metadata area: \t{} [bytes]", self.header.hdr_size));
         line(format!(
             "Keyslots area: \t{} [bytes]",
             self.config.keyslots_size
         ));
-        line(format!("UUID:          \t{}", self.uuid));
+        line(format!(
+            "UUID:          \t{}",
+            crate::escape::escape_control(&self.uuid)
+        ));
         line(format!(
             "Label:         \t{}",
             or(&self.label, "(no label)")

@@ -19,6 +19,9 @@ pub enum HashAlg {
     Sha512,
     /// RIPEMD-160 (20 bytes): accepted by cryptsetup for LUKS1 (`--hash ripemd160`).
     Ripemd160,
+    /// MD5 (16 bytes): cryptsetup 2.6 makes LUKS2 volumes with `--hash md5` (kdf, af and
+    /// digest hash); too short for LUKS1, which needs 20 bytes (docs/format.md §8).
+    Md5,
 }
 
 impl HashAlg {
@@ -31,6 +34,7 @@ impl HashAlg {
             "sha256" => Some(HashAlg::Sha256),
             "sha512" => Some(HashAlg::Sha512),
             "ripemd160" => Some(HashAlg::Ripemd160),
+            "md5" => Some(HashAlg::Md5),
             _ => None,
         }
     }
@@ -42,6 +46,7 @@ impl HashAlg {
             HashAlg::Sha256 => "sha256",
             HashAlg::Sha512 => "sha512",
             HashAlg::Ripemd160 => "ripemd160",
+            HashAlg::Md5 => "md5",
         }
     }
 
@@ -51,6 +56,7 @@ impl HashAlg {
             HashAlg::Sha1 | HashAlg::Ripemd160 => 20,
             HashAlg::Sha256 => 32,
             HashAlg::Sha512 => 64,
+            HashAlg::Md5 => 16,
         }
     }
 
@@ -66,6 +72,7 @@ impl HashAlg {
             HashAlg::Sha256 => finish::<sha2::Sha256>(parts, out),
             HashAlg::Sha512 => finish::<sha2::Sha512>(parts, out),
             HashAlg::Ripemd160 => finish::<ripemd::Ripemd160>(parts, out),
+            HashAlg::Md5 => finish::<md5::Md5>(parts, out),
         }
     }
 
@@ -81,6 +88,7 @@ impl HashAlg {
             HashAlg::Ripemd160 => {
                 pbkdf2::pbkdf2_hmac::<ripemd::Ripemd160>(password, salt, iterations, out)
             }
+            HashAlg::Md5 => pbkdf2::pbkdf2_hmac::<md5::Md5>(password, salt, iterations, out),
         }
     }
 }
@@ -114,13 +122,13 @@ mod tests {
             HashAlg::Sha256,
             HashAlg::Sha512,
             HashAlg::Ripemd160,
+            HashAlg::Md5,
         ] {
             assert_eq!(HashAlg::from_name(h.name()), Some(h));
             assert!(h.output_len() <= MAX_OUTPUT_LEN);
         }
         assert_eq!(HashAlg::from_name("SHA256"), None);
         assert_eq!(HashAlg::from_name("ripemd"), None);
-        assert_eq!(HashAlg::from_name("md5"), None);
         assert_eq!(HashAlg::from_name(""), None);
     }
 
@@ -141,6 +149,13 @@ mod tests {
         let mut out = [0u8; 20];
         HashAlg::Ripemd160.digest_into(&[b"ab", b"c"], &mut out);
         assert_eq!(hex(&out), "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc");
+        let mut out = [0u8; 16];
+        HashAlg::Md5.digest_into(&[b"a", b"bc"], &mut out);
+        assert_eq!(hex(&out), "900150983cd24fb0d6963f7d28e17f72");
+        // RFC 6070-style check of PBKDF2-HMAC-MD5 (Python hashlib.pbkdf2_hmac).
+        let mut out = [0u8; 16];
+        HashAlg::Md5.pbkdf2(b"password", b"salt", 1, &mut out);
+        assert_eq!(hex(&out), "f31afb6d931392daa5e3130f47f9a9b6");
     }
 
     #[test]

@@ -45,18 +45,84 @@ pub struct BinaryHeader {
     pub hdr_size: u64,
     /// Update counter; of two valid copies the higher wins (docs/format.md §2).
     pub seqid: u64,
-    /// Label, at most 47 bytes of text (docs/format.md §2).
-    pub label: String,
+    /// Label, at most 47 bytes, not necessarily UTF-8 (docs/format.md §2).
+    pub label: HeaderText,
     /// Checksum salt of this copy (not secret; differs between the copies).
     pub salt: [u8; 64],
     /// UUID as text, at most 39 bytes.
     pub uuid: String,
-    /// Subsystem, a second label, at most 47 bytes of text.
-    pub subsystem: String,
+    /// Subsystem, a second label, at most 47 bytes, not necessarily UTF-8.
+    pub subsystem: HeaderText,
     /// Absolute byte offset of this copy in the device.
     pub hdr_offset: u64,
     /// The stored checksum (first 32 bytes: sha256).
     pub csum: [u8; SHA256_LEN],
+}
+
+/// Longest label or subsystem: cryptsetup reads the 48-byte field and forces byte 47 to NUL.
+pub const LABEL_MAX: usize = 47;
+
+/// A label or subsystem as cryptsetup keeps it: the bytes before the first NUL, at most
+/// [`LABEL_MAX`], whatever they are (`cryptsetup config --label` stores non-UTF-8 bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderText(Vec<u8>);
+
+impl HeaderText {
+    /// Reads a 48-byte field: up to the first NUL, cut at [`LABEL_MAX`] bytes.
+    fn from_field(field: &[u8]) -> Self {
+        let end = field
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(field.len())
+            .min(LABEL_MAX);
+        HeaderText(field[..end].to_vec())
+    }
+
+    /// The stored bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when the field is empty (no label).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The text when it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+/// UTF-8 text as it is; a byte that is not part of valid UTF-8 as `\xNN`.
+impl std::fmt::Display for HeaderText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<&str> for HeaderText {
+    fn from(s: &str) -> Self {
+        HeaderText(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for HeaderText {
+    fn from(s: String) -> Self {
+        HeaderText(s.into_bytes())
+    }
+}
+
+impl PartialEq<&str> for HeaderText {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
 }
 
 fn be_u64(b: &[u8], at: usize) -> u64 {
@@ -72,9 +138,13 @@ fn c_string(field: &[u8]) -> Option<String> {
 }
 
 fn put_c_string(dst: &mut [u8], s: &str) {
+    put_bytes(dst, s.as_bytes());
+}
+
+fn put_bytes(dst: &mut [u8], s: &[u8]) {
     // Callers validated the length; the field keeps at least one NUL.
     let n = s.len().min(dst.len() - 1);
-    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+    dst[..n].copy_from_slice(&s[..n]);
 }
 
 impl BinaryHeader {
@@ -121,10 +191,10 @@ impl BinaryHeader {
             kind,
             hdr_size,
             seqid: be_u64(b, 16),
-            label: c_string(&b[24..72]).ok_or(FormatError::Field("label"))?,
+            label: HeaderText::from_field(&b[24..72]),
             salt,
             uuid: c_string(&b[168..208]).ok_or(FormatError::Field("uuid"))?,
-            subsystem: c_string(&b[208..256]).ok_or(FormatError::Field("subsystem"))?,
+            subsystem: HeaderText::from_field(&b[208..256]),
             hdr_offset,
             csum,
         })
@@ -146,11 +216,11 @@ impl BinaryHeader {
         b[6..8].copy_from_slice(&2u16.to_be_bytes());
         b[8..16].copy_from_slice(&self.hdr_size.to_be_bytes());
         b[16..24].copy_from_slice(&self.seqid.to_be_bytes());
-        put_c_string(&mut b[24..72], &self.label);
+        put_bytes(&mut b[24..72], self.label.as_bytes());
         put_c_string(&mut b[72..104], "sha256");
         b[104..168].copy_from_slice(&self.salt);
         put_c_string(&mut b[168..208], &self.uuid);
-        put_c_string(&mut b[208..256], &self.subsystem);
+        put_bytes(&mut b[208..256], self.subsystem.as_bytes());
         b[256..264].copy_from_slice(&self.hdr_offset.to_be_bytes());
         let csum = checksum(&b, json_area);
         b[CSUM_OFFSET..CSUM_OFFSET + SHA256_LEN].copy_from_slice(&csum);
@@ -187,7 +257,7 @@ mod tests {
             label: "data".into(),
             salt: [5u8; 64],
             uuid: "11111111-2222-3333-4444-555555555555".into(),
-            subsystem: String::new(),
+            subsystem: HeaderText::default(),
             hdr_offset: 0,
             csum: [0; 32],
         }
@@ -234,5 +304,42 @@ mod tests {
             BinaryHeader::parse(&bad, 0),
             Err(FormatError::HdrSize(0x5000))
         ));
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    /// cryptsetup copies label and subsystem as bytes and cuts them at 47 (its
+    /// `config --label` stores non-UTF-8 bytes as given).
+    #[test]
+    fn label_bytes_as_cryptsetup_keeps_them() {
+        let json = vec![0u8; 0x4000 - BINARY_SIZE];
+        let h = BinaryHeader {
+            kind: CopyKind::Primary,
+            hdr_size: 0x4000,
+            seqid: 1,
+            label: "x".into(),
+            salt: [5u8; 64],
+            uuid: "u".into(),
+            subsystem: HeaderText::default(),
+            hdr_offset: 0,
+            csum: [0; 32],
+        };
+        let mut b = h.encode(&json);
+        b[24..72].fill(b'L');
+        b[208..212].copy_from_slice(b"sub\xff");
+        b[24..28].copy_from_slice(b"caf\xe9");
+        let csum = checksum(&b, &json);
+        b[CSUM_OFFSET..CSUM_OFFSET + SHA256_LEN].copy_from_slice(&csum);
+        let parsed = BinaryHeader::parse(&b, 0).expect("cryptsetup reads it");
+        assert_eq!(parsed.label.as_bytes().len(), 47);
+        assert_eq!(&parsed.label.as_bytes()[..4], b"caf\xe9");
+        assert_eq!(parsed.subsystem.as_bytes(), b"sub\xff");
+        // Re-encoding keeps the bytes (and the 47-byte cut with its NUL).
+        let again = BinaryHeader::parse(&parsed.encode(&json), 0).expect("reparse");
+        assert_eq!(again.label, parsed.label);
+        assert_eq!(again.subsystem, parsed.subsystem);
     }
 }

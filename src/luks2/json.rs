@@ -174,6 +174,39 @@ pub struct Requirements {
     pub extra: Map<String, Value>,
 }
 
+/// First of the 256 private-use characters (U+10FF00..=U+10FFFF) that stand for the bytes
+/// of a JSON text that are not UTF-8. cryptsetup's json-c does not check UTF-8, so a token
+/// string may hold any bytes; serde_json needs text, so `decode` maps each such byte `b` to
+/// U+10FF00 + b and `encode` writes it back as the byte: a rewrite keeps the bytes.
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+fn raw_byte_char(b: u8) -> char {
+    // RAW_BYTE_BASE + 0..=255 are all valid scalar values (plane 16, not surrogates).
+    char::from_u32(RAW_BYTE_BASE + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
+fn is_raw_byte_char(c: char) -> bool {
+    (RAW_BYTE_BASE..=RAW_BYTE_BASE + 0xff).contains(&u32::from(c))
+}
+
+/// Parses the JSON text of a header (the bytes before the NUL padding). Bytes that are not
+/// UTF-8 are kept (see [`encode`]); a text already holding one of the stand-in characters
+/// U+10FF00..U+10FFFF is refused, as it could not be written back unchanged.
+pub fn decode(text: &[u8]) -> Result<Metadata, String> {
+    let mut s = String::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        s.push_str(chunk.valid());
+        s.extend(chunk.invalid().iter().map(|&b| raw_byte_char(b)));
+    }
+    if text
+        .utf8_chunks()
+        .any(|c| c.valid().chars().any(is_raw_byte_char))
+    {
+        return Err("the text holds a character of U+10FF00..U+10FFFF".into());
+    }
+    serde_json::from_str(&s).map_err(|e| e.to_string())
+}
+
 /// Object members in the order cryptsetup writes them (keyslots, tokens, segments, digests,
 /// config), ids in numeric order, compact.
 pub fn encode(metadata: &Metadata) -> Result<Vec<u8>, serde_json::Error> {
@@ -197,5 +230,20 @@ pub fn encode(metadata: &Metadata) -> Result<Vec<u8>, serde_json::Error> {
     );
     top.insert("digests".into(), Value::Object(ordered(&metadata.digests)));
     top.insert("config".into(), serde_json::to_value(&metadata.config)?);
-    serde_json::to_vec(&Value::Object(top))
+    let text = serde_json::to_string(&Value::Object(top))?;
+    // serde_json writes non-ASCII characters as they are (never as \u escapes), so a stand-in
+    // for a raw byte is here as a character and goes back to its byte.
+    if !text.chars().any(is_raw_byte_char) {
+        return Ok(text.into_bytes());
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        if is_raw_byte_char(c) {
+            out.push((u32::from(c) - RAW_BYTE_BASE) as u8);
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    Ok(out)
 }

@@ -243,6 +243,274 @@ fn check_luks2_keyslot(id: u32, ks: &json::Keyslot) -> Result<Luks2Keyslot, Stri
     })
 }
 
+/// A member that must be a non-empty JSON string (cryptsetup's `json_contains_string`).
+fn required_str<'a>(obj: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    obj.get(key)
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// A member that must be a JSON integer.
+fn required_int(obj: &serde_json::Value, key: &str) -> bool {
+    obj.get(key).is_some_and(|v| v.is_i64() || v.is_u64())
+}
+
+/// A string-u64 member (decimal digits only).
+fn required_u64(obj: &serde_json::Value, key: &str) -> Option<u64> {
+    required_str(obj, key).and_then(json::u64_string::parse)
+}
+
+/// cryptsetup's `reencrypt_candidate_flag`: "online-reencrypt" or "online-reencrypt-v<digits>".
+fn online_reencrypt_candidate(flag: &str) -> bool {
+    flag == "online-reencrypt"
+        || flag
+            .strip_prefix("online-reencrypt-v")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// A segment whose flags mark it as a reencryption backup ("backup-*").
+fn is_backup_segment(seg: &serde_json::Value) -> bool {
+    seg.get("flags")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|f| {
+            f.iter()
+                .any(|x| x.as_str().is_some_and(|s| s.starts_with("backup-")))
+        })
+}
+
+/// The structural rules of cryptsetup's LUKS2_hdr_validate and its luks2 keyslot validation
+/// (docs/format.md §9, "cryptsetup's rules"): a header breaking one is not LUKS2 to
+/// cryptsetup, so the copy is invalid here too, not merely unsupported.
+fn cryptsetup_rules(wire: &json::Metadata, hdr_size: u64) -> Result<(), FormatError> {
+    // Requirements: at most one online-reencrypt flag.
+    let mandatory: &[String] = wire
+        .config
+        .requirements
+        .as_ref()
+        .map_or(&[], |r| r.mandatory.as_slice());
+    if mandatory
+        .iter()
+        .filter(|f| online_reencrypt_candidate(f))
+        .count()
+        > 1
+    {
+        return Err(invalid(
+            "config requirements name more than one online reencryption",
+        ));
+    }
+    let online_reencrypt = mandatory.iter().any(|f| {
+        matches!(
+            f.as_str(),
+            "online-reencrypt" | "online-reencrypt-v2" | "online-reencrypt-v3"
+        )
+    });
+
+    // Digests: a type.
+    for (id, d) in &wire.digests {
+        if required_str(d, "type").is_none() {
+            return Err(invalid(format!("digest {id} has no type")));
+        }
+    }
+
+    // Segments: at least one, ids 0..n-1 without a gap, backups after the regular ones.
+    let count = wire.segments.len();
+    if count == 0 {
+        return Err(invalid("the segments section is empty"));
+    }
+    let mut first_backup: Option<u64> = None;
+    let mut regular: Vec<(u64, u64, Option<u64>)> = Vec::new(); // (id, offset, size)
+    for (id, seg) in &wire.segments {
+        let what = format!("segment {id}");
+        let n = object_id("segment", id)?;
+        let kind =
+            required_str(seg, "type").ok_or_else(|| invalid(format!("{what} has no type")))?;
+        let offset = required_u64(seg, "offset")
+            .ok_or_else(|| invalid(format!("{what} has no valid offset")))?;
+        let size = match required_str(seg, "size") {
+            Some("dynamic") => None,
+            Some(text) => Some(
+                json::u64_string::parse(text)
+                    .filter(|&n| n != 0)
+                    .ok_or_else(|| invalid(format!("{what} size {text:?}")))?,
+            ),
+            None => return Err(invalid(format!("{what} has no size"))),
+        };
+        if !offset.is_multiple_of(512) || !size.unwrap_or(0).is_multiple_of(512) {
+            return Err(invalid(format!("{what} is not 512-byte aligned")));
+        }
+        if let Some(flags) = seg.get("flags")
+            && !flags
+                .as_array()
+                .is_some_and(|f| f.iter().all(serde_json::Value::is_string))
+        {
+            return Err(invalid(format!("{what} flags are not an array of strings")));
+        }
+        if is_backup_segment(seg) {
+            first_backup = Some(first_backup.map_or(u64::from(n), |b| b.min(u64::from(n))));
+        } else {
+            if first_backup.is_some_and(|b| u64::from(n) >= b) {
+                return Err(invalid(format!("{what} follows a backup segment")));
+            }
+            regular.push((u64::from(n), offset, size));
+        }
+        if kind == "crypt" {
+            if required_str(seg, "encryption").is_none() {
+                return Err(invalid(format!("{what} has no encryption")));
+            }
+            if required_u64(seg, "iv_tweak").is_none() {
+                return Err(invalid(format!("{what} has no valid iv_tweak")));
+            }
+            let sector = seg
+                .get("sector_size")
+                .and_then(serde_json::Value::as_u64)
+                .filter(|&s| s != 0 && s <= u64::from(u32::MAX) && s.is_multiple_of(512))
+                .ok_or_else(|| invalid(format!("{what} has no valid sector_size")))?;
+            if !size.unwrap_or(0).is_multiple_of(sector) {
+                return Err(invalid(format!(
+                    "{what} size is not a multiple of its sector size"
+                )));
+            }
+            if let Some(integrity) = seg.get("integrity")
+                && !(integrity.is_object()
+                    && ["type", "journal_encryption", "journal_integrity"]
+                        .iter()
+                        .all(|k| required_str(integrity, k).is_some()))
+            {
+                return Err(invalid(format!(
+                    "{what} integrity lacks type or journal members"
+                )));
+            }
+        }
+    }
+    if first_backup == Some(0) {
+        return Err(invalid("no regular segment (only backups)"));
+    }
+    for n in 0..count as u64 {
+        if !wire.segments.contains_key(&n.to_string()) {
+            return Err(invalid(format!(
+                "segment ids are not 0..{} without a gap (no segment {n})",
+                count - 1
+            )));
+        }
+    }
+    regular.sort();
+    let last_regular = regular.last().map(|r| r.0);
+    for &(id, offset, size) in &regular {
+        if size.is_none() && Some(id) != last_regular {
+            return Err(invalid(format!("segment {id} is dynamic but not the last")));
+        }
+        for &(other, o_offset, o_size) in &regular {
+            let inside = o_size.is_none_or(|s| offset < o_offset.saturating_add(s));
+            if other != id && offset >= o_offset && inside {
+                return Err(invalid(format!("segment {id} overlaps segment {other}")));
+            }
+        }
+    }
+    let areas_end = (2 * hdr_size)
+        .checked_add(wire.config.keyslots_size)
+        .ok_or_else(|| invalid("config keyslots_size overflows"))?;
+    if let Some(min) = regular.iter().map(|r| r.1).min()
+        && min != 0
+        && min < areas_end
+    {
+        return Err(invalid(format!(
+            "the data at {min} overlaps the header and keyslots area"
+        )));
+    }
+
+    // Keyslots: type and key_size, a raw-or-other area inside the keyslots area for every
+    // type, and the luks2 type's kdf/af/area members.
+    let mut areas: Vec<(u64, u64, &str)> = Vec::new();
+    let mut reencrypt = 0;
+    for (id, ks) in &wire.keyslots {
+        let what = format!("keyslot {id}");
+        let kind =
+            required_str(ks, "type").ok_or_else(|| invalid(format!("{what} has no type")))?;
+        let area = ks
+            .get("area")
+            .filter(|a| a.is_object())
+            .ok_or_else(|| invalid(format!("{what} has no area")))?;
+        let area_kind = required_str(area, "type")
+            .ok_or_else(|| invalid(format!("{what} area has no type")))?;
+        let (Some(offset), Some(size)) = (required_u64(area, "offset"), required_u64(area, "size"))
+        else {
+            return Err(invalid(format!("{what} area has no valid offset and size")));
+        };
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| invalid(format!("{what} area overflows")))?;
+        if size == 0 || offset < 2 * hdr_size || end > areas_end {
+            return Err(invalid(format!(
+                "{what} area {offset}+{size} lies outside the keyslots area"
+            )));
+        }
+        if let Some(&(_, _, other)) = areas.iter().find(|&&(s, e, _)| offset < e && s < end) {
+            return Err(invalid(format!("{what} area overlaps keyslot {other}")));
+        }
+        areas.push((offset, end, id));
+        match kind {
+            "luks2" => {
+                let kdf = ks
+                    .get("kdf")
+                    .filter(|k| k.is_object())
+                    .ok_or_else(|| invalid(format!("{what} has no kdf")))?;
+                let af = ks
+                    .get("af")
+                    .filter(|a| a.is_object())
+                    .ok_or_else(|| invalid(format!("{what} has no af")))?;
+                let kdf_ok = match required_str(kdf, "type") {
+                    None => false,
+                    Some("pbkdf2") => {
+                        required_str(kdf, "hash").is_some() && required_int(kdf, "iterations")
+                    }
+                    Some("argon2i" | "argon2id") => ["time", "memory", "cpus"]
+                        .iter()
+                        .all(|k| required_int(kdf, k)),
+                    Some(_) => true,
+                } && (!matches!(
+                    required_str(kdf, "type"),
+                    Some("pbkdf2" | "argon2i" | "argon2id")
+                ) || required_str(kdf, "salt").is_some());
+                if !kdf_ok {
+                    return Err(invalid(format!("{what} kdf lacks a required member")));
+                }
+                if required_str(af, "type") != Some("luks1")
+                    || required_str(af, "hash").is_none()
+                    || !required_int(af, "stripes")
+                {
+                    return Err(invalid(format!(
+                        "{what} af is not a luks1 af with hash and stripes"
+                    )));
+                }
+                if area_kind != "raw"
+                    || required_str(area, "encryption").is_none()
+                    || !required_int(area, "key_size")
+                {
+                    return Err(invalid(format!(
+                        "{what} area is not a raw area with encryption and key_size"
+                    )));
+                }
+            }
+            "reencrypt" => reencrypt += 1,
+            _ => {}
+        }
+    }
+    if online_reencrypt && reencrypt == 0 {
+        return Err(invalid(
+            "online reencryption is required but no reencrypt keyslot exists",
+        ));
+    }
+    if reencrypt > 0 && !mandatory.iter().any(|f| online_reencrypt_candidate(f)) {
+        return Err(invalid(
+            "a reencrypt keyslot exists without the reencryption requirement",
+        ));
+    }
+    if reencrypt > 1 {
+        return Err(invalid("more than one reencrypt keyslot"));
+    }
+    Ok(())
+}
+
 impl Metadata {
     /// Applies the validation table to `wire`, read from a header copy of `hdr_size` bytes.
     pub fn check(wire: json::Metadata, hdr_size: u64) -> Result<Metadata, FormatError> {
@@ -259,6 +527,7 @@ impl Metadata {
                 cfg.keyslots_size
             )));
         }
+        cryptsetup_rules(&wire, hdr_size)?;
         let areas_start = 2 * hdr_size;
         let areas_end = areas_start + cfg.keyslots_size;
         let mut unsupported = Vec::new();

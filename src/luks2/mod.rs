@@ -194,8 +194,7 @@ pub fn parse_json_area(area: &[u8], hdr_size: u64) -> Result<Metadata, FormatErr
             "bytes after the JSON text are not zero".into(),
         ));
     }
-    let wire: json::Metadata =
-        serde_json::from_slice(&area[..end]).map_err(|e| FormatError::Json(e.to_string()))?;
+    let wire = json::decode(&area[..end]).map_err(FormatError::Json)?;
     Metadata::check(wire, hdr_size)
 }
 

@@ -15,10 +15,10 @@ fn copy_bytes(kind: CopyKind, seqid: u64, json_text: &[u8]) -> Vec<u8> {
         kind,
         hdr_size: HDR,
         seqid,
-        label: String::new(),
+        label: Default::default(),
         salt: [9; 64],
         uuid: "11111111-2222-3333-4444-555555555555".into(),
-        subsystem: String::new(),
+        subsystem: Default::default(),
         hdr_offset: offset,
         csum: [0; 32],
     };
@@ -84,7 +84,7 @@ fn encode_then_parse_is_identity() {
         label: "x".into(),
         salt: [1; 64],
         uuid: "u".into(),
-        subsystem: String::new(),
+        subsystem: Default::default(),
         hdr_offset: 0,
         csum: [0; 32],
     };
@@ -197,14 +197,10 @@ fn unusable_keyslots_and_unsupported_features_are_reported_not_fatal() {
     assert!(matches!(&m.keyslots[&0], Keyslot::Unusable { .. }));
 
     let req = mutated(|v| {
-        v["config"]["requirements"] = serde_json::json!({"mandatory":["online-reencrypt-v2"]})
+        v["config"]["requirements"] = serde_json::json!({"mandatory":["offline-reencrypt"]})
     });
     let m = parse_one(&req).expect("valid");
-    assert!(
-        m.data_segment()
-            .unwrap_err()
-            .contains("online-reencrypt-v2")
-    );
+    assert!(m.data_segment().unwrap_err().contains("offline-reencrypt"));
 
     let cipher = mutated(|v| v["segments"]["0"]["encryption"] = "serpent-xts-plain64".into());
     let m = parse_one(&cipher).expect("valid");
@@ -278,4 +274,125 @@ fn copy_selection() {
     // Truncated inside the primary JSON area.
     let dev = device(good, good, 3, 3);
     assert!(read(&dev[..8192]).is_err());
+}
+
+/// Rules of cryptsetup's LUKS2_hdr_validate and keyslot validation that make a copy invalid;
+/// each mutation was checked on a real header: cryptsetup 2.6.1 `luksDump` says "not a valid
+/// LUKS device" when both copies carry it (tests/it/validity.rs repeats that against the tool).
+#[test]
+fn cryptsetup_validation_rules_invalidate_a_copy() {
+    type Mutation = fn(&mut Value);
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("gap in segment ids", |v| {
+            let s = v["segments"]["0"].take();
+            v["segments"] = serde_json::json!({ "2": s });
+            v["digests"]["0"]["segments"] = serde_json::json!(["2"]);
+        }),
+        ("no segment", |v| {
+            v["segments"] = serde_json::json!({});
+            v["digests"]["0"]["segments"] = serde_json::json!([]);
+        }),
+        ("empty segment encryption", |v| {
+            v["segments"]["0"]["encryption"] = "".into()
+        }),
+        ("empty segment type", |v| {
+            v["segments"]["0"]["type"] = "".into()
+        }),
+        ("integrity without journal members", |v| {
+            v["segments"]["0"]["integrity"] = serde_json::json!({"type": "hmac(sha256)"})
+        }),
+        ("other segment type unaligned", |v| {
+            v["segments"]["0"]["size"] = "4194304".into();
+            v["segments"]["1"] =
+                serde_json::json!({"type": "linear", "offset": "20971521", "size": "dynamic"});
+        }),
+        ("other segment type without offset", |v| {
+            v["segments"]["0"]["size"] = "4194304".into();
+            v["segments"]["1"] = serde_json::json!({"type": "linear", "size": "dynamic"});
+        }),
+        ("empty keyslot type", |v| {
+            v["keyslots"]["0"]["type"] = "".into()
+        }),
+        ("af type not luks1", |v| {
+            v["keyslots"]["0"]["af"]["type"] = "luks2".into()
+        }),
+        ("empty af hash", |v| {
+            v["keyslots"]["0"]["af"]["hash"] = "".into()
+        }),
+        ("empty area encryption", |v| {
+            v["keyslots"]["0"]["area"]["encryption"] = "".into()
+        }),
+        ("empty kdf hash", |v| {
+            v["keyslots"]["0"]["kdf"]["hash"] = "".into()
+        }),
+        ("empty kdf salt", |v| {
+            v["keyslots"]["0"]["kdf"]["salt"] = "".into()
+        }),
+        ("argon2 kdf without memory", |v| {
+            v["keyslots"]["0"]["kdf"] = serde_json::json!({"type": "argon2id", "time": 4,
+                "cpus": 1, "salt": "jI6leoC+fNdkHbAVvQ7BXByqCAZ95c3beIKK7iFKDDw="})
+        }),
+        ("other keyslot type without area", |v| {
+            v["keyslots"]["1"] = serde_json::json!({"type": "future", "key_size": 64})
+        }),
+        ("other keyslot type's area inside the header", |v| {
+            v["keyslots"]["1"] = serde_json::json!({"type": "future", "key_size": 64,
+                "area": {"type": "raw", "offset": "4096", "size": "4096"}})
+        }),
+        ("reencrypt keyslot without requirement", |v| {
+            v["keyslots"]["1"] = serde_json::json!({"type": "reencrypt", "key_size": 1,
+                "mode": "reencrypt", "direction": "forward",
+                "area": {"type": "none", "offset": "16711680", "size": "4096"}})
+        }),
+        (
+            "online-reencrypt requirement without reencrypt keyslot",
+            |v| {
+                v["config"]["requirements"] =
+                    serde_json::json!({"mandatory": ["online-reencrypt-v2"]})
+            },
+        ),
+        (
+            "two online-reencrypt requirements",
+            |v| {
+                v["config"]["requirements"] =
+                    serde_json::json!({"mandatory": ["online-reencrypt-v2", "online-reencrypt"]})
+            },
+        ),
+        ("empty digest type", |v| {
+            v["digests"]["0"]["type"] = "".into()
+        }),
+    ];
+    for (name, f) in cases {
+        let text = mutated(f);
+        match parse_one(&text) {
+            Err(FormatError::Invalid(_) | FormatError::Json(_)) => {}
+            other => panic!("{name}: expected an invalid copy, got {other:?}"),
+        }
+    }
+}
+
+/// What cryptsetup accepts must stay valid: md5 hashes (luksFormat --hash md5 makes them on
+/// LUKS2), token strings that are not UTF-8 (json-c does not check), extra kdf members.
+#[test]
+fn what_cryptsetup_accepts_stays_valid() {
+    let md5 = mutated(|v| {
+        v["digests"]["0"]["hash"] = "md5".into();
+        v["digests"]["0"]["digest"] = "AAAAAAAAAAAAAAAAAAAAAA==".into();
+        v["keyslots"]["0"]["af"]["hash"] = "md5".into();
+        v["keyslots"]["0"]["kdf"]["hash"] = "md5".into();
+    });
+    let m = parse_one(&md5).expect("md5 header");
+    assert!(matches!(&m.keyslots[&0], Keyslot::Luks2(k) if k.af_hash.name() == "md5"));
+    assert_eq!(m.digests[&0].digest.len(), 16);
+
+    let mut raw = mutated(|v| {
+        v["tokens"]["0"] = serde_json::json!({"type": "x", "keyslots": ["0"], "note": "@@"})
+    });
+    let at = raw.windows(2).position(|w| w == b"@@").expect("marker");
+    raw.splice(at..at + 2, *b"caf\xe9\xff");
+    let m = parse_one(&raw).expect("raw bytes in a token string");
+    // A rewrite keeps the bytes as they were.
+    let again = json::encode(&m.wire).expect("encode");
+    assert!(again.windows(5).any(|w| w == b"caf\xe9\xff"), "bytes lost");
+    assert_eq!(parse_one(&again).expect("reparse"), m);
 }

@@ -226,10 +226,10 @@ mod tests {
                 kind,
                 hdr_size: 0x4000,
                 seqid: 5,
-                label: String::new(),
+                label: Default::default(),
                 salt: [salt; 64],
                 uuid: "11111111-2222-3333-4444-555555555555".into(),
-                subsystem: String::new(),
+                subsystem: Default::default(),
                 hdr_offset: off,
                 csum: [0; 32],
             };

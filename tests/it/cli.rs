@@ -499,6 +499,19 @@ fn bad_volume_table() {
     set_len(&lvm, std::fs::metadata(&v.backing).expect("stat").len());
     poke(&lvm, 0, &[0u8; 16384]);
     poke(&lvm, 512, b"LABELONE");
+    // Issue 11 item 4: cryptsetup's own header rules broken in both copies.
+    let gap = d.join("seg-gap.img");
+    copy_prefix(&v.backing, &gap, 2 * MIB);
+    crate::corrupt::edit_json_both(&gap, |j| {
+        let seg = j["segments"]["0"].take();
+        j["segments"] = serde_json::json!({ "2": seg });
+        j["digests"]["0"]["segments"] = serde_json::json!(["2"]);
+    });
+    let no_enc = d.join("no-encryption.img");
+    copy_prefix(&v.backing, &no_enc, 2 * MIB);
+    crate::corrupt::edit_json_both(&no_enc, |j| {
+        j["segments"]["0"]["encryption"] = "".into();
+    });
     let rows = [
         row_says(
             "wrong passphrase",
@@ -637,6 +650,18 @@ fn bad_volume_table() {
             &[4],
         ),
         row("dump truncated volume", &["dump", "@trunc.img"], &[4]),
+        row_says(
+            "dump: segment ids 0 -> 2 (a gap, invalid to cryptsetup)",
+            &["dump", "@seg-gap.img"],
+            &[4],
+            "without a gap",
+        ),
+        row_says(
+            "test-key: segment encryption \"\" (invalid to cryptsetup)",
+            &["test-key", "@no-encryption.img", "--key-file", "@key"],
+            &[4],
+            "encryption",
+        ),
         row_says(
             "open: primary wiped, LVM2 label there (ambiguous signatures)",
             &["open", "@lvm.img", "@plain", "--key-file", "@key"],

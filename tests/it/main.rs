@@ -24,5 +24,6 @@ mod reliability;
 mod report;
 mod support;
 mod unlock;
+mod validity;
 mod vault;
 mod verify;
