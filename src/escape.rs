@@ -28,9 +28,34 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One line of a report: like [`escape_control`], but a tab stays a tab (report layouts use
+/// them, as cryptsetup's do, and a tab neither ends a line nor drives a terminal).
+pub fn escape_line(line: &str) -> Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for part in line.split('\t') {
+        out.push_str(&escape_control(part));
+        out.push('\t');
+    }
+    out.pop();
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_lines_keep_their_tabs() {
+        assert_eq!(
+            escape_line("Label:\tx\nvaultdisk: y"),
+            "Label:\tx\\nvaultdisk: y"
+        );
+        assert_eq!(escape_line("\tcipher: a\x1b[2J\t"), "\tcipher: a\\x1b[2J\t");
+        assert!(matches!(escape_line("\tplain\t"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn plain_text_is_borrowed() {

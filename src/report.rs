@@ -418,11 +418,12 @@ impl Report for Luks2Dump {
     /// luksDump-like text.
     fn to_text(&self) -> String {
         let mut out = String::new();
+        // Header strings come from the file (labels, cipher names, token types): control
+        // characters in a line are escaped, so one line stays one (tabs are the layout's).
         let mut line = |s: String| {
-            out.push_str(&s);
+            out.push_str(&crate::escape::escape_line(&s));
             out.push('\n');
         };
-        // Header strings come from the file: control characters escaped (one line stays one).
         let or = |s: &str, none: &str| {
             if s.is_empty() {
                 none.to_owned()

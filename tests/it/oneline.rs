@@ -51,3 +51,46 @@ fn a_header_string_with_control_characters_is_escaped() {
     assert_escaped(&out, "aes-cbc\\nvaultdisk: forged\\x1b[31m");
     assert!(!is_mounted(&vol.plain));
 }
+
+#[test]
+fn dump_text_escapes_header_strings() {
+    let vol = Vol::new("4M", &[]);
+    edit_json_both(&vol.backing, |j| {
+        j["tokens"]["0"] = serde_json::json!({
+            "type": "evil\nvaultdisk: forged line\x1b[2J",
+            "keyslots": ["0"],
+        });
+    });
+    let out = vd(&["dump", s(&vol.backing)]).ok();
+    assert!(
+        !out.stdout
+            .lines()
+            .any(|l| l.starts_with("vaultdisk: forged")),
+        "a header string started a line of its own:\n{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "raw control character in dump text:\n{:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("evil\\nvaultdisk: forged line\\x1b[2J"),
+        "{}",
+        out.stdout
+    );
+    // JSON stays exact.
+    let (v, _) = dump_json(&vol.backing);
+    let types: Vec<&str> = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"evil\nvaultdisk: forged line\x1b[2J"),
+        "{v}"
+    );
+}
