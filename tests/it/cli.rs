@@ -512,7 +512,37 @@ fn bad_volume_table() {
     crate::corrupt::edit_json_both(&no_enc, |j| {
         j["segments"]["0"]["encryption"] = "".into();
     });
+    // Issue 11 item 5: a KDF bomb (2^31 PBKDF2 iterations in keyslot 0, both copies).
+    let bomb = d.join("kdf-bomb.img");
+    copy_prefix(&v.backing, &bomb, 2 * MIB);
+    crate::corrupt::edit_json_both(&bomb, |j| {
+        j["keyslots"]["0"]["kdf"]["iterations"] = (1u64 << 31).into();
+    });
+    // Issue 11 item 1: PLAIN that is a symlink, and PLAIN in a directory anyone may write.
+    std::fs::write(d.join("victim"), b"keep").expect("victim");
+    std::os::unix::fs::symlink(d.join("victim"), d.join("link-plain")).expect("symlink");
+    let shared = d.join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
     let rows = [
+        row_says(
+            "KDF bomb: keyslot estimated far above the limit",
+            &["test-key", "@kdf-bomb.img", "--key-file", "@key"],
+            &[4],
+            "would take about",
+        ),
+        row_says(
+            "PLAIN is a symlink",
+            &["open", "@disk.img", "@link-plain", "--key-file", "@key"],
+            &[1],
+            "symbolic link",
+        ),
+        row(
+            "PLAIN in a directory others may write (not sticky)",
+            &["open", "@disk.img", "@shared/plain", "--key-file", "@key"],
+            &[2],
+        ),
         row_says(
             "wrong passphrase",
             &["open", "@disk.img", "@plain", "--key-file", "@wrong"],
