@@ -36,6 +36,11 @@ pub struct ServeSpec {
     /// makes the daemon grow PLAIN to the file's new length (online `resize`).
     #[serde(default)]
     pub grow_with_file: bool,
+    /// Serve FUSE fallocate PUNCH_HOLE/ZERO_RANGE as holes in the backing (open/mount
+    /// `--allow-discards`, or the LUKS2 header's persistent "allow-discards" flag); when
+    /// false they are refused with EOPNOTSUPP.
+    #[serde(default)]
+    pub allow_discards: bool,
 }
 
 /// Writes the request: the spec as one JSON line, then the key as a little-endian u32
@@ -194,6 +199,7 @@ mod tests {
             allow_other: false,
             unlocked_by: "test".into(),
             grow_with_file: false,
+            allow_discards: false,
         }
     }
 
