@@ -204,6 +204,20 @@ mod tests {
     }
 
     #[test]
+    fn allow_discards_round_trips_and_defaults_to_off() {
+        let mut on = spec();
+        on.allow_discards = true;
+        let line = serde_json::to_string(&on).unwrap();
+        let back: ServeSpec = serde_json::from_str(&line).unwrap();
+        assert!(back.allow_discards);
+        // A request without the field (an older parent) refuses discards.
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v.as_object_mut().unwrap().remove("allow_discards");
+        let old: ServeSpec = serde_json::from_value(v).unwrap();
+        assert!(!old.allow_discards);
+    }
+
+    #[test]
     fn report_lines_parse() {
         assert!(matches!(read_report(&b"noise\nok\n"[..]), Report::Ready));
         assert!(matches!(
