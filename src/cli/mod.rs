@@ -370,16 +370,21 @@ pub struct MountArgs {
 /// `--allow-discards` and `--persistent` of open and mount.
 #[derive(Debug, Args)]
 pub struct DiscardArgs {
-    /// Allow discards (TRIM): fallocate PUNCH_HOLE/ZERO_RANGE on PLAIN, and so `fstrim` or
-    /// `mount -o discard` on its filesystem, punch holes in the backing file (BLKDISCARD on a
-    /// device) and give the space back. Off by default: this can have security implications,
-    /// as the holes show an observer of the backing which blocks are in use (the filesystem
-    /// type, free space, patterns), as with cryptsetup's --allow-discards. Also on when the
-    /// LUKS2 header holds the persistent "allow-discards" flag.
+    /// Allow discards (TRIM) to punch holes in the backing; off by default: it shows which
+    /// blocks are in use.
+    ///
+    /// fallocate PUNCH_HOLE/ZERO_RANGE on PLAIN, and so `fstrim` or `mount -o discard` on its
+    /// filesystem, punch holes in the backing file (BLKDISCARD on a device) and give the space
+    /// back. Off by default because this can have security implications: the holes show anyone
+    /// who can read the backing which blocks are in use (the filesystem type, free space,
+    /// usage patterns), as with cryptsetup's --allow-discards. Also on when the LUKS2 header
+    /// holds the persistent "allow-discards" flag.
     #[arg(long)]
     pub allow_discards: bool,
-    /// Store --allow-discards in the LUKS2 header (config flags "allow-discards", as
-    /// `cryptsetup open --allow-discards --persistent`), so later opens allow discards too.
+    /// Store --allow-discards in the LUKS2 header, so later opens allow discards too.
+    ///
+    /// Writes config flags "allow-discards" through the crash-safe header update, as
+    /// `cryptsetup open --allow-discards --persistent` does.
     #[arg(long, requires = "allow_discards")]
     pub persistent: bool,
 }
