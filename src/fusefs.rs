@@ -130,6 +130,18 @@ fn errno(e: &io::Error) -> Errno {
     }
 }
 
+/// The fallocate modes served: PUNCH_HOLE|KEEP_SIZE (a loop device's REQ_OP_DISCARD) gives
+/// `Some(false)`, ZERO_RANGE (with or without KEEP_SIZE: the size never changes) `Some(true)`;
+/// anything else (preallocation, collapse, insert) None.
+fn discard_mode(mode: i32) -> Option<bool> {
+    const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    match mode {
+        PUNCH => Some(false),
+        m if m & !libc::FALLOC_FL_KEEP_SIZE == libc::FALLOC_FL_ZERO_RANGE => Some(true),
+        _ => None,
+    }
+}
+
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -342,6 +354,37 @@ impl Filesystem for PlainFs {
         }
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        // EOPNOTSUPP, never ENOSYS, for what is not done: ENOSYS makes the kernel stop
+        // sending fallocate for the whole mount (fc->no_fallocate).
+        let Some(zero) = discard_mode(mode) else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        match self.volume.discard(offset, length, zero) {
+            Ok(()) => {
+                self.touch_mtime();
+                reply.ok()
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                debug!("fallocate mode {mode:#x} refused: discards are not allowed");
+                reply.error(Errno::EOPNOTSUPP)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let blocks = self.volume.size_bytes() / 4096;
         reply.statfs(blocks, 0, 0, 1, 0, 4096, 255, 4096);
@@ -360,6 +403,20 @@ mod tests {
         assert_eq!(e(libc::EROFS), Errno::EROFS);
         assert_eq!(e(libc::EBADF), Errno::EIO);
         assert_eq!(errno(&io::Error::other("x")), Errno::EIO);
+    }
+
+    #[test]
+    fn discard_modes() {
+        use libc::{
+            FALLOC_FL_KEEP_SIZE as K, FALLOC_FL_PUNCH_HOLE as P, FALLOC_FL_ZERO_RANGE as Z,
+        };
+        assert_eq!(discard_mode(P | K), Some(false));
+        assert_eq!(discard_mode(Z), Some(true));
+        assert_eq!(discard_mode(Z | K), Some(true));
+        assert_eq!(discard_mode(0), None);
+        assert_eq!(discard_mode(K), None);
+        assert_eq!(discard_mode(P), None);
+        assert_eq!(discard_mode(libc::FALLOC_FL_COLLAPSE_RANGE), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod crypto;
 pub mod daemon;
 pub mod device;
+pub mod discard;
 pub mod disk;
 pub mod erase;
 pub mod error;

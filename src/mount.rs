@@ -58,6 +58,9 @@ pub struct MountSpec {
     pub mkfs: Option<String>,
     /// What unlocked the volume, for `status`.
     pub unlocked_by: String,
+    /// Let the filesystem's discards (`fstrim`, `mount -o discard`) through the loop device
+    /// punch holes in the backing (`ServeSpec::allow_discards`).
+    pub allow_discards: bool,
 }
 
 /// Checks MOUNTPOINT (an existing directory, not yet a mount point, not a symlink, in a
@@ -117,6 +120,11 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             unlocked_by: spec.unlocked_by.clone(),
             // A filesystem on a loop device would not see a grown PLAIN anyway.
             grow_with_file: false,
+            // The loop device enables discard on a FUSE file (the kernel's loop driver
+            // sees that it has fallocate); ext4 is mounted without `-o discard`: `fstrim`
+            // (or fstrim.timer) gives space back in batches, which costs far less through
+            // FUSE than a discard per deleted extent.
+            allow_discards: spec.allow_discards,
         },
         key,
     )

@@ -160,6 +160,7 @@ pub fn fsck(backing: &Path, segment: Segment, key: VolumeKey, keyslot: u32) -> R
             allow_other: false,
             unlocked_by: format!("keyslot {keyslot}"),
             grow_with_file: false,
+            allow_discards: false,
         },
         key,
     )?;

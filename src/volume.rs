@@ -45,6 +45,8 @@ pub struct Volume {
     size_bytes: AtomicU64,
     cipher: SectorCipher,
     read_only: bool,
+    /// Whether `discard` may punch (open/mount `--allow-discards`); off by default.
+    allow_discards: bool,
     locks: RangeLocks,
 }
 
@@ -90,8 +92,88 @@ impl Volume {
             segment,
             cipher,
             read_only,
+            allow_discards: false,
             locks: RangeLocks::default(),
         })
+    }
+
+    /// The same volume with discards allowed (`true`) or refused: `discard` fails with
+    /// EOPNOTSUPP unless allowed, because punched sectors show which blocks are unused.
+    pub fn with_discards(mut self, allow: bool) -> Volume {
+        self.allow_discards = allow;
+        self
+    }
+
+    /// Whether `discard` punches (see [`Volume::with_discards`]).
+    pub fn allows_discards(&self) -> bool {
+        self.allow_discards
+    }
+
+    /// Discards `len` plaintext bytes at `plain_offset` (FUSE fallocate PUNCH_HOLE or
+    /// ZERO_RANGE): afterwards the range reads as zeros. Whole sectors become a hole in a
+    /// backing file (fallocate PUNCH_HOLE), or BLKDISCARD on a block device (BLKZEROOUT
+    /// when `zero` asks for zeros the device must guarantee); sectors the range covers only
+    /// in part get zeros written through the cipher, so bytes outside the range stay. The
+    /// range is clamped at the end of the volume.
+    ///
+    /// Errors: EOPNOTSUPP unless discards are allowed (nothing is changed), EROFS on a
+    /// read-only volume, the backing file's own error otherwise.
+    pub fn discard(&self, plain_offset: u64, len: u64, zero: bool) -> io::Result<()> {
+        if !self.allow_discards {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        let size = self.size_bytes();
+        let end = plain_offset.saturating_add(len).min(size);
+        if plain_offset >= end {
+            return Ok(());
+        }
+        let ss = self.segment.sector_size_bytes() as u64;
+        let whole_start = plain_offset.div_ceil(ss) * ss;
+        let whole_end = end / ss * ss;
+        if whole_start >= whole_end {
+            return self.write_zeros(plain_offset, end);
+        }
+        self.write_zeros(plain_offset, whole_start)?;
+        self.write_zeros(whole_end, end)?;
+        let too_long = || io::Error::from_raw_os_error(libc::EINVAL);
+        let span_len = usize::try_from(whole_end - whole_start).map_err(|_| too_long())?;
+        let span = self.span(whole_start, span_len).ok_or_else(too_long)?;
+        // Exclusive: a read-modify-write of a neighbour must not write back stale sectors
+        // over the hole, nor a reader see half of it.
+        let _guard = self.locks.lock(&span, true);
+        let backing_offset = self.segment.backing_offset(span.first);
+        let backing_len = whole_end - whole_start;
+        let res = if crate::device::is_block_device(&self.backing) {
+            if zero {
+                crate::sys::block_device_zero_out(&self.backing, backing_offset, backing_len)
+            } else {
+                crate::sys::block_device_discard(&self.backing, backing_offset, backing_len)
+            }
+        } else {
+            punch_hole(&self.backing, backing_offset, backing_len)
+        };
+        res.inspect_err(|e| {
+            warn!(
+                "discard of sectors {}..{} failed: {e}",
+                span.first.0,
+                span.end().0
+            )
+        })
+    }
+
+    /// Writes zeros over plaintext `start..end` (less than two sectors: the partial ends of
+    /// a discard), through the cipher like any write.
+    fn write_zeros(&self, start: u64, end: u64) -> io::Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let len =
+            usize::try_from(end - start).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let zeros = vec![0u8; len];
+        self.write_at(start, &zeros).map(|_| ())
     }
 
     /// Plaintext size in bytes; changes only by `grow_to_backing`.
@@ -294,6 +376,21 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+/// Deallocates `len` bytes at `offset` of a regular backing file, keeping its size: the
+/// range then reads as zeros, which `read_sectors` serves as zero plaintext.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    fallocate(
+        file,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        off,
+        len,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))
 }
 
 /// Bytes of the whole sectors a span touches.
@@ -649,6 +746,91 @@ mod tests {
         let mut tail = vec![0xFFu8; 4096];
         assert_eq!(vol.read_at((1 << 20) - 4096, &mut tail).unwrap(), 4096);
         assert!(tail.iter().all(|&b| b == 0));
+    }
+
+    /// Allocated bytes of the file at `path` (st_blocks).
+    fn allocated(path: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn discard_is_refused_unless_allowed() {
+        let seg = segment(4096, 64 * 4096, 4096, 0);
+        let k = key(64, 13);
+        let (vol, tmp) = volume(seg, &k);
+        vol.write_at(0, &vec![0x77u8; 64 * 4096]).unwrap();
+        vol.flush().unwrap();
+        let before = std::fs::read(tmp.path()).unwrap();
+        for zero in [false, true] {
+            let e = vol.discard(0, 64 * 4096, zero).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP));
+        }
+        assert_eq!(
+            std::fs::read(tmp.path()).unwrap(),
+            before,
+            "nothing punched"
+        );
+        let ro = Volume::new(File::open(tmp.path()).unwrap(), seg, &k, true)
+            .unwrap()
+            .with_discards(true);
+        let e = ro.discard(0, 4096, false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    }
+
+    #[test]
+    fn discarded_ranges_read_as_zeros_and_the_rest_stays() {
+        for (ss, offset) in [(4096u32, 1u64 << 20), (512, 1024)] {
+            let sectors = 256u64;
+            let seg = segment(ss, sectors * ss as u64, offset, 5);
+            let k = key(64, 14);
+            let (vol, tmp) = volume(seg, &k);
+            let vol = vol.with_discards(true);
+            assert!(vol.allows_discards());
+            let size = seg.data_size_bytes as usize;
+            let mut model = vec![0u8; size];
+            Rng(99 + ss as u64).fill(&mut model);
+            vol.write_at(0, &model).unwrap();
+            vol.flush().unwrap();
+            let full = allocated(tmp.path());
+            let s = ss as u64;
+            // Whole sectors, a range with partial sectors at both ends, one inside a single
+            // sector, one across a single boundary, one running past the end.
+            let ranges = [
+                (8 * s, 64 * s, false),
+                (100 * s + 7, 40 * s + 9, true),
+                (200 * s + 3, 10, false),
+                (210 * s - 5, 11, true),
+                (250 * s + 1, 100 * s, false),
+            ];
+            for &(off, len, zero) in &ranges {
+                vol.discard(off, len, zero).unwrap();
+                let end = (off + len).min(size as u64) as usize;
+                model[off as usize..end].fill(0);
+            }
+            let mut all = vec![0xEEu8; size];
+            assert_eq!(vol.read_at(0, &mut all).unwrap(), size);
+            assert!(all == model, "sector size {ss}: plaintext after discards");
+            vol.flush().unwrap();
+            assert!(reference_plaintext(tmp.path(), &seg, &k) == model);
+            // The 64 whole sectors of the first range (at least) are a hole now.
+            let freed = full - allocated(tmp.path());
+            assert!(
+                freed >= 64 * s,
+                "sector size {ss}: freed only {freed} bytes"
+            );
+            // Before the segment nothing changed (the file's first bytes were never written).
+            let raw = std::fs::read(tmp.path()).unwrap();
+            assert!(raw[..offset as usize].iter().all(|&b| b == 0));
+            // Writes after a discard land and read back.
+            vol.write_at(10 * s + 1, b"again").unwrap();
+            let mut b = [0u8; 5];
+            vol.read_at(10 * s + 1, &mut b).unwrap();
+            assert_eq!(&b, b"again");
+            // Past the end and empty ranges do nothing.
+            vol.discard(size as u64, 4096, false).unwrap();
+            vol.discard(0, 0, false).unwrap();
+        }
     }
 
     #[test]

@@ -312,6 +312,9 @@ pub struct OpenArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// Discards (--allow-discards, --persistent).
+    #[command(flatten)]
+    pub discard: DiscardArgs,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -359,6 +362,43 @@ pub struct MountArgs {
     /// Where the volume lives in BACKING (a partition, a byte window).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// Discards (--allow-discards, --persistent).
+    #[command(flatten)]
+    pub discard: DiscardArgs,
+}
+
+/// `--allow-discards` and `--persistent` of open and mount.
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// Allow discards (TRIM) to punch holes in the backing; off by default: it shows which
+    /// blocks are in use.
+    ///
+    /// fallocate PUNCH_HOLE/ZERO_RANGE on PLAIN, and so `fstrim` or `mount -o discard` on its
+    /// filesystem, punch holes in the backing file (BLKDISCARD on a device) and give the space
+    /// back. Off by default because this can have security implications: the holes show anyone
+    /// who can read the backing which blocks are in use (the filesystem type, free space,
+    /// usage patterns), as with cryptsetup's --allow-discards. Also on when the LUKS2 header
+    /// holds the persistent "allow-discards" flag.
+    #[arg(long)]
+    pub allow_discards: bool,
+    /// Store --allow-discards in the LUKS2 header, so later opens allow discards too.
+    ///
+    /// Writes config flags "allow-discards" through the crash-safe header update, as
+    /// `cryptsetup open --allow-discards --persistent` does.
+    #[arg(long, requires = "allow_discards")]
+    pub persistent: bool,
+}
+
+impl DiscardArgs {
+    /// Whether discards are allowed for the volume at `place` in `backing` (after it
+    /// unlocked): --allow-discards (stored in the header first with --persistent), or the
+    /// header's persistent flag.
+    pub fn allowed(&self, backing: &std::path::Path, place: crate::device::Place) -> Result<bool> {
+        if self.persistent && crate::discard::persist_allow_discards(backing, place)? {
+            log::info!("{}: allow-discards stored in the header", backing.display());
+        }
+        Ok(self.allow_discards || crate::discard::header_allows(backing, place)?)
+    }
 }
 
 /// Arguments of `vaultdisk umount`.

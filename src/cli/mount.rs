@@ -32,6 +32,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             daemon::ensure_backing_free(&args.backing, args.read_only)
         },
     )?;
+    let allow_discards = args.discard.allowed(&args.backing, args.place.place())?;
     let record = mount::mount(
         &MountSpec {
             backing: args.backing.clone(),
@@ -41,6 +42,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             fs_type: args.fs_type.clone(),
             mkfs: args.mkfs.clone(),
             unlocked_by: unlocked.unlocked_by.to_string(),
+            allow_discards,
         },
         unlocked.volume_key,
     )?;

@@ -19,6 +19,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             daemon::ensure_backing_free(&args.backing, args.read_only)
         },
     )?;
+    let allow_discards = args.discard.allowed(&args.backing, args.place.place())?;
     daemon::start(
         ServeSpec {
             backing: args.backing.clone(),
@@ -29,6 +30,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             allow_other: args.allow_other,
             unlocked_by: unlocked.unlocked_by.to_string(),
             grow_with_file: unlocked.grows_with_file,
+            allow_discards,
         },
         unlocked.volume_key,
     )

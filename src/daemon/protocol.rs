@@ -36,6 +36,11 @@ pub struct ServeSpec {
     /// makes the daemon grow PLAIN to the file's new length (online `resize`).
     #[serde(default)]
     pub grow_with_file: bool,
+    /// Serve FUSE fallocate PUNCH_HOLE/ZERO_RANGE as holes in the backing (open/mount
+    /// `--allow-discards`, or the LUKS2 header's persistent "allow-discards" flag); when
+    /// false they are refused with EOPNOTSUPP.
+    #[serde(default)]
+    pub allow_discards: bool,
 }
 
 /// Writes the request: the spec as one JSON line, then the key as a little-endian u32
@@ -194,7 +199,22 @@ mod tests {
             allow_other: false,
             unlocked_by: "test".into(),
             grow_with_file: false,
+            allow_discards: false,
         }
+    }
+
+    #[test]
+    fn allow_discards_round_trips_and_defaults_to_off() {
+        let mut on = spec();
+        on.allow_discards = true;
+        let line = serde_json::to_string(&on).unwrap();
+        let back: ServeSpec = serde_json::from_str(&line).unwrap();
+        assert!(back.allow_discards);
+        // A request without the field (an older parent) refuses discards.
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v.as_object_mut().unwrap().remove("allow_discards");
+        let old: ServeSpec = serde_json::from_value(v).unwrap();
+        assert!(!old.allow_discards);
     }
 
     #[test]

@@ -163,7 +163,9 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
         .canonicalize()
         .map_err(|e| Error::io(format!("cannot resolve {}", spec.backing.display()), e))?;
     let (plain, created) = prepare_plain(&spec.plain, &backing_canon)?;
-    let volume = Arc::new(Volume::new(backing, spec.segment, key, spec.read_only)?);
+    let volume = Arc::new(
+        Volume::new(backing, spec.segment, key, spec.read_only)?.with_discards(spec.allow_discards),
+    );
     let fs = PlainFs::new(
         Arc::clone(&volume),
         nix::unistd::getuid().as_raw(),

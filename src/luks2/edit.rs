@@ -216,6 +216,36 @@ pub fn set_segment_size(meta: &Metadata, size_bytes: Option<u64>) -> Result<Meta
     checked(new, meta.hdr_size())
 }
 
+/// Whether the config object's `flags` (persistent activation flags, e.g.
+/// "allow-discards") hold `flag`.
+pub fn has_config_flag(meta: &Metadata, flag: &str) -> bool {
+    meta.wire
+        .config
+        .flags
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == flag))
+}
+
+/// Metadata whose config `flags` hold `flag` (`on`) or not; the other flags keep their
+/// order. None: the flags already say so and nothing needs writing.
+pub fn set_config_flag(
+    meta: &Metadata,
+    flag: &str,
+    on: bool,
+) -> Result<Option<Metadata>, EditError> {
+    if has_config_flag(meta, flag) == on {
+        return Ok(None);
+    }
+    let mut new = meta.wire.clone();
+    let flags = new.config.flags.get_or_insert_with(Vec::new);
+    if on {
+        flags.push(flag.to_owned());
+    } else {
+        flags.retain(|x| x != flag);
+    }
+    checked(new, meta.hdr_size()).map(Some)
+}
+
 /// Metadata with `token` (a JSON object with at least `type` and `keyslots`) stored under the
 /// lowest free token id. Returns the new metadata and the id.
 pub fn put_token(meta: &Metadata, token: Value) -> Result<(Metadata, u32), EditError> {

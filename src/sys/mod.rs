@@ -110,6 +110,40 @@ pub fn block_device_logical_block_size(file: &std::fs::File) -> std::io::Result<
     u32::try_from(size).map_err(|_| std::io::Error::other("negative logical block size"))
 }
 
+/// `BLKDISCARD` = `_IO(0x12, 119)`: discard a byte range (u64 start, u64 length).
+const BLKDISCARD: libc::Ioctl = (0x12 << 8) | 119;
+/// `BLKZEROOUT` = `_IO(0x12, 127)`: write zeros over a byte range (u64 start, u64 length).
+const BLKZEROOUT: libc::Ioctl = (0x12 << 8) | 127;
+
+/// Discards `len` bytes at `offset` of the block device open (for writing) as `file`
+/// (the BLKDISCARD ioctl). What a read of the range returns afterwards is the device's
+/// business (zeros on loop devices and most SSDs); both must be logical-block aligned.
+pub fn block_device_discard(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    block_range_ioctl(file, BLKDISCARD, offset, len)
+}
+
+/// Zeros `len` bytes at `offset` of the block device open (for writing) as `file` (the
+/// BLKZEROOUT ioctl); reads of the range return zeros afterwards.
+pub fn block_device_zero_out(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    block_range_ioctl(file, BLKZEROOUT, offset, len)
+}
+
+fn block_range_ioctl(
+    file: &std::fs::File,
+    request: libc::Ioctl,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKDISCARD and BLKZEROOUT read two u64 (start, length) through the pointer,
+    // which points at `range`, a local that outlives the call; nothing is written through it.
+    if unsafe { libc::ioctl(file.as_raw_fd(), request, range.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What `lock_memory` managed to lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locked {

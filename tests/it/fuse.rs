@@ -79,6 +79,7 @@ fn fixture(size: u64, sector_size: u32, data_offset: u64, read_only: bool) -> Fi
         allow_other: false,
         unlocked_by: "test key".into(),
         grow_with_file: false,
+        allow_discards: false,
     };
     Fixture { dir, spec }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod corrupt;
 mod devices;
+mod discard;
 mod disk;
 mod ext4;
 mod frozen;

@@ -285,3 +285,32 @@ fn error_messages() {
         "digest 2 has no keyslots"
     );
 }
+
+#[test]
+fn config_flag_edits() {
+    let m = fresh();
+    assert!(!has_config_flag(&m, "allow-discards"));
+    let on = set_config_flag(&m, "allow-discards", true)
+        .expect("set")
+        .expect("changed");
+    assert!(has_config_flag(&on, "allow-discards"));
+    assert_eq!(
+        on.wire.config.flags.as_deref(),
+        Some(&["allow-discards".to_owned()][..])
+    );
+    assert!(
+        set_config_flag(&on, "allow-discards", true)
+            .expect("again")
+            .is_none()
+    );
+    let mut two = on.wire.clone();
+    two.config.flags = Some(vec!["no-read-workqueue".into(), "allow-discards".into()]);
+    let two = checked(two, m.hdr_size()).expect("checked");
+    let off = set_config_flag(&two, "allow-discards", false)
+        .expect("clear")
+        .expect("changed");
+    assert_eq!(
+        off.wire.config.flags.as_deref(),
+        Some(&["no-read-workqueue".to_owned()][..])
+    );
+}
