@@ -280,7 +280,7 @@ fn token_only_and_an_empty_pipe_never_fall_back() {
     let opened = f
         .unlock(KeySource::VaultOnly, &live, None, &script)
         .unwrap();
-    assert_eq!(opened.by.keyslot(), 1);
+    assert_eq!(opened.by.keyslot(), Some(1));
 
     // No passphrase on a piped stdin: the vault's failure is the error (exit 2).
     let e = f
