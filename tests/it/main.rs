@@ -10,6 +10,7 @@ mod compat;
 mod corrupt;
 mod devices;
 mod disk;
+mod escrow;
 mod ext4;
 mod frozen;
 mod fuse;
