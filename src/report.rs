@@ -732,6 +732,15 @@ impl VolumeKeyDump<'_> {
             let _ = writeln!(s, "Key stored to file {}.", file.display());
             return s;
         }
+        s.push_str(&Self::mk_dump(key));
+        s
+    }
+
+    /// The "MK dump:" lines: 16 bytes a line, each byte followed by a space, continuation
+    /// lines indented by two tabs.
+    fn mk_dump(key: &[u8]) -> zeroize::Zeroizing<String> {
+        use std::fmt::Write;
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(16 + key.len() * 4));
         s.push_str("MK dump:\t");
         for (i, b) in key.iter().enumerate() {
             if i > 0 && i % 16 == 0 {
@@ -741,5 +750,21 @@ impl VolumeKeyDump<'_> {
         }
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod volume_key_dump_tests {
+    use super::*;
+
+    /// The layout of cryptsetup 2.6's luksDump --dump-volume-key (tests/it/escrow.rs compares
+    /// the whole output with cryptsetup's): 16 bytes a line, each followed by a space.
+    #[test]
+    fn mk_dump_lines_are_cryptsetups() {
+        let key: Vec<u8> = (0u8..32).collect();
+        let line1: String = (0u8..16).map(|b| format!("{b:02x} ")).collect();
+        let line2: String = (16u8..32).map(|b| format!("{b:02x} ")).collect();
+        let want = format!("MK dump:\t{line1}\n\t\t{line2}\n");
+        assert_eq!(*VolumeKeyDump::mk_dump(&key), want);
     }
 }

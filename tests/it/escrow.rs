@@ -368,3 +368,84 @@ fn dump_volume_key_without_terminal_or_batch_prints_nothing() {
     assert_eq!(out.stdout, "");
     assert!(!g.exists());
 }
+
+/// vaultdisk with its own runtime directory (parallel tests do not see each other's entries).
+fn vd_rt(rt: &Path, args: &[&str]) -> Out {
+    let env = format!("VAULTDISK_RUNTIME_DIR={}", s(rt));
+    let mut all = vec![env.as_str(), BIN];
+    all.extend_from_slice(args);
+    run("env", &all, None)
+}
+
+/// Unmounts `mnt` on drop (also when the test panics).
+struct Unmount<'a>(&'a Path, &'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.1) {
+            let _ = vd_rt(self.0, &["umount", s(self.1)]);
+        }
+        if is_mounted(self.1) {
+            force_unmount(self.1);
+        }
+    }
+}
+
+#[test]
+fn mount_takes_a_volume_key_file() {
+    if !require(
+        "mount_takes_a_volume_key_file",
+        &[
+            "root",
+            "fuse",
+            "loop",
+            "mkfs.ext4",
+            "mount",
+            "blkid",
+            "cryptsetup",
+        ],
+    ) {
+        return;
+    }
+    let dir = temp();
+    let (backing, key) = cryptsetup_volume(dir.path(), "luks2");
+    let f = dir.path().join("vk.bin");
+    cryptsetup_key_file(&backing, &key, &f);
+    let rt = dir.path().join("rt");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = Unmount(&rt, &mnt);
+    vd_rt(
+        &rt,
+        &[
+            "mount",
+            s(&backing),
+            s(&mnt),
+            "--volume-key-file",
+            s(&f),
+            "--mkfs",
+            "ext4",
+        ],
+    )
+    .ok();
+    fs::write(mnt.join("a.txt"), b"escrow\n").unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&vd_rt(&rt, &["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(st[0]["unlocked_by"], "volume key file", "{st}");
+    vd_rt(&rt, &["umount", s(&mnt)]).ok();
+    // The same filesystem through the passphrase.
+    vd_rt(
+        &rt,
+        &[
+            "mount",
+            s(&backing),
+            s(&mnt),
+            "--key-file",
+            s(&key),
+            "--read-only",
+        ],
+    )
+    .ok();
+    assert_eq!(fs::read(mnt.join("a.txt")).unwrap(), b"escrow\n");
+    vd_rt(&rt, &["umount", s(&mnt)]).ok();
+}
