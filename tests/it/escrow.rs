@@ -449,3 +449,140 @@ fn mount_takes_a_volume_key_file() {
     assert_eq!(fs::read(mnt.join("a.txt")).unwrap(), b"escrow\n");
     vd_rt(&rt, &["umount", s(&mnt)]).ok();
 }
+
+/// The escrow bad inputs (docs/bad-inputs.md): exit code, one line, nothing written.
+#[test]
+fn escrow_bad_input_table() {
+    use crate::cli::{row, row_says, run_table};
+    let v = Vol::new("4M", &[]);
+    let d = v.dir.path();
+    write_key(d, "key", PASS);
+    write_key(d, "short.vk", &[7u8; 32]);
+    write_key(d, "wrong.vk", &[7u8; 64]);
+    write_key(d, "new", b"never added");
+    write_key(d, "exists.vk", b"already here");
+    let rows = [
+        row_says(
+            "open: volume key file of the wrong length",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--volume-key-file",
+                "@short.vk",
+            ],
+            &[2],
+            "holds 32 bytes",
+        ),
+        row_says(
+            "open: volume key file with the wrong key",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--volume-key-file",
+                "@wrong.vk",
+            ],
+            &[2],
+            "digest mismatch",
+        ),
+        row_says(
+            "digest: wrong volume key",
+            &["digest", "@disk.img", "--volume-key-file", "@wrong.vk"],
+            &[2],
+            "digest mismatch",
+        ),
+        row_says(
+            "verify: wrong volume key",
+            &["verify", "@disk.img", "--volume-key-file", "@wrong.vk"],
+            &[2],
+            "digest mismatch",
+        ),
+        row_says(
+            "add-key: wrong volume key",
+            &[
+                "add-key",
+                "@disk.img",
+                "--volume-key-file",
+                "@wrong.vk",
+                "--new-key-file",
+                "@new",
+            ],
+            &[2],
+            "digest mismatch",
+        ),
+        row_says(
+            "open: missing volume key file",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--volume-key-file",
+                "@nope.vk",
+            ],
+            &[1],
+            "cannot open volume key file",
+        ),
+        row(
+            "open: --volume-key-file with --key-file",
+            &[
+                "open",
+                "@disk.img",
+                "@plain",
+                "--volume-key-file",
+                "@wrong.vk",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+        ),
+        row_says(
+            "format: volume key shorter than --key-size",
+            &[
+                "format",
+                "@new.img",
+                "--size",
+                "4M",
+                "--key-file",
+                "@key",
+                "--volume-key-file",
+                "@short.vk",
+            ],
+            &[1],
+            "--key-size 512 needs 64",
+        ),
+        row_says(
+            "dump --dump-volume-key without a terminal or --batch",
+            &[
+                "dump",
+                "@disk.img",
+                "--dump-volume-key",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+            "--batch",
+        ),
+        row_says(
+            "dump --dump-volume-key onto an existing file",
+            &[
+                "dump",
+                "@disk.img",
+                "--dump-volume-key",
+                "--batch",
+                "--key-file",
+                "@key",
+                "--volume-key-file",
+                "@exists.vk",
+            ],
+            &[5],
+            "exists",
+        ),
+        row(
+            "dump --volume-key-file without --dump-volume-key",
+            &["dump", "@disk.img", "--volume-key-file", "@out.vk"],
+            &[1],
+        ),
+    ];
+    run_table(d, &rows);
+}
