@@ -81,6 +81,14 @@ fn dump_volume_key_prints_what_cryptsetup_prints() {
         assert_eq!(ours.stdout, theirs.stdout, "{kind}");
         assert!(parse_mk_dump(&ours.stdout).is_some_and(|h| h.len() == 128));
         assert_eq!(ours.stderr, "", "{kind}: the key is never logged");
+        // cryptsetup's raw key file opens the same volume here (LUKS1 checks mkDigest).
+        let f = dir.path().join(format!("{kind}.vk"));
+        cryptsetup_key_file(&backing, &key, &f);
+        assert_eq!(
+            digest_with(&backing, "--volume-key-file", &f),
+            digest_with(&backing, "--key-file", &key),
+            "{kind}"
+        );
     }
 }
 
