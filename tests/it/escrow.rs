@@ -81,6 +81,33 @@ fn dump_volume_key_prints_what_cryptsetup_prints() {
         assert_eq!(ours.stdout, theirs.stdout, "{kind}");
         assert!(parse_mk_dump(&ours.stdout).is_some_and(|h| h.len() == 128));
         assert_eq!(ours.stderr, "", "{kind}: the key is never logged");
+        // Not even at debug level, nor in the daemon's log of an open with the key file.
+        let hexkey = parse_mk_dump(&ours.stdout).unwrap();
+        let debug = run(
+            "env",
+            &[
+                "RUST_LOG=debug",
+                BIN,
+                "dump",
+                s(&backing),
+                "--dump-volume-key",
+                "--batch",
+                "--key-file",
+                s(&key),
+            ],
+            None,
+        )
+        .ok();
+        let spaced: String = ours
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("MK dump:\t"))
+            .unwrap()
+            .to_string();
+        assert!(
+            !debug.stderr.contains(&hexkey) && !debug.stderr.contains(spaced.trim()),
+            "{kind}: key in the debug log"
+        );
         // cryptsetup's raw key file opens the same volume here (LUKS1 checks mkDigest).
         let f = dir.path().join(format!("{kind}.vk"));
         cryptsetup_key_file(&backing, &key, &f);
