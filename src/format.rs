@@ -198,10 +198,33 @@ struct FirstKeyslot {
 /// Creates the volume `plan` describes at `path` (checked with [`check_target`] beforehand),
 /// with `keys` as its first keyslots: a fresh random volume key, the digest, both header copies.
 pub fn create(path: &Path, plan: &Plan, keys: FirstKeys) -> Result<Created> {
-    let volume_key = VolumeKey(
-        SecretBytes::random(plan.key_bytes)
-            .map_err(|e| Error::io("cannot read the OS random generator", e))?,
-    );
+    create_with_key(path, plan, keys, None)
+}
+
+/// [`create`] with the given `volume_key` instead of a random one (`format
+/// --volume-key-file`, as cryptsetup luksFormat --volume-key-file); its length must be the
+/// plan's (--key-size), else exit 1 before anything is written.
+pub fn create_with_key(
+    path: &Path,
+    plan: &Plan,
+    keys: FirstKeys,
+    volume_key: Option<VolumeKey>,
+) -> Result<Created> {
+    let volume_key = match volume_key {
+        Some(k) if k.expose_secret().len() != plan.key_bytes => {
+            return Err(usage(format!(
+                "the volume key file holds {} bytes; --key-size {} needs {}",
+                k.expose_secret().len(),
+                plan.key_bytes * 8,
+                plan.key_bytes
+            )));
+        }
+        Some(k) => k,
+        None => VolumeKey(
+            SecretBytes::random(plan.key_bytes)
+                .map_err(|e| Error::io("cannot read the OS random generator", e))?,
+        ),
+    };
     let layout = Layout::default();
     let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
     let store = |pass: &[u8], kdf, offset: u64, id: u32| {

@@ -131,6 +131,28 @@ pub fn add_key(
     add_keyslot(dev, header, volume_key, digest, new)
 }
 
+/// [`add_keyslot`] for a volume key opened as `by` says: by a keyslot (the new keyslot joins
+/// its digest) or given as the raw volume key, already checked against the data segment's
+/// digest (`--volume-key-file`; the new keyslot joins that digest).
+pub fn add_key_opened(
+    dev: &Backing,
+    header: &Header,
+    volume_key: &VolumeKey,
+    by: crate::unlock::UnlockedBy,
+    new: NewKey<'_>,
+) -> Result<(u32, Header)> {
+    match by.keyslot() {
+        Some(k) => add_key(dev, header, volume_key, k, new),
+        None => {
+            let digest =
+                crate::unlock::volume_key::data_digest_id(&header.metadata).ok_or_else(|| {
+                    Error::Device(format!("{}: no digest covers the data segment", dev.name()))
+                })?;
+            add_keyslot(dev, header, volume_key, digest, new)
+        }
+    }
+}
+
 /// Removes keyslot `id` (and tokens left naming no keyslot): header first, then the wipe.
 ///
 /// Why this order: with the header written first, the header on disk at every instant points

@@ -147,7 +147,12 @@ impl Serialize for FsckVerdict {
 
 /// Runs `e2fsck -fn` on the plaintext of `backing`, served read-only by a daemon in the
 /// runtime directory for the length of the check, and closes it again.
-pub fn fsck(backing: &Path, segment: Segment, key: VolumeKey, keyslot: u32) -> Result<FsckCheck> {
+pub fn fsck(
+    backing: &Path,
+    segment: Segment,
+    key: VolumeKey,
+    unlocked_by: crate::unlock::UnlockedBy,
+) -> Result<FsckCheck> {
     daemon::ensure_backing_free(backing, true)?;
     let plain = daemon::runtime_dir().join(format!("verify-{}.img", std::process::id()));
     daemon::start(
@@ -158,7 +163,7 @@ pub fn fsck(backing: &Path, segment: Segment, key: VolumeKey, keyslot: u32) -> R
             read_only: true,
             foreground: false,
             allow_other: false,
-            unlocked_by: format!("keyslot {keyslot}"),
+            unlocked_by: unlocked_by.to_string(),
             grow_with_file: false,
             allow_discards: false,
         },
@@ -273,6 +278,15 @@ impl KeyCheck {
         }
     }
 
+    /// `key` is the volume key (a volume key file matching the digest): no keyslot opened.
+    pub fn volume_key(key: impl Into<String>) -> KeyCheck {
+        KeyCheck {
+            key: key.into(),
+            keyslot: None,
+            error: None,
+        }
+    }
+
     /// `key` opened no keyslot, for `why`.
     pub fn failed(key: impl Into<String>, why: impl Into<String>) -> KeyCheck {
         KeyCheck {
@@ -332,7 +346,11 @@ impl VerifyReport {
 
     /// Keys were tried and none opened a keyslot.
     pub fn no_key(&self) -> bool {
-        !self.keyslots.is_empty() && self.keyslots.iter().all(|k| k.keyslot.is_none())
+        !self.keyslots.is_empty()
+            && self
+                .keyslots
+                .iter()
+                .all(|k| k.keyslot.is_none() && k.error.is_some())
     }
 
     /// What damage was found, one phrase per finding (empty when none was).
@@ -385,9 +403,10 @@ impl Report for VerifyReport {
         if !self.keyslots.is_empty() {
             out.push_str("keyslots:\n");
             for k in &self.keyslots {
-                let what = match k.keyslot {
-                    Some(id) => format!("opens keyslot {id}"),
-                    None => format!("opens none: {}", k.error.as_deref().unwrap_or("")),
+                let what = match (k.keyslot, &k.error) {
+                    (Some(id), _) => format!("opens keyslot {id}"),
+                    (None, None) => "is the volume key (matches the digest)".to_string(),
+                    (None, Some(_)) => format!("opens none: {}", k.error.as_deref().unwrap_or("")),
                 };
                 out.push_str(&format!("  {}: {what}\n", k.key));
             }

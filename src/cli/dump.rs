@@ -1,9 +1,12 @@
-//! `vaultdisk dump`: what luksDump shows, as text or stable JSON. Never key material.
+//! `vaultdisk dump`: what luksDump shows, as text or stable JSON. Never key material, except
+//! with `--dump-volume-key` (cryptsetup's escrow path: after an unlock and a YES).
 use super::DumpArgs;
-use super::output;
+use super::{output, passphrase};
 use crate::device::{self, VolumeHeader};
-use crate::error::Result;
-use crate::report::DumpReport;
+use crate::error::{Error, Result};
+use crate::report::{DumpReport, VolumeKeyDump};
+use crate::unlock;
+use std::io::{BufRead, IsTerminal, Write};
 
 /// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
@@ -12,5 +15,77 @@ pub fn run(args: &DumpArgs) -> Result<()> {
     if let VolumeHeader::Luks2(h) = &header {
         device::warn_damaged_copy(h, &args.backing);
     }
+    if args.dump_volume_key {
+        return dump_volume_key(args, &header, located.window());
+    }
     output::print(&DumpReport::new(&header), args.json)
+}
+
+/// `dump --dump-volume-key [--volume-key-file F]`: confirmation, unlock with the usual key
+/// sources, then the key in cryptsetup's layout on stdout or its raw bytes in F.
+fn dump_volume_key(
+    args: &DumpArgs,
+    header: &VolumeHeader,
+    dev: &(impl crate::luks2::ReadAt + ?Sized),
+) -> Result<()> {
+    if let Some(f) = &args.volume_key_file
+        && std::fs::symlink_metadata(f).is_ok()
+    {
+        return Err(Error::Busy(format!(
+            "volume key file {} exists: give a new file name",
+            f.display()
+        )));
+    }
+    if !args.batch {
+        confirm()?;
+    }
+    let vault = args.key.vault.config();
+    let opened = unlock::unlock_header(
+        header,
+        dev,
+        &passphrase::unlock_key(&args.key),
+        Some(&vault),
+        args.key_slot,
+        &args.backing,
+        &passphrase::Terminal,
+    )?;
+    if let Some(f) = &args.volume_key_file {
+        unlock::volume_key::write_volume_key_file(f, &opened.volume_key)?;
+    }
+    let dump = VolumeKeyDump {
+        device: args.backing.display().to_string(),
+        header,
+        volume_key: &opened.volume_key,
+    };
+    let text = dump.text(args.volume_key_file.as_deref());
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write the volume key dump to stdout", e))
+}
+
+/// cryptsetup's question before a volume key dump; YES on a terminal, else exit 1 (without a
+/// terminal, `--batch`).
+fn confirm() -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(
+            "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking".into(),
+        ));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("cannot read the confirmation", e))?;
+    if line.trim_end_matches(['\n', '\r']) != "YES" {
+        return Err(Error::Usage("volume key dump not confirmed".into()));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use super::{FormatArgs, output, passphrase, size};
 use crate::error::{Error, Result};
 use crate::format::{self, FirstKeys, Options};
-use crate::unlock::vault;
+use crate::unlock::{self, vault};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -21,6 +21,23 @@ pub fn run(args: &FormatArgs) -> Result<()> {
     if crate::device::path_is_block_device(&args.backing) && !args.batch {
         confirm_device(&args.backing)?;
     }
+    // Read (and length-checked) before any prompt: a bad key file writes nothing.
+    let volume_key = match &args.volume_key_file {
+        Some(f) => {
+            let k = unlock::read_volume_key_file(f)?;
+            if k.expose_secret().len() != plan.key_bytes {
+                return Err(Error::Usage(format!(
+                    "volume key file {} holds {} bytes; --key-size {} needs {}",
+                    f.display(),
+                    k.expose_secret().len(),
+                    args.key_size,
+                    plan.key_bytes
+                )));
+            }
+            Some(k)
+        }
+        None => None,
+    };
     let vault_only = args.kek.transit_key.is_some() || args.kek.kv_path.is_some();
     if args.no_recovery_key && !vault_only {
         return Err(Error::Usage(
@@ -47,7 +64,7 @@ pub fn run(args: &FormatArgs) -> Result<()> {
             true,
         )?)
     };
-    let created = format::create(&args.backing, &plan, keys)?;
+    let created = format::create_with_key(&args.backing, &plan, keys, volume_key)?;
     if let Some(key) = created.recovery_key {
         output::print_recovery_key(&key)?;
         eprintln!(

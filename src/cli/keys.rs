@@ -31,16 +31,31 @@ fn unlock(
     key: &KeyArgs,
     only: Option<u32>,
 ) -> Result<(u32, VolumeKey)> {
+    let (by, vk) = unlock_by(dev, header, key, only, None)?;
+    let id = by
+        .keyslot()
+        .ok_or_else(|| Error::Usage(format!("{}: no keyslot opened", dev.path().display())))?;
+    Ok((id, vk))
+}
+
+/// [`unlock`], or the raw volume key in `volume_key_file` (`--volume-key-file`): how it opened.
+fn unlock_by(
+    dev: &Backing,
+    header: &Header,
+    key: &KeyArgs,
+    only: Option<u32>,
+    volume_key_file: Option<&Path>,
+) -> Result<(unlock::UnlockedBy, VolumeKey)> {
     let opened = unlock::unlock_luks2(
         &header.metadata,
         dev,
-        &passphrase::unlock_key(key),
+        &passphrase::unlock_key_or_volume_key(key, volume_key_file),
         &key.vault.config(),
         only,
         dev.path(),
         &passphrase::Terminal,
     )?;
-    Ok((opened.by.keyslot(), opened.volume_key))
+    Ok((opened.by, opened.volume_key))
 }
 
 /// The keyslot KDF the pbkdf options ask for (same rules as `format`).
@@ -53,7 +68,7 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
         key_file: args.new_key_file.clone(),
         ..KeyArgs::default()
     };
-    if from_stdin(&args.key) && from_stdin(&new_key) {
+    if args.volume_key_file.is_none() && from_stdin(&args.key) && from_stdin(&new_key) {
         return Err(Error::Usage(
             "both the existing and the new key would come from stdin: give --key-file or --new-key-file".into(),
         ));
@@ -72,7 +87,13 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
     if args.key_slot.is_some() {
         keys::free_keyslot(&header, args.key_slot, &name)?;
     }
-    let (opened, vk) = unlock(&dev, &header, &args.key, None)?;
+    let (opened, vk) = unlock_by(
+        &dev,
+        &header,
+        &args.key,
+        None,
+        args.volume_key_file.as_deref(),
+    )?;
     let pass = passphrase::read(&new_key, &format!("the new key of {name}"), true)?;
     let kdf = keyslot_kdf(&args.pbkdf, vk.expose_secret().len())?;
     let new = NewKey {
@@ -81,7 +102,7 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
         keyslot: args.key_slot,
         token: None,
     };
-    let (id, _) = keys::add_key(&dev, &header, &vk, opened, new)?;
+    let (id, _) = keys::add_key_opened(&dev, &header, &vk, opened, new)?;
     println!("added keyslot {id} to {name}");
     Ok(())
 }
@@ -175,7 +196,7 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     )?;
     println!(
         "keyslot {} opens {}",
-        opened.by.keyslot(),
+        opened.by.keyslot().unwrap_or_default(),
         args.backing.display()
     );
     Ok(())

@@ -285,6 +285,10 @@ pub struct FormatArgs {
     /// terminal).
     #[arg(long)]
     pub batch: bool,
+    /// Use the raw volume key in this file instead of a random one (as cryptsetup luksFormat
+    /// --volume-key-file); its length must match --key-size.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["transit_key", "kv_path"])]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk open`.
@@ -315,6 +319,10 @@ pub struct OpenArgs {
     /// Discards (--allow-discards, --persistent).
     #[command(flatten)]
     pub discard: DiscardArgs,
+    /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
+    /// the header's digest and used directly, no keyslot opened.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -335,6 +343,25 @@ pub struct DumpArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// The key that unlocks the volume (with --dump-volume-key).
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Try only this keyslot (with --dump-volume-key).
+    #[arg(long, value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Unlock and print the volume key in cryptsetup's luksDump --dump-volume-key layout
+    /// ("MK dump:"). Anyone holding it can read the data without a passphrase: store it
+    /// encrypted. Asks for YES on a terminal unless --batch.
+    #[arg(long, conflicts_with = "json")]
+    pub dump_volume_key: bool,
+    /// With --dump-volume-key: write the raw key bytes to this new file (mode 0400) instead of
+    /// printing them.
+    #[arg(long, value_name = "FILE", requires = "dump_volume_key")]
+    pub volume_key_file: Option<PathBuf>,
+    /// With --dump-volume-key: do not ask for confirmation (required when stdin is not a
+    /// terminal).
+    #[arg(long, requires = "dump_volume_key")]
+    pub batch: bool,
 }
 
 /// Arguments of `vaultdisk mount`.
@@ -365,6 +392,10 @@ pub struct MountArgs {
     /// Discards (--allow-discards, --persistent).
     #[command(flatten)]
     pub discard: DiscardArgs,
+    /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
+    /// the header's digest and used directly, no keyslot opened.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// `--allow-discards` and `--persistent` of open and mount.
@@ -459,6 +490,10 @@ pub struct VerifyArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// Check the raw volume key in this file (as cryptsetup's --volume-key-file) against the
+    /// header's digest, and use it for --digest and --fsck.
+    #[arg(long, value_name = "FILE")]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk digest`.
@@ -485,6 +520,10 @@ pub struct DigestArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
+    /// the header's digest and used directly, no keyslot opened.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
@@ -524,6 +563,10 @@ pub struct AddKeyArgs {
     /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
+    /// The raw volume key in this file instead of an existing key (as cryptsetup luksAddKey
+    /// --volume-key-file): checked against the header's digest; the new keyslot stores it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
+    pub volume_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk remove-key`.

@@ -9,7 +9,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
     let unlocked = unlock::unlock_at(
         &args.backing,
         args.place.place(),
-        &passphrase::unlock_key(&args.key),
+        &passphrase::unlock_key_or_volume_key(&args.key, args.volume_key_file.as_deref()),
         &args.key.vault.config(),
         args.key_slot,
         args.read_only,

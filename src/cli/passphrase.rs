@@ -83,3 +83,12 @@ pub fn unlock_key(args: &KeyArgs) -> Key {
 pub fn read(key: &KeyArgs, what_for: &str, new: bool) -> Result<Passphrase> {
     unlock::read_key(&self::key(key), &Terminal, what_for, new)
 }
+
+/// The key of an unlock: the raw volume key in `volume_key_file` when given
+/// (`--volume-key-file`), else [`unlock_key`].
+pub fn unlock_key_or_volume_key(args: &KeyArgs, volume_key_file: Option<&Path>) -> Key {
+    match volume_key_file {
+        Some(p) => Key::new(KeySource::VolumeKeyFile(p.to_path_buf())),
+        None => unlock_key(args),
+    }
+}

@@ -35,7 +35,9 @@ pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
         &dev,
         &header,
         &opened.volume_key,
-        opened.by.keyslot(),
+        opened.by.keyslot().ok_or_else(|| {
+            Error::Usage("a vault keyslot is enrolled through an existing keyslot".into())
+        })?,
         id,
         &enrolment,
     )?;

@@ -5,7 +5,7 @@ use crate::disk::Window;
 use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
 use crate::secret::VolumeKey;
-use crate::unlock::{self, vault};
+use crate::unlock::{self, UnlockedBy, vault};
 use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
 use crate::volume::Volume;
 use serde_json::json;
@@ -57,10 +57,11 @@ fn try_key(
     key: &KeyArgs,
     key_slot: Option<u32>,
     with_vault: bool,
-) -> Result<(u32, VolumeKey)> {
+    volume_key_file: Option<&Path>,
+) -> Result<(UnlockedBy, VolumeKey)> {
     let vault = with_vault.then(|| key.vault.config());
-    let key = if with_vault {
-        passphrase::unlock_key(key)
+    let key = if with_vault || volume_key_file.is_some() {
+        passphrase::unlock_key_or_volume_key(key, volume_key_file)
     } else {
         passphrase::key(key)
     };
@@ -73,7 +74,7 @@ fn try_key(
         &opened.header_path,
         &passphrase::Terminal,
     )?;
-    Ok((o.by.keyslot(), o.volume_key))
+    Ok((o.by, o.volume_key))
 }
 
 /// How the digest reports progress: a bar on a terminal, JSON lines with --progress-json.
@@ -143,9 +144,9 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
     let header = HeaderCheck::new(&opened.header, &opened.header_path);
 
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
-    let sources: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
-        if (want_digest || args.fsck) && !args.vault {
-            vec![("passphrase".into(), KeyArgs::default())]
+    let mut sources: Vec<(String, KeyArgs, Option<PathBuf>)> = if args.key_file.is_empty() {
+        if (want_digest || args.fsck) && !args.vault && args.volume_key_file.is_none() {
+            vec![("passphrase".into(), KeyArgs::default(), None)]
         } else {
             Vec::new()
         }
@@ -159,12 +160,16 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                         key_file: Some(p.clone()),
                         ..KeyArgs::default()
                     },
+                    None,
                 )
             })
             .collect()
     };
+    if let Some(p) = &args.volume_key_file {
+        sources.push((p.display().to_string(), KeyArgs::default(), Some(p.clone())));
+    }
     let mut keyslots = Vec::new();
-    let mut volume_key: Option<(u32, VolumeKey)> = None;
+    let mut volume_key: Option<(UnlockedBy, VolumeKey)> = None;
     let mut last_error = None;
     if args.vault {
         let VolumeHeader::Luks2(h) = &opened.header else {
@@ -191,7 +196,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
                 Ok((id, vk)) => {
                     keyslots.push(KeyCheck::opened(&label, id));
                     if volume_key.is_none() {
-                        volume_key = Some((id, vk));
+                        volume_key = Some((UnlockedBy::Keyslot(id), vk));
                     }
                 }
                 Err(why) => {
@@ -201,12 +206,15 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             }
         }
     }
-    for (label, key) in &sources {
-        match try_key(&opened, key, args.key_slot, false) {
-            Ok((id, vk)) => {
-                keyslots.push(KeyCheck::opened(label, id));
+    for (label, key, vk_file) in &sources {
+        match try_key(&opened, key, args.key_slot, false, vk_file.as_deref()) {
+            Ok((by, vk)) => {
+                keyslots.push(match by.keyslot() {
+                    Some(id) => KeyCheck::opened(label, id),
+                    None => KeyCheck::volume_key(label),
+                });
                 if volume_key.is_none() {
-                    volume_key = Some((id, vk));
+                    volume_key = Some((by, vk));
                 }
             }
             Err(e @ (Error::NoKey { .. } | Error::Device(_) | Error::NoMemory(_))) => {
@@ -221,7 +229,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
         expected,
         ..DataCheck::default()
     };
-    if let Some((id, vk)) = volume_key.take() {
+    if let Some((by, vk)) = volume_key.take() {
         if want_digest {
             let mode = DigestMode {
                 dm_crypt_view: args.dm_crypt_view,
@@ -232,7 +240,7 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             data.digest = Some(digest);
         }
         if args.fsck {
-            data.fsck = Some(verify::fsck(&args.backing, opened.segment, vk, id)?);
+            data.fsck = Some(verify::fsck(&args.backing, opened.segment, vk, by)?);
         }
     }
     let report = VerifyReport::new(&args.backing, header, keyslots, data);
@@ -257,7 +265,13 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
     let opened = open_read_only(&args.backing, args.place.place(), args.header.as_deref())?;
-    let (_, vk) = try_key(&opened, &args.key, args.key_slot, true)?;
+    let (_, vk) = try_key(
+        &opened,
+        &args.key,
+        args.key_slot,
+        true,
+        args.volume_key_file.as_deref(),
+    )?;
     let mode = DigestMode {
         dm_crypt_view: args.dm_crypt_view,
         progress_json: args.progress_json,

@@ -38,6 +38,10 @@ pub enum KeySource {
     Terminal,
     /// Vault tokens only (`--token-only`): never read a passphrase.
     VaultOnly,
+    /// The raw volume key in this file (`--volume-key-file`, as cryptsetup): checked against
+    /// the header's digest and used directly, no keyslot and no vault tried
+    /// (`unlock::volume_key`). It is no passphrase: [`read_key`] refuses it.
+    VolumeKeyFile(PathBuf),
 }
 
 /// A key to read: its source, and whether it is a recovery key (then what was read is
@@ -92,6 +96,11 @@ pub fn read_key(key: &Key, prompt: &dyn Prompt, what_for: &str, new: bool) -> Re
         KeySource::VaultOnly => {
             return Err(Error::Usage(format!(
                 "--token-only reads no passphrase for {what_for}"
+            )));
+        }
+        KeySource::VolumeKeyFile(_) => {
+            return Err(Error::Usage(format!(
+                "a volume key file is not a passphrase for {what_for}"
             )));
         }
     };

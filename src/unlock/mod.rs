@@ -9,9 +9,11 @@
 //! through the caller's [`Prompt`]; nothing here takes clap types or reads a terminal.
 pub mod key;
 pub mod vault;
+pub mod volume_key;
 
 pub use key::{Key, KeySource, MAX_KEY_FILE_BYTES, Prompt, read_key};
 pub use vault::VaultConfig;
+pub use volume_key::{read_volume_key_file, unlock_with_volume_key};
 
 use crate::crypto::CryptoError;
 use crate::device::{self, Place, VolumeHeader};
@@ -39,20 +41,25 @@ pub enum UnlockedBy {
     },
     /// A LUKS1 keyslot (0..7).
     Luks1Keyslot(u8),
+    /// The raw volume key (`--volume-key-file`), checked against the header's digest; no
+    /// keyslot was opened.
+    VolumeKey,
 }
 
 impl UnlockedBy {
-    /// The keyslot that opened.
-    pub fn keyslot(&self) -> u32 {
+    /// The keyslot that opened (None: the volume key was given, no keyslot opened).
+    pub fn keyslot(&self) -> Option<u32> {
         match *self {
-            UnlockedBy::Keyslot(k) | UnlockedBy::VaultToken { keyslot: k, .. } => k,
-            UnlockedBy::Luks1Keyslot(k) => u32::from(k),
+            UnlockedBy::Keyslot(k) | UnlockedBy::VaultToken { keyslot: k, .. } => Some(k),
+            UnlockedBy::Luks1Keyslot(k) => Some(u32::from(k)),
+            UnlockedBy::VolumeKey => None,
         }
     }
 }
 
 impl std::fmt::Display for UnlockedBy {
-    /// What `status` shows: `keyslot N`, `vault token T (keyslot N)`, `LUKS1 keyslot N`.
+    /// What `status` shows: `keyslot N`, `vault token T (keyslot N)`, `LUKS1 keyslot N`,
+    /// `volume key file`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UnlockedBy::Keyslot(k) => write!(f, "keyslot {k}"),
@@ -60,6 +67,7 @@ impl std::fmt::Display for UnlockedBy {
                 write!(f, "vault token {token} (keyslot {keyslot})")
             }
             UnlockedBy::Luks1Keyslot(k) => write!(f, "LUKS1 keyslot {k}"),
+            UnlockedBy::VolumeKey => write!(f, "volume key file"),
         }
     }
 }
@@ -113,6 +121,9 @@ pub fn unlock_luks2(
     backing: &Path,
     prompt: &dyn Prompt,
 ) -> Result<Opened> {
+    if let KeySource::VolumeKeyFile(file) = &key.source {
+        return volume_key::unlock_luks2_with_volume_key(meta, file, backing);
+    }
     check_key_slot(meta, key_slot, backing)?;
     let name = backing.display().to_string();
     // Why the vault did not open it: (reason, whether tokens were actually tried, whether the
@@ -176,6 +187,9 @@ pub fn unlock_luks2_passphrase(
     backing: &Path,
     prompt: &dyn Prompt,
 ) -> Result<Opened> {
+    if let KeySource::VolumeKeyFile(file) = &key.source {
+        return volume_key::unlock_luks2_with_volume_key(meta, file, backing);
+    }
     check_key_slot(meta, key_slot, backing)?;
     let pass = read_key(key, prompt, &backing.display().to_string(), false)?;
     let (id, volume_key) = try_passphrase(meta, dev, &pass, key_slot, backing)?;
@@ -259,6 +273,15 @@ pub fn unlock_luks1(
     let name = backing.display().to_string();
     let (only, enabled) = luks1_key_slot(header, key_slot, backing)?;
     before_key()?;
+    if let KeySource::VolumeKeyFile(file) = &key.source {
+        let vk = read_volume_key_file(file)?;
+        volume_key::check_luks1(header, &vk, file, backing)?;
+        log::info!("{name}: opened with a volume key file");
+        return Ok(Opened {
+            volume_key: vk,
+            by: UnlockedBy::VolumeKey,
+        });
+    }
     if key.source == KeySource::VaultOnly {
         return Err(Error::Vault(format!(
             "{name} is LUKS1, which has no tokens: --token-only cannot open it"
@@ -369,7 +392,9 @@ pub fn unlock_at(
     before_key()?;
 
     let opened = unlock_luks2(&header.metadata, dev, key, vault, key_slot, backing, prompt)?;
-    log::info!("keyslot {} of {name} opened", opened.by.keyslot());
+    if let Some(k) = opened.by.keyslot() {
+        log::info!("keyslot {k} of {name} opened");
+    }
     // A partition or window cannot grow with the file; a whole file or device can (resize).
     let grows_with_file = located.is_whole()
         && header

@@ -280,7 +280,7 @@ fn token_only_and_an_empty_pipe_never_fall_back() {
     let opened = f
         .unlock(KeySource::VaultOnly, &live, None, &script)
         .unwrap();
-    assert_eq!(opened.by.keyslot(), 1);
+    assert_eq!(opened.by.keyslot(), Some(1));
 
     // No passphrase on a piped stdin: the vault's failure is the error (exit 2).
     let e = f
@@ -410,4 +410,57 @@ fn luks1_key_slot_rules_match_luks2() {
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Vault, "{e}");
+}
+
+/// `--volume-key-file`: checked against the data digest, used directly; no vault tried, no
+/// prompt, no keyslot; wrong length or wrong key is exit 2, and it is no passphrase.
+#[test]
+fn a_volume_key_file_opens_without_keyslot_or_vault() {
+    let Some(f) = fixture() else { return };
+    let script = Script::new(&[BOUND]);
+    let dead = vault_config(&f.vault_dir, dead_vault());
+    let vk = f
+        .unlock(KeySource::Terminal, &dead, Some(0), &script)
+        .unwrap()
+        .volume_key;
+    let file = f.vault_dir.join("vk.bin");
+    std::fs::write(&file, vk.expose_secret()).unwrap();
+    let none = Script::new(&[]);
+    // The dead vault would fail loudly if contacted; the prompt panics if asked.
+    let opened = f
+        .unlock(KeySource::VolumeKeyFile(file.clone()), &dead, None, &none)
+        .unwrap();
+    assert_eq!(opened.by, UnlockedBy::VolumeKey);
+    assert_eq!(opened.by.keyslot(), None);
+    assert_eq!(opened.by.to_string(), "volume key file");
+    assert_eq!(opened.volume_key.expose_secret(), vk.expose_secret());
+    let via_header = unlock_header(
+        &VolumeHeader::Luks2(f.header.clone()),
+        &f.file,
+        &Key::new(KeySource::VolumeKeyFile(file.clone())),
+        None,
+        None,
+        &f.img,
+        &none,
+    )
+    .unwrap();
+    assert_eq!(via_header.by, UnlockedBy::VolumeKey);
+
+    let mut wrong = vk.expose_secret().to_vec();
+    wrong[0] ^= 1;
+    std::fs::write(&file, &wrong).unwrap();
+    let e = f
+        .unlock(KeySource::VolumeKeyFile(file.clone()), &dead, None, &none)
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("digest mismatch"), "{e}");
+    std::fs::write(&file, &wrong[..16]).unwrap();
+    let e = f
+        .unlock(KeySource::VolumeKeyFile(file.clone()), &dead, None, &none)
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("holds 16 bytes"), "{e}");
+    let e = read_key(&Key::new(KeySource::VolumeKeyFile(file)), &none, "x", false).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert_eq!(none.asked(), 0);
 }

@@ -11,6 +11,7 @@ mod corrupt;
 mod devices;
 mod discard;
 mod disk;
+mod escrow;
 mod ext4;
 mod frozen;
 mod fuse;
