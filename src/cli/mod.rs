@@ -208,6 +208,9 @@ pub struct VaultEnrollArgs {
     /// Put the vault keyslot in this keyslot (default: the lowest free one).
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// A detached header (as `cryptsetup --header`): the keyslot and token are added to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault list`.
@@ -218,6 +221,9 @@ pub struct VaultListArgs {
     /// An array of objects for scripts.
     #[arg(long)]
     pub json: bool,
+    /// A detached header (as `cryptsetup --header`) to read the tokens from.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault rewrap`.
@@ -231,6 +237,9 @@ pub struct VaultRewrapArgs {
     /// The vault to rewrap through.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// A detached header (as `cryptsetup --header`): the tokens in FILE are rewrapped.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault remove`.
@@ -244,6 +253,9 @@ pub struct VaultRemoveArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to remove the token from.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk format`.
@@ -285,6 +297,10 @@ pub struct FormatArgs {
     /// terminal).
     #[arg(long)]
     pub batch: bool,
+    /// Create a detached header in FILE (grown to the 16 MiB header size if smaller; a larger
+    /// file keeps its size); the data starts at byte 0 of BACKING, which is never written.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk open`.
@@ -312,6 +328,10 @@ pub struct OpenArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
+    /// read from FILE, the data is in BACKING from the segment's offset.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -332,6 +352,9 @@ pub struct DumpArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// A detached header (as `cryptsetup --header`) to show instead of BACKING's.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk mount`.
@@ -359,6 +382,10 @@ pub struct MountArgs {
     /// Where the volume lives in BACKING (a partition, a byte window).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
+    /// read from FILE, the data is in BACKING from the segment's offset.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk umount`.
@@ -484,6 +511,9 @@ pub struct AddKeyArgs {
     /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
+    /// A detached header (as `cryptsetup --header`): the new keyslot is written to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk remove-key`.
@@ -500,6 +530,9 @@ pub struct RemoveKeyArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`): the keyslot is removed from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk change-key`.
@@ -519,6 +552,9 @@ pub struct ChangeKeyArgs {
     /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
+    /// A detached header (as `cryptsetup --header`): the keyslot in FILE is replaced.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk test-key`.
@@ -535,6 +571,9 @@ pub struct TestKeyArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`) holding the keyslots.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header`.
@@ -561,6 +600,9 @@ pub struct HeaderBackupArgs {
     pub backing: PathBuf,
     /// The backup file to create (must not exist).
     pub file: PathBuf,
+    /// A detached header (as `cryptsetup --header`) to back up.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header restore`.
@@ -573,6 +615,9 @@ pub struct HeaderRestoreArgs {
     /// Restore even if the backup belongs to another volume (different UUID or layout).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to restore the backup into.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk repair`.
@@ -584,6 +629,9 @@ pub struct RepairArgs {
     /// filesystem, a partition table): what is there is destroyed.
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to repair.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk add-recovery-key`.
@@ -594,6 +642,9 @@ pub struct AddRecoveryKeyArgs {
     /// An existing key (as for open).
     #[command(flatten)]
     pub key: KeyArgs,
+    /// A detached header (as `cryptsetup --header`): the recovery keyslot is written to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk erase`.
@@ -604,6 +655,9 @@ pub struct EraseArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub batch: bool,
+    /// A detached header (as `cryptsetup --header`) to erase; BACKING is not written.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk resize`.
@@ -617,6 +671,9 @@ pub struct ResizeArgs {
     /// Allow shrinking (the data past SIZE is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) whose data segment is resized.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// `vaultdisk scan`.

@@ -1,6 +1,7 @@
 //! `vaultdisk mount` / `umount`: a volume's filesystem on a directory (see `crate::mount`).
 use super::{MountArgs, UmountArgs, passphrase};
 use crate::daemon;
+use crate::device::HeaderAt;
 use crate::error::{Error, Result};
 use crate::mount::{self, MountSpec};
 use crate::unlock;
@@ -19,9 +20,10 @@ pub fn run(args: &MountArgs) -> Result<()> {
             args.fs_type
         )));
     }
-    let unlocked = unlock::unlock_at(
+    let unlocked = unlock::unlock_with(
         &args.backing,
         args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
         &passphrase::unlock_key(&args.key),
         &args.key.vault.config(),
         args.key_slot,

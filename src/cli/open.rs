@@ -1,14 +1,16 @@
 //! `vaultdisk open`: unlock a keyslot (`crate::unlock`) and serve the plaintext through FUSE.
 use super::{OpenArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
+use crate::device::HeaderAt;
 use crate::error::Result;
 use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
-    let unlocked = unlock::unlock_at(
+    let unlocked = unlock::unlock_with(
         &args.backing,
         args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
         &passphrase::unlock_key(&args.key),
         &args.key.vault.config(),
         args.key_slot,
