@@ -470,15 +470,17 @@ pub fn luks2_segment_in(
         )));
     }
     if detached {
-        let end = seg
-            .size_bytes
-            .map_or(Some(seg.offset_bytes.saturating_add(1)), |s| {
-                seg.offset_bytes.checked_add(s)
-            });
+        let end = seg.size_bytes.map_or(
+            seg.offset_bytes.checked_add(u64::from(seg.sector_size)),
+            |s| seg.offset_bytes.checked_add(s),
+        );
         if end.is_none_or(|end| end > file_len) {
             let what = match seg.size_bytes {
                 Some(s) => format!("{s} bytes from byte {}", seg.offset_bytes),
-                None => format!("data from byte {}", seg.offset_bytes),
+                None => format!(
+                    "at least one {}-byte sector from byte {}",
+                    seg.sector_size, seg.offset_bytes
+                ),
             };
             return Err(Error::Device(format!(
                 "{name} is too small for its detached header: the data segment needs {what} but {name} has {file_len} bytes"

@@ -263,9 +263,10 @@ pub struct VaultRemoveArgs {
 pub struct FormatArgs {
     /// The backing file to create.
     pub backing: PathBuf,
-    /// Plaintext size, with K/M/G/T suffixes (binary units).
-    #[arg(long, value_name = "SIZE")]
-    pub size: String,
+    /// Plaintext size, with K/M/G/T suffixes (binary units). With --header: the data's size
+    /// (default: all of BACKING, which must then exist).
+    #[arg(long, value_name = "SIZE", required_unless_present = "header")]
+    pub size: Option<String>,
     /// The passphrase of keyslot 0.
     #[command(flatten)]
     pub key: KeyArgs,
