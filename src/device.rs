@@ -875,15 +875,28 @@ pub fn open_for_update_at(backing: &Path, header: &HeaderAt) -> Result<(Backing,
     let HeaderAt::File(header_path) = header else {
         return open_for_update(backing);
     };
-    let data = open_backing(backing, false)?;
-    // Data first, then the header: every updater takes them in this order.
-    crate::daemon::lock_for_update(&data, backing)?;
+    let Some(data) = lock_data_for_update(backing, header)? else {
+        return open_for_update(backing);
+    };
     let data_len =
         len(&data).map_err(|e| Error::io(format!("cannot stat {}", backing.display()), e))?;
     let (mut dev, parsed) = open_for_update(header_path)?;
     luks2_segment_in(&parsed, data_len, backing, true)?;
     dev.data_lock = Some(data);
     Ok((dev, parsed))
+}
+
+/// For an update of a detached header (`header` is a file): BACKING, the data, opened
+/// read-only and flocked as for an update (daemon::lock_for_update: exit 5 when a daemon
+/// serves it), to hold while the header file is written; None when the header is in BACKING
+/// (its own [`Backing`] takes the lock). The data is always locked before the header.
+pub fn lock_data_for_update(backing: &Path, header: &HeaderAt) -> Result<Option<File>> {
+    if !header.is_detached() {
+        return Ok(None);
+    }
+    let data = open_backing(backing, false)?;
+    crate::daemon::lock_for_update(&data, backing)?;
+    Ok(Some(data))
 }
 
 #[cfg(test)]

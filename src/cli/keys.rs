@@ -201,8 +201,12 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
 }
 
 pub fn repair(args: &RepairArgs) -> Result<()> {
-    let name = args.backing.display();
-    match header_backup::repair(&args.backing, args.force)? {
+    let at = HeaderAt::from_option(args.header.as_deref());
+    // A detached header is repaired in its file; BACKING (the data) is held locked.
+    let _data = device::lock_data_for_update(&args.backing, &at)?;
+    let target = at.path(&args.backing);
+    let name = target.display();
+    match header_backup::repair(target, args.force)? {
         Some(r) => println!(
             "rewrote the {} header copy of {name} from the {} copy (seqid {})",
             r.rewrote.name(),
