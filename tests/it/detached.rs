@@ -431,3 +431,121 @@ fn served_volume_refuses_header_updates() {
     m.close();
     vd(&args).ok();
 }
+
+#[test]
+fn other_header_verbs_on_a_cryptsetup_header() {
+    if !require(
+        "detached::other_header_verbs_on_a_cryptsetup_header",
+        &["cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let new = write_key(t.path(), "k2", b"changed key");
+    let header = t.path().join("h");
+    let data = zeros(t.path(), "data", 8 * MIB);
+    cryptsetup_format("luks2", &header, &data, &key);
+    let before = fingerprint(&data);
+    let h = s(&header);
+    let d = s(&data);
+    let mut change = vec![
+        "change-key",
+        d,
+        "--header",
+        h,
+        "--key-file",
+        s(&key),
+        "--new-key-file",
+        s(&new),
+    ];
+    change.extend(CHEAP);
+    vd(&change).ok();
+    assert!(cryptsetup_accepts_detached(&header, &data, &new));
+    assert!(!cryptsetup_accepts_detached(&header, &data, &key));
+    let rk = vd(&["add-recovery-key", d, "--header", h, "--key-file", s(&new)]).ok();
+    assert!(
+        rk.stderr.contains("added recovery keyslot"),
+        "{}",
+        rk.describe()
+    );
+    let list = vd(&["vault", "list", d, "--header", h]).ok();
+    assert!(
+        list.stdout.contains("no vault tokens"),
+        "{}",
+        list.describe()
+    );
+    // Backup, a wiped primary copy repaired, the backup restored; cryptsetup agrees each time.
+    let backup = t.path().join("h.bak");
+    vd(&["header", "backup", d, s(&backup), "--header", h]).ok();
+    assert_eq!(sha256_file(&backup), sha256_range(&header, 0, 16 * MIB));
+    poke(&header, 0, &[0u8; 4096]);
+    vd(&["repair", d, "--header", h]).ok();
+    assert!(cryptsetup_accepts_detached(&header, &data, &new));
+    vd(&["header", "restore", d, s(&backup), "--header", h]).ok();
+    assert!(cryptsetup_accepts_detached(&header, &data, &new));
+    // erase wipes the header file, never the data.
+    vd(&["erase", d, "--header", h, "--batch"]).ok();
+    assert!(!cryptsetup_accepts_detached(&header, &data, &new));
+    assert_eq!(fingerprint(&data), before, "data written");
+    vd(&["resize", d, "--header", h, "--size", "4M"]).fails_with(1);
+}
+
+#[test]
+fn crash_during_add_key_on_a_detached_header() {
+    if !require_fault_injection("detached::crash_during_add_key_on_a_detached_header") {
+        return;
+    }
+    if !require(
+        "detached::crash_during_add_key_on_a_detached_header",
+        &["cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let new = write_key(t.path(), "k2", b"maybe added");
+    let base = t.path().join("base.hdr");
+    let data = zeros(t.path(), "data", 8 * MIB);
+    cryptsetup_format("luks2", &base, &data, &key);
+    let before = fingerprint(&data);
+    let work = t.path().join("work.hdr");
+    let mut crashed = 0;
+    for mode in CrashMode::BOTH {
+        for k in 1..100u32 {
+            fs::copy(&base, &work).expect("copy");
+            let mut args = vec![
+                "add-key",
+                s(&data),
+                "--header",
+                s(&work),
+                "--key-file",
+                s(&key),
+                "--new-key-file",
+                s(&new),
+            ];
+            args.extend(CHEAP);
+            let out = std::process::Command::new(BIN)
+                .args(&args)
+                .envs(mode.env(k))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run vaultdisk");
+            let code = out.status.code().unwrap_or(-1);
+            assert!(
+                code == 0 || code == vaultdisk::error::exit::CRASH,
+                "k={k} {}: exit {code}",
+                mode.name()
+            );
+            // The hook counts the header file's writes; the old key always opens it.
+            assert!(cryptsetup_accepts_detached(&work, &data, &key), "k={k}");
+            assert_eq!(fingerprint(&data), before, "k={k}: data written");
+            if code == 0 {
+                assert!(cryptsetup_accepts_detached(&work, &data, &new));
+                break;
+            }
+            crashed += 1;
+        }
+    }
+    assert!(crashed > 0, "no crash point reached");
+}
