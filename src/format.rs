@@ -700,6 +700,61 @@ mod tests {
     }
 
     #[test]
+    fn creates_a_detached_header_opened_through_header_at() {
+        use crate::device::{self, HeaderAt, Place, VolumeHeader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = dir.path().join("h");
+        let data = dir.path().join("data");
+        std::fs::write(&data, vec![0u8; 1 << 20]).expect("data");
+        // A pre-sized all-zero header file is accepted without --force and grows to 16 MiB.
+        std::fs::write(&header, vec![0u8; 4096]).expect("header");
+        check_header_target(&header, false).expect("all zero");
+        let p = plan(&opts(), cheap).expect("plan");
+        let pass = || FirstKeys::Passphrase(Passphrase(SecretBytes::from_slice(b"pw")));
+        create_detached(&header, &data, &p, pass(), DetachedData::WholeDevice).expect("create");
+        assert_eq!(std::fs::metadata(&header).expect("stat").len(), 16 << 20);
+        assert_eq!(std::fs::read(&data).expect("data"), vec![0u8; 1 << 20]);
+        assert_eq!(
+            check_header_target(&header, false)
+                .err()
+                .map(|e| e.exit_code()),
+            Some(5)
+        );
+        let at = HeaderAt::File(header.clone());
+        let located = device::locate_with(&data, Place::Whole, &at, false, false).expect("locate");
+        assert_eq!(located.header_path(), header.as_path());
+        let parsed = located.read_header().expect("header");
+        let seg = located.segment(&parsed).expect("segment");
+        assert_eq!((seg.data_offset_bytes, seg.data_size_bytes), (0, 1 << 20));
+        let VolumeHeader::Luks2(h) = &parsed else {
+            panic!("LUKS2 expected");
+        };
+        assert!(keyslot::unlock(&h.metadata, located.header_window(), b"pw", None).is_ok());
+        // The data alone is no volume; a header whose segment does not fit is exit 4.
+        let plain = device::locate(&data, Place::Whole, false, false).expect("locate");
+        assert_eq!(plain.read_header().err().map(|e| e.exit_code()), Some(4));
+        let fixed = dir.path().join("fixed");
+        create_detached(&fixed, &data, &p, pass(), DetachedData::Fixed).expect("fixed");
+        std::fs::write(&data, vec![0u8; 4096]).expect("shrink");
+        let at = HeaderAt::File(fixed.clone());
+        let located = device::locate_with(&data, Place::Whole, &at, false, false).expect("locate");
+        let parsed = located.read_header().expect("header");
+        assert_eq!(
+            located.segment(&parsed).err().map(|e| e.exit_code()),
+            Some(4)
+        );
+        let e = device::open_for_update_at(&data, &at)
+            .err()
+            .map(|e| e.exit_code());
+        assert_eq!(e, Some(4));
+        // More than the data holds: exit 4 before anything is written.
+        let none = dir.path().join("none");
+        let e = create_detached(&none, &data, &p, pass(), DetachedData::Fixed);
+        assert_eq!(e.err().map(|e| e.exit_code()), Some(4));
+        assert!(!none.exists());
+    }
+
+    #[test]
     fn creates_a_volume_our_reader_accepts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("v.img");
