@@ -1,6 +1,6 @@
 //! Detached headers (issue 13, `--header FILE`): headers made by `cryptsetup luksFormat
 //! --header` (LUKS2 and LUKS1) over data the Python XTS oracle encrypted, read by dump,
-//! test-key, digest and `open --read-only --header`; add-key on such a header checked by
+//! test-key, digest, `open --read-only --header` and `mount --header`; add-key on such a header checked by
 //! cryptsetup; `format --header` checked by cryptsetup (luksDump, --test-passphrase,
 //! luksAddKey) and its data, written through `vaultdisk open --header`, decrypted by the oracle
 //! from byte 0 of BACKING; bad inputs (a segment that does not fit the data, a served volume,
@@ -548,4 +548,71 @@ fn crash_during_add_key_on_a_detached_header() {
         }
     }
     assert!(crashed > 0, "no crash point reached");
+}
+
+/// `vaultdisk umount DIR` on drop (then a lazy unmount), so a failed test leaves no mount.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = vd(&["umount", s(&self.0)]);
+        }
+        force_unmount(&self.0);
+    }
+}
+
+#[test]
+fn mount_with_a_detached_header() {
+    if !require(
+        "detached::mount_with_a_detached_header",
+        &["root", "fuse", "loop", "mkfs.ext4", "mount", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let data = zeros(t.path(), "data", 64 * MIB);
+    let header = t.path().join("h");
+    cryptsetup_format("luks2", &header, &data, &key);
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir");
+    let (h, d, m) = (s(&header), s(&data), s(&mnt));
+    let guard = Mounted(mnt.clone());
+    vd(&[
+        "mount",
+        d,
+        m,
+        "--header",
+        h,
+        "--key-file",
+        s(&key),
+        "--mkfs",
+        "ext4",
+    ])
+    .ok();
+    fs::write(mnt.join("f"), b"on a detached header").expect("write");
+    let status = vd(&["status", "--json"]).ok();
+    assert!(status.stdout.contains(d), "{}", status.describe());
+    vd(&["umount", m]).ok();
+    vd(&[
+        "mount",
+        d,
+        m,
+        "--header",
+        h,
+        "--key-file",
+        s(&key),
+        "--read-only",
+    ])
+    .ok();
+    assert_eq!(
+        fs::read(mnt.join("f")).expect("read"),
+        b"on a detached header"
+    );
+    vd(&["umount", m]).ok();
+    drop(guard);
+    // The filesystem is in BACKING from byte 0 (the ext4 magic at 1080 of the plaintext is
+    // not visible in the ciphertext), and cryptsetup still accepts the header.
+    assert!(cryptsetup_accepts_detached(&header, &data, &key));
 }
