@@ -488,7 +488,56 @@ fn other_header_verbs_on_a_cryptsetup_header() {
     vd(&["erase", d, "--header", h, "--batch"]).ok();
     assert!(!cryptsetup_accepts_detached(&header, &data, &new));
     assert_eq!(fingerprint(&data), before, "data written");
-    vd(&["resize", d, "--header", h, "--size", "4M"]).fails_with(1);
+}
+
+#[test]
+fn resize_with_a_detached_header() {
+    if !require("detached::resize_with_a_detached_header", &["cryptsetup"]) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    // cryptsetup's dynamic segment: growing grows the data file, no header change.
+    let header = t.path().join("h");
+    let data = zeros(t.path(), "data", 8 * MIB);
+    cryptsetup_format("luks2", &header, &data, &key);
+    let hdr_before = fingerprint(&header);
+    vd(&["resize", s(&data), "--header", s(&header), "--size", "16M"]).ok();
+    assert_eq!(fs::metadata(&data).expect("data").len(), 16 * MIB);
+    assert_eq!(fingerprint(&header), hdr_before);
+    // Shrinking a dynamic segment needs --force and makes it fixed; the data file keeps its
+    // length (as cryptsetup resize leaves the device alone).
+    let args = ["resize", s(&data), "--header", s(&header), "--size", "4M"];
+    vd(&args).fails_with(1);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    vd(&forced).ok();
+    assert_eq!(fs::metadata(&data).expect("data").len(), 16 * MIB);
+    let dump = sys("cryptsetup", &["luksDump", s(&header)]).ok();
+    assert!(
+        dump.stdout.contains("length: 4194304 [bytes]"),
+        "{}",
+        dump.stdout
+    );
+    assert!(cryptsetup_accepts_detached(&header, &data, &key));
+    // A fixed segment grown past the data file's end grows the file first.
+    vd(&["resize", s(&data), "--header", s(&header), "--size", "24M"]).ok();
+    assert_eq!(fs::metadata(&data).expect("data").len(), 24 * MIB);
+    let dump = sys("cryptsetup", &["luksDump", s(&header)]).ok();
+    assert!(
+        dump.stdout.contains("length: 25165824 [bytes]"),
+        "{}",
+        dump.stdout
+    );
+    let line = vd(&[
+        "test-key",
+        s(&data),
+        "--header",
+        s(&header),
+        "--key-file",
+        s(&key),
+    ]);
+    line.ok();
 }
 
 #[test]
