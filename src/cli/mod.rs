@@ -672,7 +672,7 @@ pub struct ResizeArgs {
     /// Allow shrinking (the data past SIZE is lost).
     #[arg(long)]
     pub force: bool,
-    /// A detached header (as `cryptsetup --header`) whose data segment is resized.
+    /// A detached header (as `cryptsetup --header`) whose data segment is resized (offline only).
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
 }
