@@ -149,6 +149,41 @@ pub enum Place {
 pub struct Located {
     window: Window<Arc<File>>,
     whole: bool,
+    path: PathBuf,
+    /// A detached header (`--header FILE`): the file, opened, and its path.
+    header: Option<(Window<Arc<File>>, PathBuf)>,
+}
+
+/// Where the header and keyslots of a volume are: at the start of its place in BACKING, or in
+/// a file of their own (`--header FILE`, cryptsetup's detached header), the data staying in
+/// BACKING from the segment's offset (0 for `cryptsetup luksFormat --header`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HeaderAt {
+    /// The header is in BACKING.
+    #[default]
+    InBacking,
+    /// The header is in this file (or block device).
+    File(PathBuf),
+}
+
+impl HeaderAt {
+    /// `--header FILE` when given, else [`HeaderAt::InBacking`].
+    pub fn from_option(header: Option<&Path>) -> HeaderAt {
+        header.map_or(HeaderAt::InBacking, |h| HeaderAt::File(h.to_path_buf()))
+    }
+
+    /// Whether the header is kept apart from the data.
+    pub fn is_detached(&self) -> bool {
+        matches!(self, HeaderAt::File(_))
+    }
+
+    /// The file holding the header: the detached header, else `backing`.
+    pub fn path<'a>(&'a self, backing: &'a Path) -> &'a Path {
+        match self {
+            HeaderAt::InBacking => backing,
+            HeaderAt::File(h) => h,
+        }
+    }
 }
 
 impl Located {
@@ -183,6 +218,52 @@ impl Located {
         self.whole
     }
 
+    /// The backing path the data lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the header is detached (`--header FILE`).
+    pub fn is_detached(&self) -> bool {
+        self.header.is_some()
+    }
+
+    /// Where the header and keyslots are read from: the detached header file, else the
+    /// volume's window of the backing.
+    pub fn header_window(&self) -> &Window<Arc<File>> {
+        self.header.as_ref().map_or(&self.window, |(w, _)| w)
+    }
+
+    /// The path of the file holding the header (the detached header, else the backing), as
+    /// messages about the header and keyslots name it.
+    pub fn header_path(&self) -> &Path {
+        self.header.as_ref().map_or(&self.path, |(_, p)| p)
+    }
+
+    /// Reads the header ([`read_header`]) from where it is.
+    pub fn read_header(&self) -> Result<VolumeHeader> {
+        read_header(self.header_window(), self.header_path())
+    }
+
+    /// The data segment of `header` relative to the backing file, checked against the
+    /// window's size: a segment that does not fit (past the end of the data device, or a
+    /// header whose data offset lies beyond it) is exit 4.
+    pub fn segment(&self, header: &VolumeHeader) -> Result<Segment> {
+        let len = self.len();
+        let segment = match header {
+            VolumeHeader::Luks2(h) => luks2_segment_in(h, len, &self.path, self.is_detached())?,
+            VolumeHeader::Luks1(h) => {
+                let seg = if self.is_detached() {
+                    h.detached_segment(len)
+                } else {
+                    h.segment(len)
+                };
+                seg.map_err(|e| Error::Device(format!("{}: {e}", self.path.display())))?
+            }
+        };
+        self.absolute(segment)
+    }
+
     /// `segment` (relative to the window) relative to the backing file.
     pub fn absolute(&self, segment: Segment) -> Result<Segment> {
         let data_offset_bytes = segment
@@ -201,6 +282,30 @@ impl Located {
 /// against the size. A file without a partition table given a partition is exit 4, a
 /// partition number or window out of range exit 1.
 pub fn locate(path: &Path, place: Place, write: bool, exclusive: bool) -> Result<Located> {
+    locate_with(path, place, &HeaderAt::InBacking, write, exclusive)
+}
+
+/// [`locate`] with the header where `header` says: a detached header file is opened read-only
+/// (as a whole; `--partition` and the window apply to BACKING only) and the header is then
+/// read from it ([`Located::header_window`]).
+pub fn locate_with(
+    path: &Path,
+    place: Place,
+    header: &HeaderAt,
+    write: bool,
+    exclusive: bool,
+) -> Result<Located> {
+    let header = match header {
+        HeaderAt::InBacking => None,
+        HeaderAt::File(h) => {
+            let file = open_file(h, false, false)?;
+            let total =
+                len(&file).map_err(|e| Error::io(format!("cannot stat {}", h.display()), e))?;
+            let w = Window::new(Arc::new(file), 0, total)
+                .map_err(|e| Error::io(format!("cannot read {}", h.display()), e))?;
+            Some((w, h.clone()))
+        }
+    };
     let file = open_file(path, write, exclusive || write)?;
     let name = path.display().to_string();
     let total = len(&file).map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
@@ -235,6 +340,8 @@ pub fn locate(path: &Path, place: Place, write: bool, exclusive: bool) -> Result
     Ok(Located {
         window,
         whole: place == Place::Whole,
+        path: path.to_path_buf(),
+        header,
     })
 }
 
@@ -361,6 +468,24 @@ pub fn luks2_segment_in(
         return Err(Error::Device(format!(
             "{name} has a detached header (data offset 0), which open does not support yet"
         )));
+    }
+    if detached {
+        let end = seg.size_bytes.map_or(
+            seg.offset_bytes.checked_add(u64::from(seg.sector_size)),
+            |s| seg.offset_bytes.checked_add(s),
+        );
+        if end.is_none_or(|end| end > file_len) {
+            let what = match seg.size_bytes {
+                Some(s) => format!("{s} bytes from byte {}", seg.offset_bytes),
+                None => format!(
+                    "at least one {}-byte sector from byte {}",
+                    seg.sector_size, seg.offset_bytes
+                ),
+            };
+            return Err(Error::Device(format!(
+                "{name} is too small for its detached header: the data segment needs {what} but {name} has {file_len} bytes"
+            )));
+        }
     }
     let available = file_len.checked_sub(seg.offset_bytes).ok_or_else(|| {
         Error::Device(format!(
@@ -580,6 +705,8 @@ fn read_range(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
 pub struct Backing {
     file: File,
     path: PathBuf,
+    /// The data file of a detached header, held open (and flocked) for the update.
+    data_lock: Option<File>,
     #[cfg(feature = "fault-injection")]
     crash: CrashHook,
 }
@@ -595,6 +722,7 @@ impl Backing {
         Backing {
             file,
             path: path.to_path_buf(),
+            data_lock: None,
             #[cfg(feature = "fault-injection")]
             crash: CrashHook::from_env(),
         }
@@ -603,6 +731,12 @@ impl Backing {
     /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
     pub fn lock_for_update(&self) -> Result<()> {
         crate::daemon::lock_for_update(&self.file, &self.path)
+    }
+
+    /// Whether this is a detached header opened by [`open_for_update_at`] (its data file is
+    /// held locked while it lives).
+    pub fn is_detached(&self) -> bool {
+        self.data_lock.is_some()
     }
 
     /// The open backing file (to read; header writes go through `WriteAt`, length changes
@@ -731,6 +865,40 @@ pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
     Ok((dev, header))
 }
 
+/// [`open_for_update`] of the header where `header` says. A detached header file is the
+/// [`Backing`] written (so the update lock and the fault-injection hook apply to it); the data
+/// file BACKING is opened read-only and flocked for the update as well, because that is the
+/// file a serving daemon locks (daemon::lock): a served volume refuses header updates (exit
+/// 5) with a detached header as with an attached one. The header's data segment must fit
+/// BACKING (exit 4), so a header is never updated against the wrong device.
+pub fn open_for_update_at(backing: &Path, header: &HeaderAt) -> Result<(Backing, Header)> {
+    let HeaderAt::File(header_path) = header else {
+        return open_for_update(backing);
+    };
+    let Some(data) = lock_data_for_update(backing, header)? else {
+        return open_for_update(backing);
+    };
+    let data_len =
+        len(&data).map_err(|e| Error::io(format!("cannot stat {}", backing.display()), e))?;
+    let (mut dev, parsed) = open_for_update(header_path)?;
+    luks2_segment_in(&parsed, data_len, backing, true)?;
+    dev.data_lock = Some(data);
+    Ok((dev, parsed))
+}
+
+/// For an update of a detached header (`header` is a file): BACKING, the data, opened
+/// read-only and flocked as for an update (daemon::lock_for_update: exit 5 when a daemon
+/// serves it), to hold while the header file is written; None when the header is in BACKING
+/// (its own [`Backing`] takes the lock). The data is always locked before the header.
+pub fn lock_data_for_update(backing: &Path, header: &HeaderAt) -> Result<Option<File>> {
+    if !header.is_detached() {
+        return Ok(None);
+    }
+    let data = open_backing(backing, false)?;
+    crate::daemon::lock_for_update(&data, backing)?;
+    Ok(Some(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +924,7 @@ mod tests {
         Backing {
             file,
             path: path.to_path_buf(),
+            data_lock: None,
             crash: CrashHook {
                 after: Some(u64::MAX),
                 mode: Ok(CrashMode::Power),

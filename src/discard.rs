@@ -1,7 +1,7 @@
 //! Whether a volume's discards reach its backing: `--allow-discards` on open/mount, and the
 //! LUKS2 header's persistent "allow-discards" config flag (cryptsetup's `--persistent`).
 //! The data path itself is `Volume::discard`; this module only decides and stores the policy.
-use crate::device::{self, Place, VolumeHeader};
+use crate::device::{self, HeaderAt, Place, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::luks2::{edit, write};
 use std::path::Path;
@@ -10,11 +10,11 @@ use std::path::Path;
 /// (docs/format.md: config "flags", persistent activation flags).
 pub const ALLOW_DISCARDS_FLAG: &str = "allow-discards";
 
-/// Whether the header of the volume at `place` in `backing` holds the persistent
-/// "allow-discards" flag. LUKS1 has no such flag: false.
-pub fn header_allows(backing: &Path, place: Place) -> Result<bool> {
-    let located = device::locate(backing, place, false, false)?;
-    match device::read_header(located.window(), backing)? {
+/// Whether the header of the volume at `place` in `backing` (or its detached `header`) holds
+/// the persistent "allow-discards" flag. LUKS1 has no such flag: false.
+pub fn header_allows(backing: &Path, place: Place, header: &HeaderAt) -> Result<bool> {
+    let located = device::locate_with(backing, place, header, false, false)?;
+    match located.read_header()? {
         VolumeHeader::Luks2(h) => Ok(edit::has_config_flag(&h.metadata, ALLOW_DISCARDS_FLAG)),
         VolumeHeader::Luks1(_) => Ok(false),
     }
@@ -24,13 +24,13 @@ pub fn header_allows(backing: &Path, place: Place) -> Result<bool> {
 /// header write (under the update lock). Returns false when the header held it already
 /// (nothing written). LUKS1 headers cannot hold it (exit 4); a volume inside a partition or
 /// window is refused (exit 1) because header updates there are not supported yet.
-pub fn persist_allow_discards(backing: &Path, place: Place) -> Result<bool> {
+pub fn persist_allow_discards(backing: &Path, place: Place, header: &HeaderAt) -> Result<bool> {
     if place != Place::Whole {
         return Err(Error::Usage(
             "--persistent works on a whole backing file or device only (not with --partition or --device-offset)".into(),
         ));
     }
-    let (dev, header) = device::open_for_update(backing)?;
+    let (dev, header) = device::open_for_update_at(backing, header)?;
     let name = dev.name();
     let Some(after) = edit::set_config_flag(&header.metadata, ALLOW_DISCARDS_FLAG, true)
         .map_err(|e| Error::Device(format!("{name}: new metadata is invalid: {e}")))?
@@ -51,11 +51,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.img");
         crate::format::test_volume(&path, b"pw");
-        assert!(!header_allows(&path, Place::Whole).unwrap());
-        assert!(persist_allow_discards(&path, Place::Whole).unwrap());
-        assert!(header_allows(&path, Place::Whole).unwrap());
-        assert!(!persist_allow_discards(&path, Place::Whole).unwrap());
-        let e = persist_allow_discards(&path, Place::Partition(1)).unwrap_err();
+        assert!(!header_allows(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
+        assert!(persist_allow_discards(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
+        assert!(header_allows(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
+        assert!(!persist_allow_discards(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
+        let e =
+            persist_allow_discards(&path, Place::Partition(1), &HeaderAt::InBacking).unwrap_err();
         assert_eq!(e.exit_code(), 1);
     }
 }

@@ -210,6 +210,165 @@ pub fn create_with_key(
     keys: FirstKeys,
     volume_key: Option<VolumeKey>,
 ) -> Result<Created> {
+    let layout = Layout::default();
+    let (mut metadata, slots, recovery) = build(plan, keys, &layout, volume_key)?;
+    let total = layout
+        .data_offset
+        .checked_add(plan.size_bytes)
+        .ok_or_else(|| usage("--size is too large"))?;
+    let device = crate::device::path_is_block_device(path);
+    if device {
+        metadata = fit_device(path, &metadata, layout.data_offset, plan.size_bytes)?;
+    }
+    let copies = encode_both(plan, &layout, &metadata.wire)?;
+    let areas: Vec<(u64, &[u8])> = slots
+        .iter()
+        .map(|k| (k.offset, k.slot.material.as_slice()))
+        .collect();
+    if device {
+        write_device(path, layout.data_offset, &areas, &copies)?;
+    } else {
+        write_volume(path, total, &areas, &copies)?;
+    }
+    log::info!(
+        "formatted {}: {} bytes of plaintext, uuid {}",
+        path.display(),
+        plan.size_bytes,
+        plan.uuid
+    );
+    Ok(Created {
+        recovery_key: recovery,
+        metadata,
+    })
+}
+
+/// Where the data of a volume with a detached header ([`create_detached`]) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetachedData {
+    /// The data runs from byte 0 to the end of the data device ("dynamic", as `cryptsetup
+    /// luksFormat --header` makes it).
+    WholeDevice,
+    /// The data is the first `plan.size_bytes` bytes of the data device.
+    Fixed,
+}
+
+/// Creates a volume with a detached header: the header and keyslots in `header` (the default
+/// 16 MiB layout; a header file already larger keeps its length, as cryptsetup does; written
+/// through a temporary file renamed into place, or in place on a block device), the data from
+/// byte 0 of `data`, which must exist, is never written, and must hold the data segment
+/// (exit 4). `header` is checked with [`check_header_target`] beforehand.
+pub fn create_detached(
+    header: &Path,
+    data: &Path,
+    plan: &Plan,
+    keys: FirstKeys,
+    size: DetachedData,
+    volume_key: Option<VolumeKey>,
+) -> Result<Created> {
+    let data_len = {
+        let file = crate::device::open_backing(data, false)?;
+        crate::device::len(&file)
+            .map_err(|e| Error::io(format!("cannot size {}", data.display()), e))?
+    };
+    let needed = match size {
+        DetachedData::Fixed => plan.size_bytes,
+        DetachedData::WholeDevice => u64::from(plan.sector_size),
+    };
+    if data_len < needed {
+        return Err(Error::Device(format!(
+            "{} is too small for the data of the detached header: {needed} bytes needed, it has {data_len}",
+            data.display()
+        )));
+    }
+    let layout = Layout {
+        data_offset: 0,
+        ..Layout::default()
+    };
+    let (mut metadata, slots, recovery) = build(plan, keys, &layout, volume_key)?;
+    if size == DetachedData::Fixed {
+        metadata = edit::set_segment_size(&metadata, Some(plan.size_bytes))
+            .map_err(|e| Error::Device(format!("internal error: new header is invalid: {e}")))?;
+    }
+    let header_bytes = layout.keyslots_start() + layout.keyslots_size;
+    let copies = encode_both(plan, &layout, &metadata.wire)?;
+    let areas: Vec<(u64, &[u8])> = slots
+        .iter()
+        .map(|k| (k.offset, k.slot.material.as_slice()))
+        .collect();
+    if crate::device::path_is_block_device(header) {
+        let file = crate::device::open_backing(header, false)?;
+        let len = crate::device::len(&file)
+            .map_err(|e| Error::io(format!("cannot size {}", header.display()), e))?;
+        if len < header_bytes {
+            return Err(Error::Device(format!(
+                "{} is too small for a detached header: {header_bytes} bytes needed, it has {len}",
+                header.display()
+            )));
+        }
+        drop(file);
+        write_device(header, header_bytes, &areas, &copies)?;
+    } else {
+        let existing = std::fs::metadata(header).map_or(0, |m| m.len());
+        write_volume(header, existing.max(header_bytes), &areas, &copies)?;
+    }
+    log::info!(
+        "formatted the detached header {} for the data in {}, uuid {}",
+        header.display(),
+        data.display(),
+        plan.uuid
+    );
+    Ok(Created {
+        recovery_key: recovery,
+        metadata,
+    })
+}
+
+/// Refuses to overwrite a detached header target unless `force` (exit 5) when any of its
+/// first 16 MiB is not zero (a header, a filesystem, data); an empty or all-zero pre-sized
+/// file (`truncate -s`) is used as it is. A directory or other non-regular file is exit 1; a
+/// block device is checked by [`check_device`].
+pub fn check_header_target(path: &Path, force: bool) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("cannot stat {}", path.display()), e)),
+    };
+    if meta.is_dir() || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        return check_target(path, force);
+    }
+    if !meta.is_file() {
+        return check_target(path, force);
+    }
+    if force || meta.len() == 0 {
+        return Ok(());
+    }
+    let file = crate::device::open_backing(path, false)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    let end = meta.len().min(Layout::default().data_offset);
+    while offset < end {
+        let n = usize::try_from((end - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+        file.read_exact_at(&mut buf[..n], offset)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(Error::Busy(format!(
+                "{} exists and is not empty: use --force to overwrite it",
+                path.display()
+            )));
+        }
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// The first keyslots and the checked metadata of a new volume laid out as `layout` (its
+/// segment at `layout.data_offset`, "dynamic"), around `volume_key` or a random one.
+fn build(
+    plan: &Plan,
+    keys: FirstKeys,
+    layout: &Layout,
+    volume_key: Option<VolumeKey>,
+) -> Result<(Metadata, Vec<FirstKeyslot>, Option<Passphrase>)> {
     let volume_key = match volume_key {
         Some(k) if k.expose_secret().len() != plan.key_bytes => {
             return Err(usage(format!(
@@ -225,7 +384,6 @@ pub fn create_with_key(
                 .map_err(|e| Error::io("cannot read the OS random generator", e))?,
         ),
     };
-    let layout = Layout::default();
     let area_size = Layout::keyslot_area_size(plan.key_bytes as u32);
     let store = |pass: &[u8], kdf, offset: u64, id: u32| {
         keyslot::store(&volume_key, pass, kdf, offset, area_size)
@@ -298,40 +456,13 @@ pub fn create_with_key(
     // Self-check on every step: what we write must pass our own reader's validation.
     let internal =
         |e: edit::EditError| Error::Device(format!("internal error: new header is invalid: {e}"));
-    let mut metadata = edit::new_volume(&layout, plan.sector_size, &digest).map_err(internal)?;
+    let mut metadata = edit::new_volume(layout, plan.sector_size, &digest).map_err(internal)?;
     for k in &slots {
         metadata = edit::add_keyslot(&metadata, k.id, &k.slot.json, 0, k.token.clone())
             .map_err(internal)?
             .0;
     }
-    let total = layout
-        .data_offset
-        .checked_add(plan.size_bytes)
-        .ok_or_else(|| usage("--size is too large"))?;
-    let device = crate::device::path_is_block_device(path);
-    if device {
-        metadata = fit_device(path, &metadata, layout.data_offset, plan.size_bytes)?;
-    }
-    let copies = encode_both(plan, &layout, &metadata.wire)?;
-    let areas: Vec<(u64, &[u8])> = slots
-        .iter()
-        .map(|k| (k.offset, k.slot.material.as_slice()))
-        .collect();
-    if device {
-        write_device(path, layout.data_offset, &areas, &copies)?;
-    } else {
-        write_volume(path, total, &areas, &copies)?;
-    }
-    log::info!(
-        "formatted {}: {} bytes of plaintext, uuid {}",
-        path.display(),
-        plan.size_bytes,
-        plan.uuid
-    );
-    Ok(Created {
-        recovery_key: recovery,
-        metadata,
-    })
+    Ok((metadata, slots, recovery))
 }
 
 /// Primary and secondary copies, each with its own random salt and checksum (secondary
@@ -591,6 +722,62 @@ mod tests {
         .expect("valid");
         assert_eq!(random.uuid.len(), 36);
         assert_eq!(&random.uuid[14..15], "4");
+    }
+
+    #[test]
+    fn creates_a_detached_header_opened_through_header_at() {
+        use crate::device::{self, HeaderAt, Place, VolumeHeader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = dir.path().join("h");
+        let data = dir.path().join("data");
+        std::fs::write(&data, vec![0u8; 1 << 20]).expect("data");
+        // A pre-sized all-zero header file is accepted without --force and grows to 16 MiB.
+        std::fs::write(&header, vec![0u8; 4096]).expect("header");
+        check_header_target(&header, false).expect("all zero");
+        let p = plan(&opts(), cheap).expect("plan");
+        let pass = || FirstKeys::Passphrase(Passphrase(SecretBytes::from_slice(b"pw")));
+        create_detached(&header, &data, &p, pass(), DetachedData::WholeDevice, None)
+            .expect("create");
+        assert_eq!(std::fs::metadata(&header).expect("stat").len(), 16 << 20);
+        assert_eq!(std::fs::read(&data).expect("data"), vec![0u8; 1 << 20]);
+        assert_eq!(
+            check_header_target(&header, false)
+                .err()
+                .map(|e| e.exit_code()),
+            Some(5)
+        );
+        let at = HeaderAt::File(header.clone());
+        let located = device::locate_with(&data, Place::Whole, &at, false, false).expect("locate");
+        assert_eq!(located.header_path(), header.as_path());
+        let parsed = located.read_header().expect("header");
+        let seg = located.segment(&parsed).expect("segment");
+        assert_eq!((seg.data_offset_bytes, seg.data_size_bytes), (0, 1 << 20));
+        let VolumeHeader::Luks2(h) = &parsed else {
+            panic!("LUKS2 expected");
+        };
+        assert!(keyslot::unlock(&h.metadata, located.header_window(), b"pw", None).is_ok());
+        // The data alone is no volume; a header whose segment does not fit is exit 4.
+        let plain = device::locate(&data, Place::Whole, false, false).expect("locate");
+        assert_eq!(plain.read_header().err().map(|e| e.exit_code()), Some(4));
+        let fixed = dir.path().join("fixed");
+        create_detached(&fixed, &data, &p, pass(), DetachedData::Fixed, None).expect("fixed");
+        std::fs::write(&data, vec![0u8; 4096]).expect("shrink");
+        let at = HeaderAt::File(fixed.clone());
+        let located = device::locate_with(&data, Place::Whole, &at, false, false).expect("locate");
+        let parsed = located.read_header().expect("header");
+        assert_eq!(
+            located.segment(&parsed).err().map(|e| e.exit_code()),
+            Some(4)
+        );
+        let e = device::open_for_update_at(&data, &at)
+            .err()
+            .map(|e| e.exit_code());
+        assert_eq!(e, Some(4));
+        // More than the data holds: exit 4 before anything is written.
+        let none = dir.path().join("none");
+        let e = create_detached(&none, &data, &p, pass(), DetachedData::Fixed, None);
+        assert_eq!(e.err().map(|e| e.exit_code()), Some(4));
+        assert!(!none.exists());
     }
 
     #[test]

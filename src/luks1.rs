@@ -416,6 +416,29 @@ impl Luks1Header {
         })
     }
 
+    /// The data segment of a detached header (`--header`): the payload starts at
+    /// `payload_offset_sectors` (0 for `cryptsetup luksFormat --header`) of the data device of
+    /// `data_len` bytes and runs to its end. The key material was checked against the header
+    /// file when it was read.
+    pub fn detached_segment(&self, data_len: u64) -> Result<Segment, Luks1Error> {
+        self.check_supported()?;
+        let data_offset_bytes = u64::from(self.payload_offset_sectors) * SECTOR_BYTES;
+        if data_offset_bytes >= data_len {
+            return Err(Luks1Error::DeviceTooSmall {
+                what: "the payload offset".into(),
+                end: data_offset_bytes,
+                len: data_len,
+            });
+        }
+        let data_size_bytes = (data_len - data_offset_bytes) / SECTOR_BYTES * SECTOR_BYTES;
+        Ok(Segment {
+            data_offset_bytes,
+            data_size_bytes,
+            sector_size: SECTOR_BYTES as u32,
+            iv_tweak: 0,
+        })
+    }
+
     /// Tries the enabled keyslots in id order (or only `only_slot`) with `passphrase` and
     /// returns the first slot that yields a volume key matching mkDigest. `Ok(None)`: the
     /// passphrase opens none of them.

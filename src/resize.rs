@@ -3,7 +3,7 @@
 //! (the volume is being served), by growing the file under a dynamic segment and telling the
 //! daemon to serve the new sectors.
 use crate::daemon;
-use crate::device::{self, Backing};
+use crate::device::{self, Backing, HeaderAt};
 use crate::error::{Error, Result};
 use crate::luks2::edit::{self, EditError};
 use crate::luks2::metadata::CryptSegment;
@@ -37,9 +37,36 @@ pub struct Resized {
 /// Resizes the volume at `path`: online when a daemon serves it (grow only, dynamic segment),
 /// offline otherwise (shrinking needs `force`).
 pub fn resize(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
-    match daemon::serving(path) {
-        Some(entry) => grow_online(path, size, &entry),
-        None => offline(path, size, force),
+    resize_at(path, &HeaderAt::InBacking, size, force)
+}
+
+/// [`resize`] with the header where `header` says. With a detached header (`--header FILE`)
+/// the data file `path` is grown or shrunk and a fixed-size segment gets its new size in FILE
+/// (offline only: a served volume is exit 5).
+pub fn resize_at(
+    path: &Path,
+    header: &HeaderAt,
+    size: NewSize<'_>,
+    force: bool,
+) -> Result<Resized> {
+    match (daemon::serving(path), header) {
+        (Some(entry), HeaderAt::InBacking) => grow_online(path, size, &entry),
+        (None, HeaderAt::InBacking) => offline(path, size, force),
+        (Some(entry), HeaderAt::File(_)) => Err(Error::Busy(format!(
+            "{} is open as {} (pid {}): a volume with a detached header is resized offline; `vaultdisk close {}` first",
+            path.display(),
+            entry.plain.display(),
+            entry.pid,
+            entry.plain.display()
+        ))),
+        (None, HeaderAt::File(_)) => {
+            // The header file is updated under its lock with the data file locked too
+            // (device::open_for_update_at); the data file's length changes go through a
+            // Backing of their own.
+            let (dev, parsed) = device::open_for_update_at(path, header)?;
+            let data = Backing::open(path, true)?;
+            resize_offline(&dev, &data, &parsed, size, force)
+        }
     }
 }
 
@@ -83,16 +110,28 @@ fn new_file_len(seg: &CryptSegment, size: NewSize<'_>) -> Result<u64> {
 /// that fits the file.
 pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
     let (dev, header) = device::open_for_update(path)?;
+    resize_offline(&dev, &dev, &header, size, force)
+}
+
+/// The offline resize of [`offline`] with the header in `dev` and the data in `data` (the
+/// same file unless the header is detached).
+fn resize_offline(
+    dev: &Backing,
+    data: &Backing,
+    header: &Header,
+    size: NewSize<'_>,
+    force: bool,
+) -> Result<Resized> {
     let name = dev.name();
-    let seg = checked_segment(&header, size, &name)?;
-    if seg.offset_bytes == 0 {
+    let seg = checked_segment(header, size, &name)?;
+    if seg.offset_bytes == 0 && !dev.is_detached() {
         return Err(Error::Device(format!(
             "{name} has a detached header (data offset 0): resize does not support it"
         )));
     }
-    let file_len = dev
+    let file_len = data
         .len_bytes()
-        .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
+        .map_err(|e| Error::io(format!("cannot stat {}", data.name()), e))?;
     let old_size = seg
         .size_bytes
         .unwrap_or_else(|| dynamic_size(seg, file_len));
@@ -103,12 +142,14 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
             size.text
         )));
     }
-    let set_len = |len: u64| set_file_len(&dev, len);
+    let set_len = |len: u64| set_file_len(data, len);
     if new_len > file_len {
         set_len(new_len)?;
     }
-    // A device keeps its size: a dynamic segment smaller than it becomes a fixed one.
-    let on_device = device::is_block_device(dev.file());
+    // A device keeps its size: a dynamic segment smaller than it becomes a fixed one. So does
+    // the data file of a detached header (grown when the data needs it, never shrunk), as
+    // cryptsetup resize never changes the data device.
+    let on_device = device::is_block_device(data.file()) || dev.is_detached();
     let fix_on_device = on_device && seg.size_bytes.is_none() && new_len < file_len;
     if fix_on_device || (seg.size_bytes.is_some() && seg.size_bytes != Some(size.bytes)) {
         let after =
@@ -116,7 +157,7 @@ pub fn offline(path: &Path, size: NewSize<'_>, force: bool) -> Result<Resized> {
                 EditError::NoCryptSegment => Error::Device(format!("{name}: no crypt segment")),
                 other => Error::Device(format!("{name}: new metadata is invalid: {other}")),
             })?;
-        write::write_header(&dev, &header, after.wire, device::random_salts()?)
+        write::write_header(dev, header, after.wire, device::random_salts()?)
             .map_err(|e| dev.write_error(e))?;
     }
     if new_len < file_len && !on_device {

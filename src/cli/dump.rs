@@ -2,7 +2,7 @@
 //! with `--dump-volume-key` (cryptsetup's escrow path: after an unlock and a YES).
 use super::DumpArgs;
 use super::{output, passphrase};
-use crate::device::{self, VolumeHeader};
+use crate::device::{self, HeaderAt, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::report::{DumpReport, VolumeKeyDump};
 use crate::unlock;
@@ -10,13 +10,19 @@ use std::io::{BufRead, IsTerminal, Write};
 
 /// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
-    let located = device::locate(&args.backing, args.place.place(), false, false)?;
-    let header = device::read_header(located.window(), &args.backing)?;
+    let located = device::locate_with(
+        &args.backing,
+        args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
+        false,
+        false,
+    )?;
+    let header = located.read_header()?;
     if let VolumeHeader::Luks2(h) = &header {
-        device::warn_damaged_copy(h, &args.backing);
+        device::warn_damaged_copy(h, located.header_path());
     }
     if args.dump_volume_key {
-        return dump_volume_key(args, &header, located.window());
+        return dump_volume_key(args, &header, located.header_window(), located.header_path());
     }
     output::print(&DumpReport::new(&header), args.json)
 }
@@ -27,6 +33,7 @@ fn dump_volume_key(
     args: &DumpArgs,
     header: &VolumeHeader,
     dev: &(impl crate::luks2::ReadAt + ?Sized),
+    header_path: &std::path::Path,
 ) -> Result<()> {
     if let Some(f) = &args.volume_key_file
         && std::fs::symlink_metadata(f).is_ok()
@@ -46,7 +53,7 @@ fn dump_volume_key(
         &passphrase::unlock_key(&args.key),
         Some(&vault),
         args.key_slot,
-        &args.backing,
+        header_path,
         &passphrase::Terminal,
     )?;
     if let Some(f) = &args.volume_key_file {

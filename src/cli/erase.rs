@@ -1,12 +1,16 @@
 //! `vaultdisk erase`: arguments -> `crate::erase` (after confirmation on a terminal unless
 //! --batch) -> the result line. Afterwards the data is gone for good.
 use super::EraseArgs;
+use crate::device::{self, HeaderAt};
 use crate::erase;
 use crate::error::{Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
 
 pub fn run(args: &EraseArgs) -> Result<()> {
-    let target = erase::prepare(&args.backing)?;
+    let at = HeaderAt::from_option(args.header.as_deref());
+    // A detached header is erased in its file; BACKING (the data) is held locked, not written.
+    let _data = device::lock_data_for_update(&args.backing, &at)?;
+    let target = erase::prepare(at.path(&args.backing))?;
     let name = target.dev.name();
     if !args.batch {
         confirm(&name)?;

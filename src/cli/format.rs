@@ -2,24 +2,43 @@
 //! `crate::format` -> the recovery key printed once.
 use super::{FormatArgs, output, passphrase, size};
 use crate::error::{Error, Result};
-use crate::format::{self, FirstKeys, Options};
+use crate::format::{self, DetachedData, FirstKeys, Options};
 use crate::unlock::{self, vault};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 pub fn run(args: &FormatArgs) -> Result<()> {
+    let (size_bytes, size_text, detached) = match (&args.size, &args.header) {
+        (Some(text), None) => (size::parse(text)?, text.clone(), None),
+        (Some(text), Some(_)) => (size::parse(text)?, text.clone(), Some(DetachedData::Fixed)),
+        (None, _) => {
+            let len = data_len(&args.backing)?;
+            let sector = u64::from(args.sector_size);
+            (
+                len / sector * sector,
+                format!("(all {len} bytes of {})", args.backing.display()),
+                Some(DetachedData::WholeDevice),
+            )
+        }
+    };
     let opts = Options {
-        size_bytes: size::parse(&args.size)?,
-        size_text: args.size.clone(),
+        size_bytes,
+        size_text,
         sector_size: args.sector_size,
         key_size_bits: args.key_size,
         label: args.label.clone(),
         uuid: args.uuid.clone(),
     };
     let plan = format::plan(&opts, |key_len| args.pbkdf.request(key_len))?;
-    format::check_target(&args.backing, args.force)?;
-    if crate::device::path_is_block_device(&args.backing) && !args.batch {
-        confirm_device(&args.backing)?;
+    // With --header the header file is what is written; BACKING only holds the data.
+    let target = args.header.as_deref().unwrap_or(&args.backing);
+    if detached.is_some() {
+        format::check_header_target(target, args.force)?;
+    } else {
+        format::check_target(target, args.force)?;
+    }
+    if crate::device::path_is_block_device(target) && !args.batch {
+        confirm_device(target)?;
     }
     // Read (and length-checked) before any prompt: a bad key file writes nothing.
     let volume_key = match &args.volume_key_file {
@@ -64,15 +83,34 @@ pub fn run(args: &FormatArgs) -> Result<()> {
             true,
         )?)
     };
-    let created = format::create_with_key(&args.backing, &plan, keys, volume_key)?;
+    let created = match detached {
+        None => format::create_with_key(&args.backing, &plan, keys, volume_key)?,
+        Some(size) => {
+            format::create_detached(target, &args.backing, &plan, keys, size, volume_key)?
+        }
+    };
     if let Some(key) = created.recovery_key {
         output::print_recovery_key(&key)?;
         eprintln!(
             "keyslot 1 of {} holds the recovery key above: keep it safe, it is not shown again (open --recovery-key)",
-            args.backing.display()
+            target.display()
         );
     }
     Ok(())
+}
+
+/// The length of the data file BACKING of `format --header` without `--size`.
+fn data_len(backing: &Path) -> Result<u64> {
+    let file = crate::device::open_backing(backing, false).map_err(|e| match e.kind() {
+        crate::error::ErrorKind::Device => Error::Usage(format!(
+            "{}: format --header without --size uses all of BACKING, which must exist ({})",
+            backing.display(),
+            e.message()
+        )),
+        _ => e,
+    })?;
+    crate::device::len(&file)
+        .map_err(|e| Error::io(format!("cannot size {}", backing.display()), e))
 }
 
 /// Asks for "YES" on the terminal before formatting a block device, as cryptsetup does;

@@ -5,7 +5,7 @@ use super::{
     TestKeyArgs, output, passphrase,
 };
 use crate::crypto::kdf::Kdf;
-use crate::device::{self, Backing, VolumeHeader};
+use crate::device::{self, Backing, HeaderAt, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::header_backup;
 use crate::keys::{self, NewKey};
@@ -81,7 +81,10 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
             MAX_OBJECTS - 1
         )));
     }
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let name = dev.name();
     // Before any prompt: the keyslot asked for must be free.
     if args.key_slot.is_some() {
@@ -108,7 +111,10 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
 }
 
 pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let name = dev.name();
     let (opened, vk) = unlock(&dev, &header, &args.key, None)?;
     let (id, recovery) = keys::add_recovery_key(&dev, &header, &vk, opened)?;
@@ -120,7 +126,10 @@ pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
 }
 
 pub fn remove_key(args: &RemoveKeyArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let name = dev.name();
     let id = match args.key_slot {
         Some(n) => {
@@ -147,7 +156,10 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let name = dev.name();
     let (old, vk) = unlock(&dev, &header, &args.key, args.key_slot)?;
     let pass = passphrase::read(&new_key, &format!("the new key of {name}"), true)?;
@@ -164,13 +176,24 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
 }
 
 pub fn test_key(args: &TestKeyArgs) -> Result<()> {
-    let located = device::locate(&args.backing, args.place.place(), false, false)?;
-    let file = located.window();
-    let header = device::read_header(file, &args.backing)?;
+    let located = device::locate_with(
+        &args.backing,
+        args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
+        false,
+        false,
+    )?;
+    let file = located.header_window();
+    let header = located.read_header()?;
+    if located.is_detached() {
+        // The data segment must fit BACKING (exit 4), as for open.
+        located.segment(&header)?;
+    }
+    let shown = located.header_path();
     // An explicit key is tested alone; without one, vault tokens are tried as by open.
     let explicit = args.key.key_file.is_some() || args.key.recovery_key;
     if let VolumeHeader::Luks2(h) = &header {
-        device::warn_damaged_copy(h, &args.backing);
+        device::warn_damaged_copy(h, shown);
         if explicit && args.key.vault.token_only {
             return Err(Error::Usage(
                 "--token-only tests the vault tokens: drop --key-file/--recovery-key".into(),
@@ -191,20 +214,24 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
         &key,
         vault.as_ref(),
         args.key_slot,
-        &args.backing,
+        shown,
         &passphrase::Terminal,
     )?;
     println!(
         "keyslot {} opens {}",
         opened.by.keyslot().unwrap_or_default(),
-        args.backing.display()
+        shown.display()
     );
     Ok(())
 }
 
 pub fn repair(args: &RepairArgs) -> Result<()> {
-    let name = args.backing.display();
-    match header_backup::repair(&args.backing, args.force)? {
+    let at = HeaderAt::from_option(args.header.as_deref());
+    // A detached header is repaired in its file; BACKING (the data) is held locked.
+    let _data = device::lock_data_for_update(&args.backing, &at)?;
+    let target = at.path(&args.backing);
+    let name = target.display();
+    match header_backup::repair(target, args.force)? {
         Some(r) => println!(
             "rewrote the {} header copy of {name} from the {} copy (seqid {})",
             r.rewrote.name(),

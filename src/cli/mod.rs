@@ -208,6 +208,9 @@ pub struct VaultEnrollArgs {
     /// Put the vault keyslot in this keyslot (default: the lowest free one).
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// A detached header (as `cryptsetup --header`): the keyslot and token are added to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault list`.
@@ -218,6 +221,9 @@ pub struct VaultListArgs {
     /// An array of objects for scripts.
     #[arg(long)]
     pub json: bool,
+    /// A detached header (as `cryptsetup --header`) to read the tokens from.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault rewrap`.
@@ -231,6 +237,9 @@ pub struct VaultRewrapArgs {
     /// The vault to rewrap through.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// A detached header (as `cryptsetup --header`): the tokens in FILE are rewrapped.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk vault remove`.
@@ -244,6 +253,9 @@ pub struct VaultRemoveArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to remove the token from.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk format`.
@@ -251,9 +263,10 @@ pub struct VaultRemoveArgs {
 pub struct FormatArgs {
     /// The backing file to create.
     pub backing: PathBuf,
-    /// Plaintext size, with K/M/G/T suffixes (binary units).
-    #[arg(long, value_name = "SIZE")]
-    pub size: String,
+    /// Plaintext size, with K/M/G/T suffixes (binary units). With --header: the data's size
+    /// (default: all of BACKING, which must then exist).
+    #[arg(long, value_name = "SIZE", required_unless_present = "header")]
+    pub size: Option<String>,
     /// The passphrase of keyslot 0.
     #[command(flatten)]
     pub key: KeyArgs,
@@ -289,6 +302,10 @@ pub struct FormatArgs {
     /// --volume-key-file); its length must match --key-size.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["transit_key", "kv_path"])]
     pub volume_key_file: Option<PathBuf>,
+    /// Create a detached header in FILE (grown to the 16 MiB header size if smaller; a larger
+    /// file keeps its size); the data starts at byte 0 of BACKING, which is never written.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk open`.
@@ -323,6 +340,10 @@ pub struct OpenArgs {
     /// the header's digest and used directly, no keyslot opened.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
+    /// read from FILE, the data is in BACKING from the segment's offset.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -362,6 +383,9 @@ pub struct DumpArgs {
     /// terminal).
     #[arg(long, requires = "dump_volume_key")]
     pub batch: bool,
+    /// A detached header (as `cryptsetup --header`) to show instead of BACKING's.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk mount`.
@@ -396,6 +420,10 @@ pub struct MountArgs {
     /// the header's digest and used directly, no keyslot opened.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
+    /// read from FILE, the data is in BACKING from the segment's offset.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// `--allow-discards` and `--persistent` of open and mount.
@@ -424,11 +452,16 @@ impl DiscardArgs {
     /// Whether discards are allowed for the volume at `place` in `backing` (after it
     /// unlocked): --allow-discards (stored in the header first with --persistent), or the
     /// header's persistent flag.
-    pub fn allowed(&self, backing: &std::path::Path, place: crate::device::Place) -> Result<bool> {
-        if self.persistent && crate::discard::persist_allow_discards(backing, place)? {
+    pub fn allowed(
+        &self,
+        backing: &std::path::Path,
+        place: crate::device::Place,
+        header: &crate::device::HeaderAt,
+    ) -> Result<bool> {
+        if self.persistent && crate::discard::persist_allow_discards(backing, place, header)? {
             log::info!("{}: allow-discards stored in the header", backing.display());
         }
-        Ok(self.allow_discards || crate::discard::header_allows(backing, place)?)
+        Ok(self.allow_discards || crate::discard::header_allows(backing, place, header)?)
     }
 }
 
@@ -567,6 +600,9 @@ pub struct AddKeyArgs {
     /// --volume-key-file): checked against the header's digest; the new keyslot stores it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// A detached header (as `cryptsetup --header`): the new keyslot is written to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk remove-key`.
@@ -583,6 +619,9 @@ pub struct RemoveKeyArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`): the keyslot is removed from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk change-key`.
@@ -602,6 +641,9 @@ pub struct ChangeKeyArgs {
     /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
+    /// A detached header (as `cryptsetup --header`): the keyslot in FILE is replaced.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk test-key`.
@@ -618,6 +660,9 @@ pub struct TestKeyArgs {
     /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`) holding the keyslots.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header`.
@@ -644,6 +689,9 @@ pub struct HeaderBackupArgs {
     pub backing: PathBuf,
     /// The backup file to create (must not exist).
     pub file: PathBuf,
+    /// A detached header (as `cryptsetup --header`) to back up.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header restore`.
@@ -656,6 +704,9 @@ pub struct HeaderRestoreArgs {
     /// Restore even if the backup belongs to another volume (different UUID or layout).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to restore the backup into.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk repair`.
@@ -667,6 +718,9 @@ pub struct RepairArgs {
     /// filesystem, a partition table): what is there is destroyed.
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) to repair.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk add-recovery-key`.
@@ -677,6 +731,9 @@ pub struct AddRecoveryKeyArgs {
     /// An existing key (as for open).
     #[command(flatten)]
     pub key: KeyArgs,
+    /// A detached header (as `cryptsetup --header`): the recovery keyslot is written to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk erase`.
@@ -687,6 +744,9 @@ pub struct EraseArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub batch: bool,
+    /// A detached header (as `cryptsetup --header`) to erase; BACKING is not written.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk resize`.
@@ -700,6 +760,9 @@ pub struct ResizeArgs {
     /// Allow shrinking (the data past SIZE is lost).
     #[arg(long)]
     pub force: bool,
+    /// A detached header (as `cryptsetup --header`) whose data segment is resized (offline only).
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// `vaultdisk scan`.

@@ -1,6 +1,7 @@
 //! `vaultdisk mount` / `umount`: a volume's filesystem on a directory (see `crate::mount`).
 use super::{MountArgs, UmountArgs, passphrase};
 use crate::daemon;
+use crate::device::HeaderAt;
 use crate::error::{Error, Result};
 use crate::mount::{self, MountSpec};
 use crate::unlock;
@@ -19,9 +20,10 @@ pub fn run(args: &MountArgs) -> Result<()> {
             args.fs_type
         )));
     }
-    let unlocked = unlock::unlock_at(
+    let unlocked = unlock::unlock_with(
         &args.backing,
         args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
         &passphrase::unlock_key_or_volume_key(&args.key, args.volume_key_file.as_deref()),
         &args.key.vault.config(),
         args.key_slot,
@@ -32,7 +34,11 @@ pub fn run(args: &MountArgs) -> Result<()> {
             daemon::ensure_backing_free(&args.backing, args.read_only)
         },
     )?;
-    let allow_discards = args.discard.allowed(&args.backing, args.place.place())?;
+    let allow_discards = args.discard.allowed(
+        &args.backing,
+        args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let record = mount::mount(
         &MountSpec {
             backing: args.backing.clone(),

@@ -1,14 +1,16 @@
 //! `vaultdisk open`: unlock a keyslot (`crate::unlock`) and serve the plaintext through FUSE.
 use super::{OpenArgs, passphrase};
 use crate::daemon::{self, ServeSpec};
+use crate::device::HeaderAt;
 use crate::error::Result;
 use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
-    let unlocked = unlock::unlock_at(
+    let unlocked = unlock::unlock_with(
         &args.backing,
         args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
         &passphrase::unlock_key_or_volume_key(&args.key, args.volume_key_file.as_deref()),
         &args.key.vault.config(),
         args.key_slot,
@@ -19,7 +21,11 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             daemon::ensure_backing_free(&args.backing, args.read_only)
         },
     )?;
-    let allow_discards = args.discard.allowed(&args.backing, args.place.place())?;
+    let allow_discards = args.discard.allowed(
+        &args.backing,
+        args.place.place(),
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     daemon::start(
         ServeSpec {
             backing: args.backing.clone(),

@@ -1,6 +1,7 @@
 //! `vaultdisk resize`: arguments -> `crate::resize` (offline, or online growth of an open
 //! volume) -> the result line.
 use super::ResizeArgs;
+use crate::device::HeaderAt;
 use crate::error::Result;
 use crate::resize::{self, NewSize};
 
@@ -9,7 +10,8 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
         bytes: super::size::parse(&args.size)?,
         text: &args.size,
     };
-    let r = resize::resize(&args.backing, size, args.force)?;
+    let at = HeaderAt::from_option(args.header.as_deref());
+    let r = resize::resize_at(&args.backing, &at, size, args.force)?;
     let name = args.backing.display();
     match r.online {
         None => println!(

@@ -2,7 +2,7 @@
 //! through `vaultdisk-vault` tokens, credentials and wrapping live in `crate::unlock::vault`;
 //! the keyslot and token changes in `crate::keys`.
 use super::{VaultEnrollArgs, VaultListArgs, VaultRemoveArgs, VaultRewrapArgs, passphrase};
-use crate::device::{self, Backing};
+use crate::device::{self, Backing, HeaderAt};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::luks2::metadata::Metadata;
@@ -16,7 +16,10 @@ pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
             "vault enroll needs --transit-key NAME or --kv-path PATH".into(),
         ));
     }
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let name = dev.name();
     let id = keys::free_keyslot(&header, args.key_slot, &name)?;
     let config = args.key.vault.config();
@@ -71,9 +74,10 @@ fn token_rows(meta: &Metadata) -> Vec<Value> {
 }
 
 pub fn list(args: &VaultListArgs) -> Result<()> {
-    let dev = Backing::open(&args.backing, false)?;
+    let at = HeaderAt::from_option(args.header.as_deref());
+    let dev = Backing::open(at.path(&args.backing), false)?;
     let header = dev.luks2_header()?;
-    device::warn_damaged_copy(&header, &args.backing);
+    device::warn_damaged_copy(&header, dev.path());
     let rows = token_rows(&header.metadata);
     if args.json {
         println!(
@@ -111,7 +115,10 @@ pub fn list(args: &VaultListArgs) -> Result<()> {
 }
 
 pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let done = keys::rewrap_vault_tokens(&dev, &header, &args.vault.config(), args.token)?;
     for r in done.iter().filter(|r| r.new.is_none()) {
         println!(
@@ -138,7 +145,10 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
 }
 
 pub fn remove(args: &VaultRemoveArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update(&args.backing)?;
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let slots = keys::remove_vault_token(&dev, &header, args.token, args.force)?;
     println!(
         "removed vault token {} and keyslot {:?} from {}",

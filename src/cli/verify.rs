@@ -1,6 +1,6 @@
 //! `vaultdisk verify` / `digest`: restore verification, read-only throughout.
 use super::{DigestArgs, KeyArgs, VerifyArgs, output, passphrase};
-use crate::device::{self, Place, VolumeHeader};
+use crate::device::{self, HeaderAt, Place, VolumeHeader};
 use crate::disk::Window;
 use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
@@ -24,27 +24,15 @@ struct Opened {
 }
 
 fn open_read_only(backing: &Path, place: Place, header: Option<&Path>) -> Result<Opened> {
-    let data = device::locate(backing, place, false, false)?;
-    let data_len = data.len();
-    let header_path = header.unwrap_or(backing).to_path_buf();
-    let header_file = match header {
-        Some(h) => device::locate(h, Place::Whole, false, false)?
-            .window()
-            .clone(),
-        None => data.window().clone(),
-    };
-    let parsed = device::read_header(&header_file, &header_path)?;
-    let segment = match &parsed {
-        VolumeHeader::Luks2(h) => device::luks2_segment_in(h, data_len, backing, header.is_some())?,
-        VolumeHeader::Luks1(h) => h
-            .segment(data_len)
-            .map_err(|e| Error::Device(format!("{}: {e}", header_path.display())))?,
-    };
+    let at = HeaderAt::from_option(header);
+    let located = device::locate_with(backing, place, &at, false, false)?;
+    let parsed = located.read_header()?;
+    let segment = located.segment(&parsed)?;
     Ok(Opened {
-        header_file,
-        header_path,
+        header_file: located.header_window().clone(),
+        header_path: located.header_path().to_path_buf(),
         header: parsed,
-        segment: data.absolute(segment)?,
+        segment,
     })
 }
 

@@ -16,7 +16,7 @@ pub use vault::VaultConfig;
 pub use volume_key::{read_volume_key_file, unlock_with_volume_key};
 
 use crate::crypto::CryptoError;
-use crate::device::{self, Place, VolumeHeader};
+use crate::device::{self, HeaderAt, Place, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::geometry::Segment;
 use crate::keyslot::{self, UnlockError};
@@ -365,17 +365,46 @@ pub fn unlock_at(
     prompt: &dyn Prompt,
     before_key: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Unlocked> {
-    let name = backing.display().to_string();
+    unlock_with(
+        backing,
+        place,
+        &HeaderAt::InBacking,
+        key,
+        vault,
+        key_slot,
+        read_only,
+        prompt,
+        before_key,
+    )
+}
+
+/// [`unlock_at`] with the header where `header` says: with a detached header (`--header
+/// FILE`) the header and keyslots are read from FILE (never written), the data segment is
+/// checked against the place in `backing` (one that does not fit is exit 4), and the
+/// returned segment is in `backing`, as the daemon serves it.
+#[allow(clippy::too_many_arguments)]
+pub fn unlock_with(
+    backing: &Path,
+    place: Place,
+    header: &HeaderAt,
+    key: &Key,
+    vault: &VaultConfig,
+    key_slot: Option<u32>,
+    read_only: bool,
+    prompt: &dyn Prompt,
+    before_key: &mut dyn FnMut() -> Result<()>,
+) -> Result<Unlocked> {
     // Read-write needs write access: find out before asking for a passphrase.
-    let located = device::locate(backing, place, !read_only, true)?;
-    let dev = located.window();
-    let file_len = located.len();
-    let header = match device::read_header(dev, backing)? {
+    let located = device::locate_with(backing, place, header, !read_only, true)?;
+    let dev = located.header_window();
+    let header_path = located.header_path().to_path_buf();
+    let name = header_path.display().to_string();
+    let parsed = located.read_header()?;
+    let segment = located.segment(&parsed)?;
+    let header = match parsed {
         VolumeHeader::Luks2(h) => h,
         VolumeHeader::Luks1(h) => {
-            let segment = h.segment(file_len).map_err(|e| luks1_error(e, backing))?;
-            let segment = located.absolute(segment)?;
-            let opened = unlock_luks1(&h, dev, key, key_slot, backing, prompt, before_key)?;
+            let opened = unlock_luks1(&h, dev, key, key_slot, &header_path, prompt, before_key)?;
             let grows_with_file = located.is_whole();
             drop(located);
             return Ok(Unlocked {
@@ -386,12 +415,19 @@ pub fn unlock_at(
             });
         }
     };
-    device::warn_damaged_copy(&header, backing);
-    let segment = located.absolute(device::luks2_segment(&header, file_len, backing)?)?;
-    check_key_slot(&header.metadata, key_slot, backing)?;
+    device::warn_damaged_copy(&header, &header_path);
+    check_key_slot(&header.metadata, key_slot, &header_path)?;
     before_key()?;
 
-    let opened = unlock_luks2(&header.metadata, dev, key, vault, key_slot, backing, prompt)?;
+    let opened = unlock_luks2(
+        &header.metadata,
+        dev,
+        key,
+        vault,
+        key_slot,
+        &header_path,
+        prompt,
+    )?;
     if let Some(k) = opened.by.keyslot() {
         log::info!("keyslot {k} of {name} opened");
     }
