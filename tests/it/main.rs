@@ -23,6 +23,7 @@ mod perf;
 mod reliability;
 mod report;
 mod support;
+mod toolbox;
 mod unlock;
 mod validity;
 mod vault;
