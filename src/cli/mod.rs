@@ -209,7 +209,10 @@ pub enum VaultCommand {
     Enroll(VaultEnrollArgs),
     /// List the vault tokens: keyslots, KEK mode, address, key version.
     List(VaultListArgs),
-    /// Re-wrap tokens to their KEK's latest version (after transit/keys/<k>/rotate).
+    /// Re-wrap tokens to their KEK's latest version (after `transit/keys/<k>/rotate`).
+    #[command(
+        about = "Re-wrap tokens to their KEK's latest version (after transit/keys/<k>/rotate)"
+    )]
     Rewrap(VaultRewrapArgs),
     /// Remove a vault token and its keyslot.
     Remove(VaultRemoveArgs),
