@@ -11,6 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo doc (rustdoc warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== scripts/bench.sh --smoke (keeps the benchmark script working; ~40 s, figures mean nothing)"
 mkdir -p target/tmp
 bash scripts/bench.sh --smoke > target/tmp/bench-smoke.md 2> target/tmp/bench-smoke.log ||

@@ -1,6 +1,7 @@
 //! vaultdisk: LUKS2 volumes served as one plaintext file through FUSE, without dm-crypt.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod benchmark;
 pub mod cli;
 pub mod crypto;

@@ -15,6 +15,7 @@ mod resize;
 mod scan;
 pub mod size;
 mod status;
+mod toolbox;
 mod vault;
 mod verify;
 
@@ -97,6 +98,26 @@ pub enum Command {
     /// Internal: the background daemon started by `open` (spec and key arrive on stdin).
     #[command(name = "__daemon", hide = true)]
     Daemon,
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Internal: write the man pages (vaultdisk.8, vaultdisk-VERB.8) into DIR (scripts/install.sh).
+    #[command(name = "__man", hide = true)]
+    Man(ManArgs),
+}
+
+/// Arguments of `vaultdisk completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for; install the script where that shell looks (README).
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of the hidden `vaultdisk __man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// An existing directory; pages already there are replaced.
+    pub dir: PathBuf,
 }
 
 /// Where a passphrase or key comes from (cryptsetup's --key-file semantics).
@@ -188,7 +209,10 @@ pub enum VaultCommand {
     Enroll(VaultEnrollArgs),
     /// List the vault tokens: keyslots, KEK mode, address, key version.
     List(VaultListArgs),
-    /// Re-wrap tokens to their KEK's latest version (after transit/keys/<k>/rotate).
+    /// Re-wrap tokens to their KEK's latest version (after `transit/keys/<k>/rotate`).
+    #[command(
+        about = "Re-wrap tokens to their KEK's latest version (after transit/keys/<k>/rotate)"
+    )]
     Rewrap(VaultRewrapArgs),
     /// Remove a vault token and its keyslot.
     Remove(VaultRemoveArgs),
@@ -875,6 +899,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Benchmark(args) => benchmark::run(&args).map(|()| 0),
         Command::Scan(args) => scan::run(&args).map(|()| 0),
         Command::Daemon => Ok(crate::daemon::child_main()),
+        Command::Completions(args) => toolbox::completions(&args).map(|()| 0),
+        Command::Man(args) => toolbox::man(&args).map(|()| 0),
     }
 }
 

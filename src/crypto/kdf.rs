@@ -1,6 +1,6 @@
 //! Password-based key derivation: Argon2id, Argon2i, PBKDF2 behind one enum, with the static
 //! cost caps against hostile headers. What depends on this machine (free memory, timing,
-//! cryptsetup-style calibration) is in [`calibrate`].
+//! cryptsetup-style calibration) is in [`calibrate`](mod@calibrate).
 //!
 //! Argon2 is version 0x13 with no secret key and no associated data, as LUKS2 uses it
 //! (docs/format.md §5). Its lanes run on a rayon pool private to one derivation whose threads

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub struct OpenVolume {
     /// The serving process.
     pub pid: u32,
-    /// Its start time in clock ticks since boot (/proc/<pid>/stat field 22), so a reused
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a reused
     /// pid is not mistaken for it.
     pub start_time: u64,
     /// Canonical absolute path of the backing file.

@@ -27,7 +27,7 @@ pub fn munlock(ptr: *const u8, len: usize) {
 }
 
 /// Makes the process non-dumpable: no core dumps, no ptrace attach by the same user,
-/// /proc/<pid>/mem unreadable to others. Returns false if the kernel refused.
+/// `/proc/<pid>/mem` unreadable to others. Returns false if the kernel refused.
 pub fn set_not_dumpable() -> bool {
     // SAFETY: PR_SET_DUMPABLE takes plain integer arguments and touches no memory of ours.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 }

@@ -1,8 +1,8 @@
 //! Readers of the kernel's /proc and /sys files, all byte-based (a non-UTF-8 mount path or
 //! command name anywhere on the host must not make them fail): the mount table
-//! (/proc/self/mountinfo), a process's state and start time (/proc/<pid>/stat), the loop
+//! (/proc/self/mountinfo), a process's state and start time (`/proc/<pid>/stat`), the loop
 //! device backed by a file (/sys/block/loop*/loop/backing_file) and a mount's readahead
-//! (/sys/class/bdi/<dev>/read_ahead_kb).
+//! (`/sys/class/bdi/<dev>/read_ahead_kb`).
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -133,7 +133,7 @@ pub fn pids() -> Vec<u32> {
     )
 }
 
-/// The open fds of `pid` with what each links to (/proc/<pid>/fd); empty when they cannot
+/// The open fds of `pid` with what each links to (`/proc/<pid>/fd`); empty when they cannot
 /// be read (the process is gone, or belongs to another user, or is not dumpable and we are
 /// not root).
 pub fn fd_targets(pid: u32) -> Vec<(u32, PathBuf)> {
@@ -156,7 +156,7 @@ fn backing_file_is(contents: &[u8], path: &Path) -> bool {
     OsStr::from_bytes(name) == path.as_os_str()
 }
 
-/// A process's state letter and start time, from /proc/<pid>/stat.
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessStat {
     /// Field 3: R, S, D, Z, X, ...
@@ -170,7 +170,7 @@ pub fn process_stat(pid: u32) -> Option<ProcessStat> {
     parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Parses /proc/<pid>/stat. The command name may hold spaces, parentheses and any bytes:
+/// Parses `/proc/<pid>/stat`. The command name may hold spaces, parentheses and any bytes:
 /// the fields resume after the last ')'.
 pub fn parse_stat(stat: &[u8]) -> Option<ProcessStat> {
     let close = stat.iter().rposition(|&b| b == b')')?;
@@ -202,7 +202,7 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
 }
 
 /// Sets the kernel readahead of the mount at `mount_point` (canonical) to `kib` KiB through
-/// /sys/class/bdi/<dev>/read_ahead_kb (root only). Finds the device in the mount table: a
+/// `/sys/class/bdi/<dev>/read_ahead_kb` (root only). Finds the device in the mount table: a
 /// stat of a FUSE mount before its session serves requests would wait for its own reply.
 pub fn set_read_ahead_kib(mount_point: &Path, kib: u32) -> io::Result<()> {
     let entry = mount_at(mount_point).ok_or_else(|| {

@@ -26,6 +26,7 @@ mod perf;
 mod reliability;
 mod report;
 mod support;
+mod toolbox;
 mod unlock;
 mod validity;
 mod vault;
