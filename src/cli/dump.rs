@@ -22,7 +22,12 @@ pub fn run(args: &DumpArgs) -> Result<()> {
         device::warn_damaged_copy(h, located.header_path());
     }
     if args.dump_volume_key {
-        return dump_volume_key(args, &header, located.header_window(), located.header_path());
+        return dump_volume_key(
+            args,
+            &header,
+            located.header_window(),
+            located.header_path(),
+        );
     }
     output::print(&DumpReport::new(&header), args.json)
 }
