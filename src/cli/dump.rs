@@ -6,7 +6,7 @@ use crate::device::{self, HeaderAt, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::report::{DumpReport, VolumeKeyDump};
 use crate::unlock;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 /// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
@@ -79,25 +79,10 @@ fn dump_volume_key(
 /// cryptsetup's question before a volume key dump; YES on a terminal, else exit 1 (without a
 /// terminal, `--batch`).
 fn confirm() -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Error::Usage(
-            "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking".into(),
-        ));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): "
-    );
-    let _ = err.flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("cannot read the confirmation", e))?;
-    if line.trim_end_matches(['\n', '\r']) != "YES" {
-        return Err(Error::Usage("volume key dump not confirmed".into()));
-    }
-    Ok(())
+    passphrase::confirm_yes(
+        "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): ",
+        "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking"
+            .into(),
+        "volume key dump not confirmed".into(),
+    )
 }

@@ -1,10 +1,9 @@
 //! `vaultdisk erase`: arguments -> `crate::erase` (after confirmation on a terminal unless
 //! --batch) -> the result line. Afterwards the data is gone for good.
-use super::EraseArgs;
+use super::{EraseArgs, passphrase};
 use crate::device::{self, HeaderAt};
 use crate::erase;
-use crate::error::{Error, Result};
-use std::io::{BufRead, IsTerminal, Write};
+use crate::error::Result;
 
 pub fn run(args: &EraseArgs) -> Result<()> {
     let at = HeaderAt::from_option(args.header.as_deref());
@@ -22,25 +21,11 @@ pub fn run(args: &EraseArgs) -> Result<()> {
 
 /// Asks for "YES" on the terminal; refuses (exit 1) without a terminal.
 fn confirm(name: &str) -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Error::Usage(format!(
-            "erase {name} needs confirmation on a terminal: --batch to erase without asking"
-        )));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "This wipes every key of {name}: its data will be unreadable for good.\nType YES to erase: "
-    );
-    let _ = err.flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("cannot read the confirmation", e))?;
-    if line.trim_end_matches(['\n', '\r']) != "YES" {
-        return Err(Error::Usage(format!("erase of {name} not confirmed")));
-    }
-    Ok(())
+    passphrase::confirm_yes(
+        &format!(
+            "This wipes every key of {name}: its data will be unreadable for good.\nType YES to erase: "
+        ),
+        format!("erase {name} needs confirmation on a terminal: --batch to erase without asking"),
+        format!("erase of {name} not confirmed"),
+    )
 }

@@ -4,7 +4,6 @@ use super::{FormatArgs, output, passphrase, size};
 use crate::error::{Error, Result};
 use crate::format::{self, DetachedData, FirstKeys, Options};
 use crate::unlock::{self, vault};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 pub fn run(args: &FormatArgs) -> Result<()> {
@@ -117,25 +116,13 @@ fn data_len(backing: &Path) -> Result<u64> {
 /// refuses (exit 1) without a terminal.
 fn confirm_device(path: &Path) -> Result<()> {
     let name = path.display();
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Error::Usage(format!(
+    passphrase::confirm_yes(
+        &format!(
+            "\nWARNING!\n========\nThis will overwrite data on {name} irrevocably.\n\nAre you sure? (Type 'yes' in capital letters): "
+        ),
+        format!(
             "format of the device {name} needs confirmation on a terminal: --batch to format without asking"
-        )));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\nWARNING!\n========\nThis will overwrite data on {name} irrevocably.\n\nAre you sure? (Type 'yes' in capital letters): "
-    );
-    let _ = err.flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("cannot read the confirmation", e))?;
-    if line.trim_end_matches(['\n', '\r']) != "YES" {
-        return Err(Error::Usage(format!("format of {name} not confirmed")));
-    }
-    Ok(())
+        ),
+        format!("format of {name} not confirmed"),
+    )
 }

@@ -92,3 +92,25 @@ pub fn unlock_key_or_volume_key(args: &KeyArgs, volume_key_file: Option<&Path>) 
         None => unlock_key(args),
     }
 }
+
+/// Asks `question` on the terminal and accepts only "YES" (as cryptsetup does); without a
+/// terminal it is exit 1 with `no_terminal`, and any other answer exit 1 with `refused`.
+pub fn confirm_yes(question: &str, no_terminal: String, refused: String) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(no_terminal));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("cannot read the confirmation", e))?;
+    if line.trim_end_matches(['\n', '\r']) != "YES" {
+        return Err(Error::Usage(refused));
+    }
+    Ok(())
+}
