@@ -20,7 +20,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             args.fs_type
         )));
     }
-    let unlocked = unlock::unlock_with(
+    let unlocked = unlock::unlock(
         &args.backing,
         args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),

@@ -7,7 +7,7 @@ use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
-    let unlocked = unlock::unlock_with(
+    let unlocked = unlock::unlock(
         &args.backing,
         args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),

@@ -325,65 +325,16 @@ pub fn unlock_header(
     }
 }
 
-/// The unlock path of open and mount: reads the header of `backing` (LUKS2 or LUKS1), checks
-/// `key_slot`, runs `before_key` (the caller's own checks, before any passphrase prompt),
-/// then opens a keyslot in the vault-first order.
+/// The unlock path of open and mount: reads the header of the volume at `place` in
+/// `backing` (a whole file or device, a partition, a raw window), or from a detached
+/// `header` file (`--header FILE`: header and keyslots read from FILE, never written; the
+/// data segment checked against the place in `backing`, one that does not fit is exit 4);
+/// checks `key_slot`; runs `before_key` (the caller's own checks, before any passphrase
+/// prompt); then opens a keyslot in the vault-first order. The returned segment is in
+/// `backing` (a window's start added), as the daemon serves it. A block device is opened
+/// exclusively (a mounted one is exit 5), read-only ones only with `read_only`.
+#[allow(clippy::too_many_arguments)]
 pub fn unlock(
-    backing: &Path,
-    key: &Key,
-    vault: &VaultConfig,
-    key_slot: Option<u32>,
-    read_only: bool,
-    prompt: &dyn Prompt,
-    before_key: &mut dyn FnMut() -> Result<()>,
-) -> Result<Unlocked> {
-    unlock_at(
-        backing,
-        Place::Whole,
-        key,
-        vault,
-        key_slot,
-        read_only,
-        prompt,
-        before_key,
-    )
-}
-
-/// [`unlock`] of the volume at `place` in `backing` (a partition, a raw window). The header
-/// is read and the keyslots are opened through the window only; the returned segment is
-/// relative to the backing file (the window's start added), as the daemon serves it. A block
-/// device is opened exclusively (a mounted one is exit 5), read-only ones only with
-/// `read_only`.
-#[allow(clippy::too_many_arguments)]
-pub fn unlock_at(
-    backing: &Path,
-    place: Place,
-    key: &Key,
-    vault: &VaultConfig,
-    key_slot: Option<u32>,
-    read_only: bool,
-    prompt: &dyn Prompt,
-    before_key: &mut dyn FnMut() -> Result<()>,
-) -> Result<Unlocked> {
-    unlock_with(
-        backing,
-        place,
-        &HeaderAt::InBacking,
-        key,
-        vault,
-        key_slot,
-        read_only,
-        prompt,
-        before_key,
-    )
-}
-
-/// [`unlock_at`] with the header where `header` says: with a detached header (`--header
-/// FILE`) the header and keyslots are read from FILE (never written), the data segment is
-/// checked against the place in `backing` (one that does not fit is exit 4), and the
-/// returned segment is in `backing`, as the daemon serves it.
-#[allow(clippy::too_many_arguments)]
-pub fn unlock_with(
     backing: &Path,
     place: Place,
     header: &HeaderAt,

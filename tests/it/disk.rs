@@ -585,36 +585,11 @@ fn whole_disk_without_a_table_and_bad_paths() {
 /// panic; seeds named after what made them must be accepted, `*.reject` rejected.
 #[test]
 fn fuzz_corpora_replay() {
-    type Target = fn(&[u8]) -> bool;
-    let targets: [(&str, Target); 2] = [
+    let targets: [(&str, crate::reliability::Target); 2] = [
         ("disk_table", disk_harness::disk_table),
         ("vhd_footer", disk_harness::vhd_footer),
     ];
-    let mut failures = Vec::new();
-    for (name, target) in targets {
-        let mut seen = 0;
-        for dir in ["corpus", "regressions"] {
-            let Ok(entries) = fs::read_dir(repo_file(&format!("fuzz/{dir}/{name}"))) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let file = path.file_name().unwrap().to_string_lossy().into_owned();
-                let data = fs::read(&path).unwrap();
-                let accepted = std::panic::catch_unwind(|| target(&data))
-                    .unwrap_or_else(|_| panic!("{name}: {} panicked", path.display()));
-                seen += 1;
-                let generated = file.len() == 40 && file.bytes().all(|c| c.is_ascii_hexdigit());
-                if file.ends_with(".reject") && accepted {
-                    failures.push(format!("{name}: {file} should be rejected"));
-                } else if dir == "corpus" && !generated && !file.ends_with(".reject") && !accepted {
-                    failures.push(format!("{name}: seed {file} should be accepted"));
-                }
-            }
-        }
-        assert!(seen >= 3, "{name}: only {seen} corpus files");
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    crate::reliability::replay_corpora(&targets);
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod harness;
 
 // ---- 1. fuzz corpora as plain tests ----
 
-type Target = fn(&[u8]) -> bool;
+pub(crate) type Target = fn(&[u8]) -> bool;
 
 const TARGETS: [(&str, Target); 4] = [
     ("luks2_header", harness::luks2_header),
@@ -32,8 +32,14 @@ const TARGETS: [(&str, Target); 4] = [
 /// be rejected; files named by libFuzzer (40 hex digits) may go either way.
 #[test]
 fn fuzz_corpora_replay() {
+    replay_corpora(&TARGETS);
+}
+
+/// Replays fuzz/corpus/<name> and fuzz/regressions/<name> through each target (the rule of
+/// `fuzz_corpora_replay`); the disk targets use it too.
+pub(crate) fn replay_corpora(targets: &[(&str, Target)]) {
     let mut failures = Vec::new();
-    for (name, target) in TARGETS {
+    for &(name, target) in targets {
         let mut seen = 0;
         for dir in ["corpus", "regressions"] {
             let Ok(entries) = fs::read_dir(repo_file(&format!("fuzz/{dir}/{name}"))) else {
