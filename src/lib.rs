@@ -5,6 +5,7 @@ pub mod api;
 pub mod benchmark;
 pub mod cli;
 pub mod crypto;
+pub mod crypttab;
 pub mod daemon;
 pub mod device;
 pub mod discard;

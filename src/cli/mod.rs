@@ -1,6 +1,7 @@
 //! Command line: clap types and one file per verb. Only this module prints.
 mod benchmark;
 mod close;
+mod crypttab;
 pub mod dump;
 mod erase;
 mod format;
@@ -103,6 +104,54 @@ pub enum Command {
     /// Internal: write the man pages (vaultdisk.8, vaultdisk-VERB.8) into DIR (scripts/install.sh).
     #[command(name = "__man", hide = true)]
     Man(ManArgs),
+    /// Open, close or list the volumes of a crypttab(5) table (/etc/crypttab), as PLAIN files
+    /// under the runtime directory (or mounted, with x-vaultdisk.mount=DIR).
+    Crypttab(CrypttabArgs),
+}
+
+/// Arguments of `vaultdisk crypttab`.
+#[derive(Debug, Args)]
+pub struct CrypttabArgs {
+    /// What to do with the table's volumes.
+    #[command(subcommand)]
+    pub action: CrypttabCommand,
+}
+
+/// The actions of `vaultdisk crypttab`.
+#[derive(Debug, Subcommand)]
+pub enum CrypttabCommand {
+    /// Open the named volumes (default: every entry without noauto) as
+    /// RUNTIME_DIR/mapper/NAME, or mount them (x-vaultdisk.mount=DIR). One already open is
+    /// left as it is.
+    Open(CrypttabNamesArgs),
+    /// Close the named volumes (default: every open one of the table). One not open is left.
+    Close(CrypttabNamesArgs),
+    /// The table's entries: device (and what it resolves to), key, options, open or not.
+    List(CrypttabListArgs),
+}
+
+/// Arguments of `vaultdisk crypttab open|close`.
+#[derive(Debug, Args)]
+pub struct CrypttabNamesArgs {
+    /// Entry names (the first field of a line); none means all of them.
+    pub names: Vec<String>,
+    /// The table to read.
+    #[arg(long, value_name = "PATH", default_value = crate::crypttab::DEFAULT_FILE)]
+    pub file: PathBuf,
+    /// Print the vaultdisk command each entry stands for instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `vaultdisk crypttab list`.
+#[derive(Debug, Args)]
+pub struct CrypttabListArgs {
+    /// The table to read.
+    #[arg(long, value_name = "PATH", default_value = crate::crypttab::DEFAULT_FILE)]
+    pub file: PathBuf,
+    /// Stable JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `vaultdisk completions`.
@@ -901,6 +950,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Daemon => Ok(crate::daemon::child_main()),
         Command::Completions(args) => toolbox::completions(&args).map(|()| 0),
         Command::Man(args) => toolbox::man(&args).map(|()| 0),
+        Command::Crypttab(args) => crypttab::run(&args, cli.kdf_time_limit),
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod lock;
+pub mod notify;
 mod protocol;
 mod registry;
 mod serve;

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod compat;
 mod corrupt;
+mod crypttab;
 mod detached;
 mod devices;
 mod discard;
