@@ -22,6 +22,8 @@ need_packages() {
     command -v sgdisk >/dev/null || missing+=(gdisk)
     command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
     command -v man >/dev/null || missing+=(man-db)
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
+    command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
 }

@@ -23,6 +23,7 @@ mod keys;
 mod lifecycle;
 mod mount;
 mod oneline;
+mod packaging;
 mod perf;
 mod reliability;
 mod report;
