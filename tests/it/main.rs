@@ -20,6 +20,7 @@ mod fuse;
 mod hygiene;
 mod kdfbomb;
 mod keys;
+mod library;
 mod lifecycle;
 mod mount;
 mod oneline;
