@@ -62,6 +62,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             .map(|d| format!(" via {d}"))
             .unwrap_or_default()
     );
+    crate::daemon::notify::ready_for_plain(&record.plain);
     Ok(())
 }
 

@@ -39,5 +39,9 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             allow_discards,
         },
         unlocked.volume_key,
-    )
+    )?;
+    if !args.foreground {
+        daemon::notify::ready_for_plain(&args.plain);
+    }
+    Ok(())
 }

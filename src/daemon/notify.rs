@@ -31,6 +31,20 @@ pub fn ready(main_pid: Option<u32>, force: bool) {
     }
 }
 
+/// [`ready`] with the daemon serving `plain` as the main process (after `vaultdisk open`
+/// or `mount`); nothing without NOTIFY_SOCKET.
+pub fn ready_for_plain(plain: &std::path::Path) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let canon = plain.canonicalize().unwrap_or_else(|_| plain.to_path_buf());
+    let pid = super::open_volumes()
+        .into_iter()
+        .find(|v| v.plain == canon || v.plain == plain)
+        .map(|v| v.pid);
+    ready(pid, false);
+}
+
 /// Sends one datagram to `target`, NOTIFY_SOCKET's value: a path, or `@name` in the
 /// abstract namespace.
 fn send(target: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {

@@ -431,3 +431,37 @@ fn an_entry_with_a_mount_point_mounts_its_filesystem() {
     assert!(!is_mounted(&dir));
     assert!(!dir.join("hello.txt").exists());
 }
+
+#[test]
+fn open_by_hand_notifies_systemd_too() {
+    if !require("crypttab::open_by_hand_notifies_systemd_too", &["fuse"]) {
+        return;
+    }
+    let v = Vol::new("8M", &[]);
+    let sock_path = v.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let _m = Mount::new(&v.plain);
+    let status = Command::new(BIN)
+        .args(["open", s(&v.backing), s(&v.plain), "--key-file", s(&v.key)])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut buf = [0u8; 128];
+    let n = sock.recv(&mut buf).expect("no READY=1 from open");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    let status_json: serde_json::Value =
+        serde_json::from_str(&vd(&["status", "--json"]).ok().stdout).unwrap();
+    let plain = v.plain.canonicalize().unwrap();
+    let pid = status_json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plain"] == s(&plain))
+        .map(|e| e["pid"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(msg, format!("READY=1\nMAINPID={pid}\n"));
+}
