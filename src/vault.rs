@@ -15,11 +15,25 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body we read (a transit or KV answer is a few hundred bytes).
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
+/// Tries of one request at one address by default: Vault's CLI default VAULT_MAX_RETRIES=2.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// A first attempt at an address while other addresses remain gets at most this long, so a
+/// hung node (accepting connections, never answering) costs seconds, not the whole timeout.
+const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Same-cluster redirects (HTTP 307 from a standby) followed for one request.
+const MAX_REDIRECTS: u32 = 2;
+
 /// Where the vault is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Base address, e.g. `https://vault.example:8200`, without a trailing slash.
     pub addr: String,
+    /// More addresses of the same vault (cluster nodes, another load balancer), tried in
+    /// order after `addr` when it is unreachable, sealed, or without an active node.
+    pub more_addrs: Vec<String>,
+    /// Retries of one request at one address on a reset or refused connection, HTTP 5xx,
+    /// 429 or 412 (VAULT_MAX_RETRIES), before the next address.
+    pub max_retries: u32,
     /// Vault Enterprise / OpenBao namespace sent as X-Vault-Namespace.
     pub namespace: Option<String>,
     /// PEM file of CA certificates to trust instead of the built-in roots.
@@ -33,11 +47,43 @@ impl Endpoint {
     pub fn new(addr: &str) -> Endpoint {
         Endpoint {
             addr: addr.trim_end_matches('/').to_string(),
+            more_addrs: Vec::new(),
+            max_retries: DEFAULT_MAX_RETRIES,
             namespace: None,
             ca_cert: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
+
+    /// An endpoint for several addresses of one vault, tried in order (duplicates dropped).
+    /// None when `addrs` is empty.
+    pub fn with_addrs(addrs: &[String]) -> Option<Endpoint> {
+        let mut all: Vec<String> = Vec::new();
+        for a in addrs {
+            let a = a.trim().trim_end_matches('/').to_string();
+            if !a.is_empty() && !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        let mut ep = Endpoint::new(all.first()?);
+        ep.more_addrs = all.split_off(1);
+        Some(ep)
+    }
+
+    /// Every address, `addr` first.
+    pub fn addrs(&self) -> Vec<String> {
+        std::iter::once(self.addr.clone())
+            .chain(self.more_addrs.iter().cloned())
+            .collect()
+    }
+}
+
+/// Splits a comma-separated address list (VAULT_ADDR, `--vault-addr`, a token's addresses).
+pub fn split_addrs(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|a| a.trim().trim_end_matches('/').to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// How to authenticate.
@@ -53,6 +99,25 @@ pub enum Credentials {
         /// The secret_id.
         secret_id: SecretBytes,
     },
+}
+
+impl Credentials {
+    /// A second copy (for another thread), in its own locked, wiped memory.
+    pub fn duplicate(&self) -> Credentials {
+        let copy = |b: &SecretBytes| SecretBytes::from_slice(b.expose_secret());
+        match self {
+            Credentials::Token(t) => Credentials::Token(copy(t)),
+            Credentials::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => Credentials::AppRole {
+                mount: mount.clone(),
+                role_id: copy(role_id),
+                secret_id: copy(secret_id),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -139,22 +204,93 @@ pub enum VaultError {
         /// What is missing or wrong in the answer.
         why: String,
     },
+    /// The node answers but has no active node to serve or forward to (an election, or
+    /// quorum lost).
+    #[error(
+        "vault at {addr}: no active node (leader election?): retry in a few seconds, or check the cluster (bao operator raft list-peers)"
+    )]
+    NoActiveNode {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+    },
+    /// The node is not initialised, or has not joined its cluster yet (not "sealed").
+    #[error(
+        "vault at {addr} is not initialised or has not joined its cluster (bao operator init, or check its retry_join)"
+    )]
+    NotInitialized {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+    },
+    /// An https:// address whose listener speaks plain HTTP.
+    #[error(
+        "vault at {addr} answers plain HTTP, not TLS: use http:// for this listener, or enable TLS on it"
+    )]
+    PlainListener {
+        /// The vault address (`Endpoint::addr`).
+        addr: String,
+    },
+    /// Every address of the vault failed; one cause per address, in the order tried.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    EveryAddress(Vec<VaultError>),
     /// A bad setting on our side: address scheme, CA file, mount or key name, timeout.
     #[error("vault setting: {0}")]
     Config(String),
 }
 
-/// A logged-in client for one vault.
+impl VaultError {
+    /// Whether another address of the same vault may do better: the node is down, hung,
+    /// sealed, not joined, without an active node, or failing (HTTP 5xx, 429, 412). A
+    /// permission, a missing key or a bad ciphertext is the vault's answer everywhere.
+    fn try_next_address(&self) -> bool {
+        match self {
+            VaultError::Unreachable { .. }
+            | VaultError::Timeout { .. }
+            | VaultError::Sealed { .. }
+            | VaultError::NoActiveNode { .. }
+            | VaultError::NotInitialized { .. }
+            | VaultError::Tls { .. }
+            | VaultError::PlainListener { .. } => true,
+            VaultError::Rejected { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 412 || *status == 307
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A logged-in client for one vault (one or more addresses of it).
+///
+/// Read-your-writes: every answer's `X-Vault-Index` (OpenBao's storage index) is kept and sent
+/// back on later requests with `X-Vault-Inconsistent: forward-active-node`, so a standby that
+/// has not caught up with our own writes forwards the request to the active node (or answers
+/// 412/429, which is retried). [`Client::use_active_node`] sends everything to the active
+/// node, for enrolment and rewrap, whose answers must not come from a lagging standby.
 pub struct Client {
     agent: ureq::Agent,
     endpoint: Endpoint,
     token: SecretBytes,
+    /// Index into `endpoint.addrs()` of the address that answered last.
+    current: std::sync::atomic::AtomicUsize,
+    /// The highest `X-Vault-Index` seen (its number, and the header as sent).
+    index: std::sync::Mutex<Option<(u64, String)>>,
+    /// The active node's own address when [`Client::use_active_node`] found it.
+    active: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client({}, token <redacted>)", self.endpoint.addr)
+        write!(f, "Client({}, token <redacted>)", self.addr())
     }
+}
+
+/// What one HTTP exchange gave.
+enum Once {
+    /// A final answer (success or an error no retry changes).
+    Done(Result<Value, VaultError>),
+    /// Worth another try at the same address after a pause (and the pause it asked for).
+    Retry(VaultError, Option<Duration>),
+    /// HTTP 307 to this absolute URL.
+    Redirect(String),
 }
 
 /// A transit ciphertext and the key version that made it.
@@ -174,6 +310,9 @@ impl Client {
             agent,
             endpoint: endpoint.clone(),
             token: SecretBytes::zeroed(0),
+            current: std::sync::atomic::AtomicUsize::new(0),
+            index: std::sync::Mutex::new(None),
+            active: std::sync::Mutex::new(None),
         };
         client.token = match credentials {
             Credentials::Token(t) => SecretBytes::from_slice(t.expose_secret()),
@@ -186,9 +325,76 @@ impl Client {
         Ok(client)
     }
 
-    /// The vault's base address, without a trailing slash.
-    pub fn addr(&self) -> &str {
-        &self.endpoint.addr
+    /// The address in use: the one that answered last (the first before any answer).
+    pub fn addr(&self) -> String {
+        let addrs = self.endpoint.addrs();
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        addrs
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| self.endpoint.addr.clone())
+    }
+
+    /// Every configured address, in order (what a new token records).
+    pub fn addrs(&self) -> Vec<String> {
+        self.endpoint.addrs()
+    }
+
+    /// Sends every later request to the cluster's active node, when a node names one
+    /// (`sys/leader`, unauthenticated) that answers with the same scheme; otherwise keeps the
+    /// configured addresses (the `X-Vault-Index` headers still give read-your-writes).
+    /// Enrolment and rewrap call this: a standby may serve reads from storage that lags the
+    /// leader (a rotate not seen yet would read as "already at the latest version").
+    pub fn use_active_node(&self) {
+        let answer = match self.call("GET", "sys/leader", None, false) {
+            Ok(a) => a,
+            Err(e) => {
+                log::debug!("no active node address ({e}); keeping {}", self.addr());
+                return;
+            }
+        };
+        if answer["is_self"] == Value::Bool(true) {
+            return;
+        }
+        let Some(leader) = answer["leader_address"]
+            .as_str()
+            .map(|a| a.trim_end_matches('/').to_string())
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        let scheme = |a: &str| a.split("://").next().unwrap_or("").to_string();
+        if scheme(&leader) != scheme(&self.addr()) {
+            log::debug!(
+                "the active node {leader} has another scheme; keeping {}",
+                self.addr()
+            );
+            return;
+        }
+        let probe = format!("{leader}/v1/sys/leader");
+        let ok = matches!(
+            self.exchange(
+                &leader,
+                &probe,
+                "GET",
+                "sys/leader",
+                None,
+                false,
+                FIRST_ATTEMPT_TIMEOUT
+            ),
+            Once::Done(Ok(_))
+        );
+        if ok {
+            log::info!("vault: using the active node {leader} for this operation");
+            if let Ok(mut a) = self.active.lock() {
+                *a = Some(leader);
+            }
+        } else {
+            log::debug!(
+                "the active node {leader} does not answer here; keeping {}",
+                self.addr()
+            );
+        }
     }
 
     /// The namespace sent as X-Vault-Namespace, if any.
@@ -269,6 +475,25 @@ impl Client {
         self.wrapped(&path, &answer)
     }
 
+    /// The latest version of transit key `key` (`transit/keys/<key>`), or None when the
+    /// policy does not allow reading the key's metadata.
+    pub fn transit_latest_version(
+        &self,
+        mount: &str,
+        key: &str,
+    ) -> Result<Option<u32>, VaultError> {
+        let path = transit_path(mount, "keys", key)?;
+        match self.call("GET", &path, None, true) {
+            Ok(answer) => answer["data"]["latest_version"]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| self.bad(&path, "no data.latest_version")),
+            Err(VaultError::Denied { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates transit key `key` (aes256-gcm96) if it does not exist yet.
     pub fn transit_create_key(&self, mount: &str, key: &str) -> Result<(), VaultError> {
         let path = transit_path(mount, "keys", key)?;
@@ -306,7 +531,7 @@ impl Client {
             })?;
         let value = take_string(&mut answer, &["data", "data", field]).ok_or_else(|| {
             VaultError::NotFound {
-                addr: self.endpoint.addr.clone(),
+                addr: self.addr(),
                 path: format!("{api} field {field:?}"),
             }
         })?;
@@ -359,15 +584,20 @@ impl Client {
     }
 
     fn bad(&self, path: &str, why: &str) -> VaultError {
+        self.bad_at(&self.addr(), path, why)
+    }
+
+    fn bad_at(&self, base: &str, path: &str, why: &str) -> VaultError {
         VaultError::BadAnswer {
-            addr: self.endpoint.addr.clone(),
+            addr: base.to_string(),
             path: path.to_string(),
             why: why.to_string(),
         }
     }
 
     /// One API call with a JSON `body` already encoded (see [`json_body`], [`secret_body`]); the
-    /// answer body is parsed as JSON (an empty body is `null`).
+    /// answer body is parsed as JSON (an empty body is `null`). Tries the active node when
+    /// pinned, then each address from the one that answered last, each with bounded retries.
     fn call(
         &self,
         method: &str,
@@ -375,49 +605,304 @@ impl Client {
         body: Option<&[u8]>,
         with_token: bool,
     ) -> Result<Value, VaultError> {
-        let url = format!("{}/v1/{path}", self.endpoint.addr);
+        let addrs = self.endpoint.addrs();
+        let first = self
+            .current
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(addrs.len().saturating_sub(1));
+        let mut order: Vec<(Option<usize>, String)> = Vec::new();
+        if let Some(active) = self.active.lock().ok().and_then(|a| a.clone()) {
+            order.push((None, active));
+        }
+        for k in 0..addrs.len() {
+            let i = (first + k) % addrs.len();
+            order.push((Some(i), addrs[i].clone()));
+        }
+        let mut errors = Vec::new();
+        let count = order.len();
+        for (n, (i, base)) in order.into_iter().enumerate() {
+            match self.call_at(&base, method, path, body, with_token, n + 1 == count) {
+                Ok(v) => {
+                    if let Some(i) = i {
+                        self.current.store(i, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.try_next_address() && n + 1 < count => {
+                    log::info!("vault: {e}; trying the next address");
+                    errors.push(e);
+                }
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            }
+        }
+        Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            VaultError::EveryAddress(errors)
+        })
+    }
+
+    /// The call at one address: retries (VAULT_MAX_RETRIES) with a short backoff on failures
+    /// another try may fix, same-cluster redirects followed.
+    fn call_at(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        with_token: bool,
+        last_address: bool,
+    ) -> Result<Value, VaultError> {
+        let mut url = format!("{base}/v1/{path}");
+        let mut redirects = 0;
+        let mut attempt: u32 = 0;
+        loop {
+            // A hung node must not cost the whole timeout while other addresses remain.
+            let timeout = if last_address {
+                self.endpoint.timeout
+            } else {
+                self.endpoint.timeout.min(FIRST_ATTEMPT_TIMEOUT)
+            };
+            match self.exchange(base, &url, method, path, body, with_token, timeout) {
+                Once::Done(Err(VaultError::Unreachable { .. } | VaultError::Timeout { .. }))
+                    if redirects > 0 =>
+                {
+                    return Err(VaultError::NoActiveNode {
+                        addr: base.to_string(),
+                    });
+                }
+                Once::Done(r) => return r,
+                Once::Redirect(location) => {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS || !self.same_cluster(&location) {
+                        return Err(VaultError::Rejected {
+                            addr: base.to_string(),
+                            path: path.to_string(),
+                            status: 307,
+                            message: "redirected to an address outside this vault; give the active node's address".into(),
+                        });
+                    }
+                    log::debug!("vault: {path} redirected to the active node");
+                    url = location;
+                }
+                Once::Retry(e, wait) => {
+                    // The active node a standby redirected to does not answer: it is gone
+                    // (an election); the retry asks the standby again.
+                    let e = if redirects > 0 {
+                        url = format!("{base}/v1/{path}");
+                        redirects = 0;
+                        match e {
+                            VaultError::Unreachable { .. } | VaultError::Timeout { .. } => {
+                                VaultError::NoActiveNode {
+                                    addr: base.to_string(),
+                                }
+                            }
+                            other => other,
+                        }
+                    } else {
+                        e
+                    };
+                    attempt += 1;
+                    if attempt > self.endpoint.max_retries {
+                        return Err(e);
+                    }
+                    let backoff = Duration::from_millis(150 << (attempt - 1).min(3));
+                    log::debug!(
+                        "vault: {e}; retry {attempt} of {}",
+                        self.endpoint.max_retries
+                    );
+                    std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+
+    /// A 307's Location may get the token only when it is one of our addresses' hosts, with
+    /// the same scheme (a standby names the active node of the same cluster).
+    fn same_cluster(&self, location: &str) -> bool {
+        let host = |a: &str| -> Option<(String, String)> {
+            let (scheme, rest) = a.split_once("://")?;
+            let authority = rest.split('/').next()?;
+            let host = match authority.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
+                _ => authority,
+            };
+            Some((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+        };
+        let Some(target) = host(location) else {
+            return false;
+        };
+        let mut known = self.endpoint.addrs();
+        if let Some(a) = self.active.lock().ok().and_then(|a| a.clone()) {
+            known.push(a);
+        }
+        known.iter().any(|a| host(a).as_ref() == Some(&target))
+    }
+
+    /// One HTTP exchange with `url` (at address `base`) and what to do next.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        &self,
+        base: &str,
+        url: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        with_token: bool,
+        timeout: Duration,
+    ) -> Once {
         let mut token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
         let result = (|| {
             let body_bytes = body.unwrap_or_default();
-            let request = ureq::http::Request::builder()
+            let mut request = ureq::http::Request::builder()
                 .method(method)
-                .uri(&url)
+                .uri(url)
                 .header("X-Vault-Request", "true")
                 .header("Content-Type", "application/json");
-            let request = if with_token {
-                request.header("X-Vault-Token", token.as_str())
-            } else {
-                request
+            if with_token {
+                request = request.header("X-Vault-Token", token.as_str());
+            }
+            if let Some(ns) = &self.endpoint.namespace {
+                request = request.header("X-Vault-Namespace", ns.as_str());
+            }
+            if let Some((_, index)) = self.index.lock().ok().and_then(|i| i.clone()) {
+                request = request
+                    .header("X-Vault-Index", index)
+                    .header("X-Vault-Inconsistent", "forward-active-node");
+            }
+            let request = match request.body(body_bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Once::Done(Err(self.bad_at(
+                        base,
+                        path,
+                        &format!("cannot build the request: {e}"),
+                    )));
+                }
             };
-            let request = match &self.endpoint.namespace {
-                Some(ns) => request.header("X-Vault-Namespace", ns.as_str()),
-                None => request,
+            let request = self
+                .agent
+                .configure_request(request)
+                .timeout_global(Some(timeout))
+                .build();
+            let response = match self.agent.run(request) {
+                Ok(r) => r,
+                Err(e) => return self.transport_outcome(base, e, timeout),
             };
-            let request = request
-                .body(body_bytes)
-                .map_err(|e| self.bad(path, &format!("cannot build the request: {e}")))?;
-            let response = self.agent.run(request);
-            let response = response.map_err(|e| self.transport_error(e))?;
             let status = response.status().as_u16();
-            let raw = response
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            if let Some(index) = header("x-vault-index") {
+                self.note_index(index);
+            }
+            let location = header("location");
+            let retry_after = header("retry-after")
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let raw = match response
                 .into_body()
                 .with_config()
                 .limit(MAX_BODY_BYTES)
                 .read_to_vec()
-                .map_err(|e| self.transport_error(e))?;
-            let raw = SecretBytes::from_vec(raw);
-            self.interpret(path, status, raw.expose_secret())
+            {
+                Ok(raw) => SecretBytes::from_vec(raw),
+                Err(e) => return self.transport_outcome(base, e, timeout),
+            };
+            if status == 307 {
+                return match location {
+                    Some(l) if l.starts_with("http://") || l.starts_with("https://") => {
+                        Once::Redirect(l)
+                    }
+                    // A standby that cannot name the active node: an election.
+                    _ => Once::Retry(
+                        VaultError::NoActiveNode {
+                            addr: base.to_string(),
+                        },
+                        None,
+                    ),
+                };
+            }
+            let r = self.interpret_at(base, path, status, raw.expose_secret());
+            match r {
+                Err(e @ VaultError::Rejected { status, .. })
+                    if status == 429 || status == 412 || (status >= 500 && status != 501) =>
+                {
+                    Once::Retry(e, retry_after)
+                }
+                Err(e @ VaultError::NoActiveNode { .. }) => Once::Retry(e, None),
+                other => Once::Done(other),
+            }
         })();
         token.zeroize();
         result
     }
 
-    fn interpret(&self, path: &str, status: u16, raw: &[u8]) -> Result<Value, VaultError> {
+    /// Keeps the highest storage index seen (the header's JSON `value`; an index that is not
+    /// a number is kept as the latest).
+    fn note_index(&self, header: String) {
+        let number = B64
+            .decode(header.trim())
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+            .and_then(|v| {
+                v["value"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .or_else(|| v["value"].as_u64())
+            });
+        if let Ok(mut kept) = self.index.lock() {
+            let newer = match (&*kept, number) {
+                (Some((old, _)), Some(n)) => n >= *old,
+                _ => true,
+            };
+            if newer {
+                *kept = Some((number.unwrap_or(0), header));
+            }
+        }
+    }
+
+    fn transport_outcome(&self, base: &str, e: ureq::Error, timeout: Duration) -> Once {
+        let retry = match &e {
+            ureq::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            ureq::Error::ConnectionFailed => true,
+            _ => false,
+        };
+        let err = self.transport_error_at(base, e, timeout);
+        if retry {
+            Once::Retry(err, None)
+        } else {
+            Once::Done(Err(err))
+        }
+    }
+
+    fn interpret_at(
+        &self,
+        base: &str,
+        path: &str,
+        status: u16,
+        raw: &[u8],
+    ) -> Result<Value, VaultError> {
         let parsed: Value = if raw.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
             serde_json::from_slice(raw).map_err(|_| {
-                self.bad(
+                self.bad_at(
+                    base,
                     path,
                     &format!("HTTP {status} with a body that is not JSON (is this a vault?)"),
                 )
@@ -444,10 +929,24 @@ impl Client {
         } else {
             message.replace(token.as_str(), "<redacted>")
         };
-        let addr = self.endpoint.addr.clone();
+        let addr = base.to_string();
         let path = path.to_string();
+        let lower = message.to_lowercase();
         Err(match status {
+            503 | 400 | 500
+                if lower.contains("not initialized") || lower.contains("not initialised") =>
+            {
+                VaultError::NotInitialized { addr }
+            }
             503 if message.contains("sealed") => VaultError::Sealed { addr },
+            500 | 503
+                if lower.contains("active cluster node not found")
+                    || lower.contains("node is not active")
+                    || lower.contains("no active node")
+                    || lower.contains("leader") && lower.contains("not") =>
+            {
+                VaultError::NoActiveNode { addr }
+            }
             403 => VaultError::Denied { addr, path },
             404 if message.is_empty() => VaultError::NotFound { addr, path },
             _ => VaultError::Rejected {
@@ -463,21 +962,24 @@ impl Client {
         })
     }
 
-    fn transport_error(&self, e: ureq::Error) -> VaultError {
-        let addr = self.endpoint.addr.clone();
+    fn transport_error_at(&self, base: &str, e: ureq::Error, timeout: Duration) -> VaultError {
+        let addr = base.to_string();
         match e {
             ureq::Error::Timeout(_) => VaultError::Timeout {
                 addr,
-                secs: self.endpoint.timeout.as_secs().max(1),
+                secs: timeout.as_secs().max(1),
             },
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 VaultError::Timeout {
                     addr,
-                    secs: self.endpoint.timeout.as_secs().max(1),
+                    secs: timeout.as_secs().max(1),
                 }
             }
             ureq::Error::Io(io) => {
                 let cause = crate::error::plain_io(&io);
+                if addr.starts_with("https://") && plain_http_answer(&cause) {
+                    return VaultError::PlainListener { addr };
+                }
                 // rustls reports certificate problems through the I/O error of the handshake.
                 let tls_words = ["certificate", "handshake", "tls", "peer"];
                 if addr.starts_with("https://") && tls_words.iter().any(|w| cause.contains(w)) {
@@ -498,6 +1000,9 @@ impl Client {
                 addr,
                 cause: why.to_string(),
             },
+            ureq::Error::Rustls(r) if plain_http_answer(&r.to_string()) => {
+                VaultError::PlainListener { addr }
+            }
             ureq::Error::Rustls(r) => VaultError::Tls {
                 addr,
                 cause: r.to_string(),
@@ -517,12 +1022,19 @@ impl Client {
     }
 }
 
+/// rustls's words for a TLS handshake answered with plain HTTP bytes.
+fn plain_http_answer(cause: &str) -> bool {
+    let c = cause.to_lowercase();
+    c.contains("corrupt message") || c.contains("invalidcontenttype") || c.contains("http request")
+}
+
 fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
-    if !(endpoint.addr.starts_with("http://") || endpoint.addr.starts_with("https://")) {
-        return Err(VaultError::Config(format!(
-            "vault address {:?} must start with http:// or https://",
-            endpoint.addr
-        )));
+    for addr in endpoint.addrs() {
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            return Err(VaultError::Config(format!(
+                "vault address {addr:?} must start with http:// or https://"
+            )));
+        }
     }
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(ca) = &endpoint.ca_cert {
@@ -555,6 +1067,11 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
         .tls_config(tls.build())
         .build();
     Ok(config.into())
+}
+
+/// Checks an endpoint's settings without contacting it: address schemes, the CA file.
+pub fn check_endpoint(endpoint: &Endpoint) -> Result<(), VaultError> {
+    agent(endpoint).map(|_| ())
 }
 
 /// `<mount>/<op>/<key>` of the transit engine, names checked.

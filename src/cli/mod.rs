@@ -146,8 +146,10 @@ pub struct KeyArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VaultArgs {
     /// Vault address (default: the one the token recorded, else VAULT_ADDR or BAO_ADDR).
+    /// Repeat it (or give a comma list) for several addresses of one vault, tried in order
+    /// before the token's and the environment's.
     #[arg(long, value_name = "URL")]
-    pub vault_addr: Option<String>,
+    pub vault_addr: Vec<String>,
     /// Namespace sent as X-Vault-Namespace (default: recorded, else VAULT_NAMESPACE).
     #[arg(long, value_name = "NS")]
     pub vault_namespace: Option<String>,
@@ -261,6 +263,10 @@ pub struct VaultRewrapArgs {
     /// The vault to rewrap through.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Re-point the tokens to these vault addresses (comma list, tried in order; the first
+    /// is the token's `vault_addr`), checked by unwrapping through them.
+    #[arg(long, value_name = "URL[,URL]")]
+    pub set_addr: Option<String>,
     /// A detached header (as `cryptsetup --header`): the tokens in FILE are rewrapped.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -909,7 +915,7 @@ impl VaultArgs {
     pub fn config(&self) -> VaultConfig {
         let v = self;
         VaultConfig {
-            addr: v.vault_addr.clone(),
+            addr: (!v.vault_addr.is_empty()).then(|| v.vault_addr.join(",")),
             namespace: v.vault_namespace.clone(),
             ca_cert: v.vault_cacert.clone(),
             token_file: v.vault_token_file.clone(),
