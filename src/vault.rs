@@ -838,11 +838,27 @@ impl Client {
                     Once::Retry(e, retry_after)
                 }
                 Err(e @ VaultError::NoActiveNode { .. }) => Once::Retry(e, None),
+                // A node that was never initialised (or has not joined its Raft cluster)
+                // answers "sealed" too: sys/seal-status tells them apart.
+                Err(VaultError::Sealed { addr }) if path != "sys/seal-status" => {
+                    Once::Done(Err(self.sealed_or_uninitialised(addr, timeout)))
+                }
                 other => Once::Done(other),
             }
         })();
         token.zeroize();
         result
+    }
+
+    /// `Sealed`, or `NotInitialized` when the node's sys/seal-status says `initialized: false`.
+    fn sealed_or_uninitialised(&self, addr: String, timeout: Duration) -> VaultError {
+        let url = format!("{addr}/v1/sys/seal-status");
+        match self.exchange(&addr, &url, "GET", "sys/seal-status", None, false, timeout) {
+            Once::Done(Ok(v)) if v["initialized"] == Value::Bool(false) => {
+                VaultError::NotInitialized { addr }
+            }
+            _ => VaultError::Sealed { addr },
+        }
     }
 
     /// Keeps the highest storage index seen (the header's JSON `value`; an index that is not

@@ -1190,3 +1190,201 @@ fn mount_through_the_vault_alone() {
     bao.vd(&env, &["umount", s(&mnt)], None).ok();
     drop(guard);
 }
+
+/// A fake vault node on 127.0.0.1 answering every request with HTTP 307 to
+/// `target` + the request's path (no Location when `target` is None). Counts requests and
+/// those that carried an X-Vault-Token.
+struct Redirector {
+    addr: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    with_token: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Redirector {
+    fn start(target: Option<String>) -> Redirector {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let with_token = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, w) = (requests.clone(), with_token.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().expect("dup"));
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("x-vault-token:") {
+                        w.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length.min(1 << 20)];
+                let _ = reader.read_exact(&mut body);
+                r.fetch_add(1, Ordering::SeqCst);
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let location = target
+                    .as_ref()
+                    .map(|t| format!("Location: {t}{path}\r\n"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 307 Temporary Redirect\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Redirector {
+            addr,
+            requests,
+            with_token,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn tokens_seen(&self) -> usize {
+        self.with_token.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Items 4 and 7: a same-host 307 is followed (a standby naming the active node); one to
+/// another host is refused without sending the token there; one without a Location is "no
+/// active node (leader election?)". https:// against a plain listener says so; a node that
+/// was never initialised is not "sealed"; a bad vault setting is exit 1 on every verb.
+#[test]
+fn redirects_listener_mismatch_uninitialised_node_and_setting_errors() {
+    let Some(bao) = Bao::start("vault_redirects", false) else {
+        return;
+    };
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    let enroll_at = |addr: &str, key: &str, extra: &[String]| {
+        let mut env = vec![format!("VAULT_TOKEN={}", bao.token)];
+        env.extend(extra.iter().cloned());
+        bao.vd(
+            &env,
+            &[
+                "vault",
+                "enroll",
+                b,
+                "--key-file",
+                s(&vol.key),
+                "--transit-key",
+                key,
+                "--create",
+                "--vault-addr",
+                addr,
+            ],
+            None,
+        )
+    };
+    // Same host (127.0.0.1), another port: followed, the enrolment works.
+    let same = Redirector::start(Some(bao.addr.clone()));
+    enroll_at(&same.addr, "redirected", &[]).ok();
+    assert!(same.requests() > 0, "the redirector was not asked");
+    // Another host name: refused, and the target never sees the token.
+    let foreign_target = Redirector::start(None);
+    let foreign_name = foreign_target.addr.replace("127.0.0.1", "localhost");
+    let foreign = Redirector::start(Some(foreign_name));
+    let out = enroll_at(&foreign.addr, "foreign", &[]);
+    assert_vault_failure(&out, &foreign.addr, "outside this vault");
+    assert_eq!(
+        foreign_target.requests(),
+        0,
+        "followed a redirect to another host"
+    );
+    assert_eq!(foreign_target.tokens_seen(), 0);
+    // No Location: an election; bounded retries, then the message.
+    let nowhere = Redirector::start(None);
+    let t = Instant::now();
+    let out = enroll_at(&nowhere.addr, "nowhere", &[]);
+    assert_vault_failure(&out, &nowhere.addr, "no active node (leader election?)");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    // VAULT_MAX_RETRIES=0: one request.
+    let once = Redirector::start(None);
+    let out = enroll_at(&once.addr, "once", &["VAULT_MAX_RETRIES=0".into()]);
+    assert_vault_failure(&out, &once.addr, "no active node");
+    // Two calls (the sys/leader probe, the key create): one try each, and three by default.
+    assert_eq!(once.requests(), 2, "VAULT_MAX_RETRIES=0 retried");
+    assert_eq!(nowhere.requests(), 6, "default: 3 tries per call");
+    // https:// against the plain listener.
+    let https = bao.addr.replace("http://", "https://");
+    let out = enroll_at(&https, "tls", &[]);
+    assert_vault_failure(&out, &https, "plain http, not tls");
+    // A server that was never initialised (its own inmem storage, not a dev server).
+    let dir = temp();
+    let port = free_port();
+    let config = dir.path().join("uninit.hcl");
+    std::fs::write(
+        &config,
+        format!(
+            "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n}}\ndisable_mlock = true\n"
+        ),
+    )
+    .expect("config");
+    let mut uninit = Command::new(tool("bao"))
+        .args(["server", &format!("-config={}", s(&config))])
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bao server");
+    let uninit_addr = format!("http://127.0.0.1:{port}");
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let out = enroll_at(&uninit_addr, "uninit", &[]);
+    let _ = uninit.kill();
+    let _ = uninit.wait();
+    assert!(up, "uninitialised server did not listen");
+    assert_vault_failure(&out, &uninit_addr, "not initialised");
+    assert!(!out.stderr.contains("sealed"), "{}", out.describe());
+    // A bad setting: exit 1 when unlocking and when enrolling alike.
+    for bad in [
+        "VAULT_CLIENT_TIMEOUT=soon",
+        "VAULT_MAX_RETRIES=many",
+        "VAULT_ADDR=ftp://127.0.0.1:1",
+        "VAULT_CACERT=/nonexistent/ca.pem",
+    ] {
+        let mut env = bao.token_only_env();
+        env.push(bad.to_string());
+        bao.vd(&env, &["test-key", b, "--token-only"], None)
+            .fails_with(1);
+        let mut env = bao.env();
+        env.push(bad.to_string());
+        bao.vd(
+            &env,
+            &[
+                "vault",
+                "enroll",
+                b,
+                "--key-file",
+                s(&vol.key),
+                "--transit-key",
+                "x",
+            ],
+            None,
+        )
+        .fails_with(1);
+    }
+}
