@@ -38,6 +38,12 @@ pub struct Endpoint {
     pub namespace: Option<String>,
     /// PEM file of CA certificates to trust instead of the built-in roots.
     pub ca_cert: Option<PathBuf>,
+    /// A directory of PEM CA certificates to trust (VAULT_CAPATH), beside `ca_cert`.
+    pub ca_path: Option<PathBuf>,
+    /// TLS client certificate and its key, PEM files (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Do not verify the server's certificate (VAULT_SKIP_VERIFY): for tests only.
+    pub skip_verify: bool,
     /// Whole-request timeout.
     pub timeout: Duration,
 }
@@ -51,6 +57,9 @@ impl Endpoint {
             max_retries: DEFAULT_MAX_RETRIES,
             namespace: None,
             ca_cert: None,
+            ca_path: None,
+            client_cert: None,
+            skip_verify: false,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -99,6 +108,36 @@ pub enum Credentials {
         /// The secret_id.
         secret_id: SecretBytes,
     },
+    /// AppRole login whose secret_id arrives response-wrapped: the wrapping token is
+    /// unwrapped (`sys/wrapping/unwrap`, single use) and the secret_id inside logs in.
+    WrappedAppRole {
+        /// The AppRole auth mount, e.g. `approle`.
+        mount: String,
+        /// The role_id.
+        role_id: SecretBytes,
+        /// The response-wrapping token that holds the secret_id.
+        wrapping_token: SecretBytes,
+    },
+    /// JWT login at `auth/<mount>/login` with `role` and `jwt` (the JWT/OIDC method, or
+    /// Kubernetes auth with its service-account token at mount `kubernetes`).
+    Jwt {
+        /// The auth mount, e.g. `jwt` or `kubernetes`.
+        mount: String,
+        /// The role to log in as.
+        role: String,
+        /// The JWT (a service-account token for Kubernetes).
+        jwt: SecretBytes,
+    },
+    /// TLS certificate login at `auth/<mount>/login` with the endpoint's client certificate.
+    Cert {
+        /// The auth mount, e.g. `cert`.
+        mount: String,
+        /// The certificate role to match (any when None).
+        name: Option<String>,
+    },
+    /// No token of ours: a Vault Agent or OpenBao Proxy (VAULT_AGENT_ADDR) adds its
+    /// auto-auth token to every request.
+    AgentAutoAuth,
 }
 
 impl Credentials {
@@ -116,7 +155,32 @@ impl Credentials {
                 role_id: copy(role_id),
                 secret_id: copy(secret_id),
             },
+            Credentials::WrappedAppRole {
+                mount,
+                role_id,
+                wrapping_token,
+            } => Credentials::WrappedAppRole {
+                mount: mount.clone(),
+                role_id: copy(role_id),
+                wrapping_token: copy(wrapping_token),
+            },
+            Credentials::Jwt { mount, role, jwt } => Credentials::Jwt {
+                mount: mount.clone(),
+                role: role.clone(),
+                jwt: copy(jwt),
+            },
+            Credentials::Cert { mount, name } => Credentials::Cert {
+                mount: mount.clone(),
+                name: name.clone(),
+            },
+            Credentials::AgentAutoAuth => Credentials::AgentAutoAuth,
         }
+    }
+
+    /// Whether logging in spends something (a login per use may be limited, a wrapping token
+    /// is single use): such credentials log in once and share the token.
+    pub fn is_login(&self) -> bool {
+        !matches!(self, Credentials::Token(_) | Credentials::AgentAutoAuth)
     }
 }
 
@@ -125,6 +189,12 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Token(_) => write!(f, "Token(<redacted>)"),
             Credentials::AppRole { mount, .. } => write!(f, "AppRole({mount}, <redacted>)"),
+            Credentials::WrappedAppRole { mount, .. } => {
+                write!(f, "WrappedAppRole({mount}, <redacted>)")
+            }
+            Credentials::Jwt { mount, role, .. } => write!(f, "Jwt({mount}, {role}, <redacted>)"),
+            Credentials::Cert { mount, name } => write!(f, "Cert({mount}, {name:?})"),
+            Credentials::AgentAutoAuth => write!(f, "AgentAutoAuth"),
         }
     }
 }
@@ -275,6 +345,8 @@ pub struct Client {
     index: std::sync::Mutex<Option<(u64, String)>>,
     /// The active node's own address when [`Client::use_active_node`] found it.
     active: std::sync::Mutex<Option<String>>,
+    /// A token sent instead of `token` for one call (the wrapping token of an unwrap).
+    override_token: std::sync::Mutex<Option<SecretBytes>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -313,6 +385,7 @@ impl Client {
             current: std::sync::atomic::AtomicUsize::new(0),
             index: std::sync::Mutex::new(None),
             active: std::sync::Mutex::new(None),
+            override_token: std::sync::Mutex::new(None),
         };
         client.token = match credentials {
             Credentials::Token(t) => SecretBytes::from_slice(t.expose_secret()),
@@ -321,8 +394,62 @@ impl Client {
                 role_id,
                 secret_id,
             } => client.approle_login(mount, role_id, secret_id)?,
+            Credentials::WrappedAppRole {
+                mount,
+                role_id,
+                wrapping_token,
+            } => {
+                let secret_id = client.unwrap_secret_id(wrapping_token)?;
+                client.approle_login(mount, role_id, &secret_id)?
+            }
+            Credentials::Jwt { mount, role, jwt } => client.jwt_login(mount, role, jwt)?,
+            Credentials::Cert { mount, name } => client.cert_login(mount, name.as_deref())?,
+            Credentials::AgentAutoAuth => SecretBytes::zeroed(0),
         };
         Ok(client)
+    }
+
+    /// The client token in use, as credentials for another client of the same vault (after
+    /// one login, so every token's thread need not log in again).
+    pub fn token_credentials(&self) -> Credentials {
+        if self.token.is_empty() {
+            Credentials::AgentAutoAuth
+        } else {
+            Credentials::Token(SecretBytes::from_slice(self.token.expose_secret()))
+        }
+    }
+
+    /// `sys/wrapping/unwrap` with the wrapping token: the `data.secret_id` inside.
+    fn unwrap_secret_id(&self, wrapping_token: &SecretBytes) -> Result<SecretBytes, VaultError> {
+        let path = "sys/wrapping/unwrap";
+        let mut answer = self.call_as(Some(wrapping_token), "POST", path, None)?;
+        take_string(&mut answer, &["data", "secret_id"])
+            .ok_or_else(|| self.bad(path, "no data.secret_id in the unwrapped response"))
+    }
+
+    fn jwt_login(
+        &self,
+        mount: &str,
+        role: &str,
+        jwt: &SecretBytes,
+    ) -> Result<SecretBytes, VaultError> {
+        let path = format!("auth/{}/login", checked_name(mount, "JWT auth mount")?);
+        let jwt = Zeroizing::new(String::from_utf8_lossy(jwt.expose_secret()).into_owned());
+        let body = secret_body(None, &[("role", role), ("jwt", &jwt)], "");
+        let mut answer = self.call("POST", &path, Some(&body), false)?;
+        take_string(&mut answer, &["auth", "client_token"])
+            .ok_or_else(|| self.bad(&path, "no auth.client_token in the login answer"))
+    }
+
+    fn cert_login(&self, mount: &str, name: Option<&str>) -> Result<SecretBytes, VaultError> {
+        let path = format!("auth/{}/login", checked_name(mount, "cert auth mount")?);
+        let body = json_body(&match name {
+            Some(n) => json!({ "name": n }),
+            None => json!({}),
+        });
+        let mut answer = self.call("POST", &path, Some(&body), false)?;
+        take_string(&mut answer, &["auth", "client_token"])
+            .ok_or_else(|| self.bad(&path, "no auth.client_token in the login answer"))
     }
 
     /// The address in use: the one that answered last (the first before any answer).
@@ -645,6 +772,27 @@ impl Client {
         })
     }
 
+    /// A call with `token` instead of the client's (the wrapping token of an unwrap).
+    fn call_as(
+        &self,
+        token: Option<&SecretBytes>,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Value, VaultError> {
+        let saved = self.override_token.lock().ok().map(|mut o| {
+            std::mem::replace(
+                &mut *o,
+                token.map(|t| SecretBytes::from_slice(t.expose_secret())),
+            )
+        });
+        let r = self.call(method, path, body, true);
+        if let (Some(saved), Ok(mut o)) = (saved, self.override_token.lock()) {
+            *o = saved;
+        }
+        r
+    }
+
     /// The call at one address: retries (VAULT_MAX_RETRIES) with a short backoff on failures
     /// another try may fix, same-cluster redirects followed.
     fn call_at(
@@ -754,7 +902,16 @@ impl Client {
         with_token: bool,
         timeout: Duration,
     ) -> Once {
-        let mut token = String::from_utf8_lossy(self.token.expose_secret()).into_owned();
+        let mut token = match self
+            .override_token
+            .lock()
+            .ok()
+            .as_deref()
+            .and_then(Option::as_ref)
+        {
+            Some(t) => String::from_utf8_lossy(t.expose_secret()).into_owned(),
+            None => String::from_utf8_lossy(self.token.expose_secret()).into_owned(),
+        };
         let result = (|| {
             let body_bytes = body.unwrap_or_default();
             let mut request = ureq::http::Request::builder()
@@ -762,7 +919,8 @@ impl Client {
                 .uri(url)
                 .header("X-Vault-Request", "true")
                 .header("Content-Type", "application/json");
-            if with_token {
+            // No token at all (Agent/Proxy auto-auth): the proxy adds its own.
+            if with_token && !token.is_empty() {
                 request = request.header("X-Vault-Token", token.as_str());
             }
             if let Some(ns) = &self.endpoint.namespace {
@@ -1053,6 +1211,7 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
         }
     }
     let mut tls = ureq::tls::TlsConfig::builder();
+    let mut roots = Vec::new();
     if let Some(ca) = &endpoint.ca_cert {
         let pem = std::fs::read(ca).map_err(|e| {
             VaultError::Config(format!(
@@ -1073,7 +1232,78 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
                 ca.display()
             )));
         }
-        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        roots.extend(certs);
+    }
+    if let Some(dir) = &endpoint.ca_path {
+        let unreadable = |e: std::io::Error| {
+            VaultError::Config(format!(
+                "cannot read CA directory {}: {}",
+                dir.display(),
+                crate::error::plain_io(&e)
+            ))
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(unreadable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let before = roots.len();
+        for f in files.iter().take(1000) {
+            // Files that are not PEM certificates (hash links to them, READMEs) are skipped.
+            if let Ok(pem) = std::fs::read(f) {
+                roots.extend(ureq::tls::parse_pem(&pem).filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                }));
+            }
+        }
+        if roots.len() == before {
+            return Err(VaultError::Config(format!(
+                "CA directory {} holds no PEM certificate",
+                dir.display()
+            )));
+        }
+    }
+    if !roots.is_empty() {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+    }
+    if let Some((cert, key_file)) = &endpoint.client_cert {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).map_err(|e| {
+                VaultError::Config(format!(
+                    "cannot read client {what} {}: {}",
+                    p.display(),
+                    crate::error::plain_io(&e)
+                ))
+            })
+        };
+        let chain: Vec<_> = ureq::tls::parse_pem(&read(cert, "certificate")?)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let key_pem = Zeroizing::new(read(key_file, "key")?);
+        let key = ureq::tls::parse_pem(&key_pem).find_map(|item| match item {
+            Ok(ureq::tls::PemItem::PrivateKey(k)) => Some(k),
+            _ => None,
+        });
+        match (chain.is_empty(), key) {
+            (false, Some(key)) => {
+                tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+            }
+            _ => {
+                return Err(VaultError::Config(format!(
+                    "VAULT_CLIENT_CERT {} / VAULT_CLIENT_KEY {}: need a PEM certificate and a PEM private key",
+                    cert.display(),
+                    key_file.display()
+                )));
+            }
+        }
+    }
+    if endpoint.skip_verify {
+        tls = tls.disable_verification(true);
     }
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)

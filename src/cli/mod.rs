@@ -168,6 +168,22 @@ pub struct VaultArgs {
     /// Mount of the AppRole auth method (default approle).
     #[arg(long, value_name = "MOUNT")]
     pub vault_approle_mount: Option<String>,
+    /// The --vault-secret-id-file holds a response-wrapping token for the secret_id.
+    #[arg(long, requires = "vault_secret_id_file")]
+    pub vault_secret_id_wrapped: bool,
+    /// JWT login: file holding the JWT (for Kubernetes auth: the service-account token file,
+    /// with --vault-jwt-mount kubernetes), with --vault-jwt-role.
+    #[arg(long, value_name = "PATH", requires = "vault_jwt_role")]
+    pub vault_jwt_file: Option<PathBuf>,
+    /// JWT login: the role (with --vault-jwt-file).
+    #[arg(long, value_name = "ROLE", requires = "vault_jwt_file")]
+    pub vault_jwt_role: Option<String>,
+    /// Mount of the JWT auth method (default jwt; kubernetes for Kubernetes auth).
+    #[arg(long, value_name = "MOUNT")]
+    pub vault_jwt_mount: Option<String>,
+    /// Log in with the TLS client certificate (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY) at auth/cert.
+    #[arg(long)]
+    pub vault_cert_auth: bool,
     /// Unlock only through vault tokens; never fall back to a passphrase.
     #[arg(long)]
     pub token_only: bool,
@@ -924,6 +940,10 @@ impl VaultArgs {
                 .clone()
                 .zip(v.vault_secret_id_file.clone()),
             approle_mount: v.vault_approle_mount.clone(),
+            secret_id_wrapped: v.vault_secret_id_wrapped,
+            jwt: v.vault_jwt_file.clone().zip(v.vault_jwt_role.clone()),
+            jwt_mount: v.vault_jwt_mount.clone(),
+            cert_auth: v.vault_cert_auth,
         }
     }
 }

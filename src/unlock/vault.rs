@@ -36,6 +36,15 @@ pub struct VaultConfig {
     pub approle: Option<(PathBuf, PathBuf)>,
     /// Mount of the AppRole auth method (default approle).
     pub approle_mount: Option<String>,
+    /// The AppRole secret_id file holds a response-wrapping token for the secret_id
+    /// (unwrapped once, through `sys/wrapping/unwrap`).
+    pub secret_id_wrapped: bool,
+    /// JWT login: the file holding the JWT (a Kubernetes service-account token) and the role.
+    pub jwt: Option<(PathBuf, String)>,
+    /// Mount of the JWT auth method (default jwt; `kubernetes` for Kubernetes auth).
+    pub jwt_mount: Option<String>,
+    /// Log in with the TLS client certificate (VAULT_CLIENT_CERT) at `auth/cert`.
+    pub cert_auth: bool,
 }
 
 /// Which key-encryption key wraps a new vault keyslot's secret.
@@ -108,10 +117,37 @@ fn read_secret_file(path: &Path, what: &str) -> Result<SecretBytes> {
 /// VAULT_TOKEN, BAO_TOKEN, then ~/.vault-token. None when there are none.
 pub fn credentials(v: &VaultConfig) -> Result<Option<Credentials>> {
     if let Some((role, secret)) = &v.approle {
+        let mount = v.approle_mount.clone().unwrap_or_else(|| "approle".into());
+        let role_id = read_secret_file(role, "AppRole role_id")?;
+        if v.secret_id_wrapped {
+            return Ok(Some(Credentials::WrappedAppRole {
+                mount,
+                role_id,
+                wrapping_token: read_secret_file(secret, "wrapped AppRole secret_id")?,
+            }));
+        }
         return Ok(Some(Credentials::AppRole {
-            mount: v.approle_mount.clone().unwrap_or_else(|| "approle".into()),
-            role_id: read_secret_file(role, "AppRole role_id")?,
+            mount,
+            role_id,
             secret_id: read_secret_file(secret, "AppRole secret_id")?,
+        }));
+    }
+    if let Some((file, role)) = &v.jwt {
+        return Ok(Some(Credentials::Jwt {
+            mount: v.jwt_mount.clone().unwrap_or_else(|| "jwt".into()),
+            role: role.clone(),
+            jwt: read_secret_file(file, "JWT")?,
+        }));
+    }
+    if v.cert_auth {
+        if env(&["VAULT_CLIENT_CERT", "BAO_CLIENT_CERT"]).is_none() {
+            return Err(Error::Usage(
+                "--vault-cert-auth needs VAULT_CLIENT_CERT and VAULT_CLIENT_KEY".into(),
+            ));
+        }
+        return Ok(Some(Credentials::Cert {
+            mount: "cert".into(),
+            name: None,
         }));
     }
     if let Some(f) = &v.token_file {
@@ -136,6 +172,10 @@ pub fn credentials(v: &VaultConfig) -> Result<Option<Credentials>> {
             )?)));
         }
     }
+    // A Vault Agent / OpenBao Proxy with auto-auth adds its own token.
+    if env(&["VAULT_AGENT_ADDR", "BAO_AGENT_ADDR"]).is_some() {
+        return Ok(Some(Credentials::AgentAutoAuth));
+    }
     Ok(None)
 }
 
@@ -145,6 +185,11 @@ pub fn endpoint(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Endpoi
     let mut addrs: Vec<String> = Vec::new();
     if let Some(a) = &v.addr {
         addrs.extend(crate::vault::split_addrs(a));
+    }
+    // An Agent/Proxy named by VAULT_AGENT_ADDR comes before the vault itself, as in Vault's
+    // CLI (it holds the auto-auth token and caches).
+    if let Some(a) = env(&["VAULT_AGENT_ADDR", "BAO_AGENT_ADDR"]) {
+        addrs.extend(crate::vault::split_addrs(&a));
     }
     if let Some(t) = recorded {
         addrs.extend(t.addrs());
@@ -174,6 +219,35 @@ pub fn endpoint_for(
         .ca_cert
         .clone()
         .or_else(|| env(&["VAULT_CACERT", "BAO_CACERT"]).map(Into::into));
+    ep.ca_path = env(&["VAULT_CAPATH", "BAO_CAPATH"]).map(Into::into);
+    match (
+        env(&["VAULT_CLIENT_CERT", "BAO_CLIENT_CERT"]),
+        env(&["VAULT_CLIENT_KEY", "BAO_CLIENT_KEY"]),
+    ) {
+        (Some(c), Some(k)) => ep.client_cert = Some((c.into(), k.into())),
+        (None, None) => {}
+        _ => {
+            return Err(Error::Usage(
+                "set both VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (PEM files), or neither".into(),
+            ));
+        }
+    }
+    if let Some(skip) = env(&["VAULT_SKIP_VERIFY", "BAO_SKIP_VERIFY"]) {
+        ep.skip_verify = match skip.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "t" | "yes" => true,
+            "0" | "false" | "f" | "no" => false,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "VAULT_SKIP_VERIFY {skip:?} is not true or false"
+                )));
+            }
+        };
+        if ep.skip_verify {
+            log::warn!(
+                "VAULT_SKIP_VERIFY is set: the vault's TLS certificate is NOT verified; anyone on the path can read the vault token and the unwrapped keyslot secret"
+            );
+        }
+    }
     if let Some(t) = env(&["VAULT_CLIENT_TIMEOUT", "BAO_CLIENT_TIMEOUT"]) {
         ep.timeout = crate::vault::parse_timeout(&t).ok_or_else(|| {
             Error::Usage(format!(
@@ -467,6 +541,26 @@ fn unwrap_through(
     unwrap_secret(&client, t)
 }
 
+/// Credentials that log in (AppRole, a wrapped secret_id, JWT, cert) log in once, through the
+/// first token's vault, and the client token is shared by every token's thread: a secret_id
+/// may allow few uses, and a wrapping token only one. When that login fails the credentials
+/// stay as they are (each token's vault is tried with them, and reports why).
+fn login_once(v: &VaultConfig, creds: Credentials, first: Option<&VaultToken>) -> Credentials {
+    if !creds.is_login() {
+        return creds;
+    }
+    let Ok(ep) = endpoint(v, first) else {
+        return creds;
+    };
+    match Client::connect(&ep, &creds) {
+        Ok(client) => client.token_credentials(),
+        Err(e) => {
+            log::debug!("vault login through {}: {e}", ep.addr);
+            creds
+        }
+    }
+}
+
 /// Unwraps every token's secret concurrently, one thread per token, so a hung or slow vault
 /// costs one timeout in all rather than one per token. Results arrive as they finish:
 /// (position in `tokens`, secret or why not). A thread still waiting when the caller is done
@@ -530,6 +624,7 @@ pub fn try_unlock(
         }
     }
     let list: Vec<VaultToken> = usable.iter().map(|(_, t)| t.clone()).collect();
+    let creds = login_once(v, creds, list.first());
     let rx = unwrap_all(v, &creds, &list);
     for _ in 0..list.len() {
         let Ok((i, secret)) = rx.recv() else {
@@ -562,7 +657,7 @@ pub fn try_unlock(
     ))
 }
 
-const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token or AppRole files)";
+const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token, AppRole files, --vault-jwt-file, --vault-cert-auth, or VAULT_AGENT_ADDR for an Agent/Proxy with auto-auth)";
 
 /// One vault token as `verify --vault` reports it.
 pub struct TokenCheck {
@@ -589,6 +684,7 @@ pub fn check_each(
         .iter()
         .filter_map(|(_, p)| p.as_ref().ok().cloned())
         .collect();
+    let creds = login_once(v, creds, parsed.first());
     let rx = unwrap_all(v, &creds, &parsed);
     let mut secrets: Vec<Option<std::result::Result<SecretBytes, String>>> =
         (0..parsed.len()).map(|_| None).collect();

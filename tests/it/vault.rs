@@ -1388,3 +1388,388 @@ fn redirects_listener_mismatch_uninitialised_node_and_setting_errors() {
         .fails_with(1);
     }
 }
+
+/// base64url without padding (JWT segments).
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An RS256 JWT with `claims`, signed by openssl with `key` (PEM).
+fn make_jwt(dir: &Path, key: &Path, claims: &Value) -> String {
+    let head = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let body = b64url(claims.to_string().as_bytes());
+    let input = data_file(dir, "jwt-input", format!("{head}.{body}").as_bytes());
+    let sig = dir.join("jwt-sig");
+    sys(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            s(key),
+            "-out",
+            s(&sig),
+            s(&input),
+        ],
+    )
+    .ok();
+    format!(
+        "{head}.{body}.{}",
+        b64url(&std::fs::read(&sig).expect("sig"))
+    )
+}
+
+/// Item 6: a response-wrapped AppRole secret_id (single use), JWT auth with a locally made
+/// RS256 key, the same through a JWT mount at `kubernetes` with a service-account-shaped token
+/// (Kubernetes auth's login call is the same {role, jwt}), and an OpenBao Proxy with auto-auth
+/// reached through VAULT_AGENT_ADDR with no VAULT_TOKEN at all.
+#[test]
+fn wrapped_secret_id_jwt_kubernetes_shape_and_proxy_auto_auth() {
+    let Some(bao) = Bao::start("vault_auth_methods", false) else {
+        return;
+    };
+    if !require("vault_auth_methods", &["openssl"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let dir = vol.dir.path();
+    let policy = data_file(
+        dir,
+        "unlock.hcl",
+        br#"path "transit/decrypt/disk" { capabilities = ["update"] }"#,
+    );
+    bao.cli(&["policy", "write", "disk-unlock", s(&policy)])
+        .ok();
+    // Wrapped secret_id.
+    bao.cli(&["auth", "enable", "approle"]).ok();
+    bao.cli(&[
+        "write",
+        "auth/approle/role/host",
+        "token_policies=disk-unlock",
+    ])
+    .ok();
+    let role_id = bao
+        .cli(&["read", "-field=role_id", "auth/approle/role/host/role-id"])
+        .ok()
+        .stdout;
+    let wrapping = bao
+        .cli(&[
+            "write",
+            "-wrap-ttl=120s",
+            "-f",
+            "-field=wrapping_token",
+            "auth/approle/role/host/secret-id",
+        ])
+        .ok()
+        .stdout;
+    let role_file = write_key(dir, "role-id", role_id.as_bytes());
+    let wrapped_file = write_key(dir, "wrapped-secret-id", wrapping.as_bytes());
+    let args = [
+        "test-key",
+        b,
+        "--token-only",
+        "--vault-role-id-file",
+        s(&role_file),
+        "--vault-secret-id-file",
+        s(&wrapped_file),
+        "--vault-secret-id-wrapped",
+    ];
+    let out = bao.vd(&[], &args, None).ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // A wrapping token is single use: the second time fails, one line, no token in it.
+    let out = bao.vd(&[], &args, None);
+    out.check_error(&[2]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.stderr.contains(wrapping.trim()), "{}", out.describe());
+    // JWT auth with a locally made signing key.
+    let key = dir.join("jwt-key.pem");
+    sys("openssl", &["genrsa", "-out", s(&key), "2048"]).ok();
+    let public = dir.join("jwt-pub.pem");
+    sys(
+        "openssl",
+        &["rsa", "-in", s(&key), "-pubout", "-out", s(&public)],
+    )
+    .ok();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for (mount, claims, bound) in [
+        (
+            "jwt",
+            serde_json::json!({"sub": "host1", "aud": "vaultdisk", "iat": now, "exp": now + 300}),
+            "host1",
+        ),
+        (
+            // Kubernetes' service-account token shape, validated by the SA signing key.
+            "kubernetes",
+            serde_json::json!({
+                "iss": "kubernetes/serviceaccount",
+                "sub": "system:serviceaccount:storage:vaultdisk",
+                "aud": "vaultdisk",
+                "kubernetes.io/serviceaccount/namespace": "storage",
+                "iat": now, "exp": now + 300
+            }),
+            "system:serviceaccount:storage:vaultdisk",
+        ),
+    ] {
+        bao.cli(&["auth", "enable", &format!("-path={mount}"), "jwt"])
+            .ok();
+        bao.cli(&[
+            "write",
+            &format!("auth/{mount}/config"),
+            &format!("jwt_validation_pubkeys=@{}", s(&public)),
+        ])
+        .ok();
+        bao.cli(&[
+            "write",
+            &format!("auth/{mount}/role/disk"),
+            "role_type=jwt",
+            "user_claim=sub",
+            &format!("bound_subject={bound}"),
+            "bound_audiences=vaultdisk",
+            "token_policies=disk-unlock",
+        ])
+        .ok();
+        let jwt = make_jwt(dir, &key, &claims);
+        let jwt_file = write_key(dir, &format!("{mount}.jwt"), jwt.as_bytes());
+        let out = bao
+            .vd(
+                &[],
+                &[
+                    "test-key",
+                    b,
+                    "--token-only",
+                    "--vault-jwt-file",
+                    s(&jwt_file),
+                    "--vault-jwt-role",
+                    "disk",
+                    "--vault-jwt-mount",
+                    mount,
+                ],
+                None,
+            )
+            .ok();
+        assert!(
+            out.stdout.contains("keyslot 1 opens"),
+            "{mount}: {}",
+            out.describe()
+        );
+        // A JWT signed by another key is refused.
+        let other = dir.join("other-key.pem");
+        sys("openssl", &["genrsa", "-out", s(&other), "2048"]).ok();
+        let forged = write_key(dir, "forged.jwt", make_jwt(dir, &other, &claims).as_bytes());
+        let out = bao.vd(
+            &[],
+            &[
+                "test-key",
+                b,
+                "--token-only",
+                "--vault-jwt-file",
+                s(&forged),
+                "--vault-jwt-role",
+                "disk",
+                "--vault-jwt-mount",
+                mount,
+            ],
+            None,
+        );
+        out.check_error(&[2]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.stderr.contains(&jwt), "{}", out.describe());
+    }
+    // OpenBao Proxy with token-file auto-auth: vaultdisk sends no token, the proxy adds its.
+    let proxy_port = free_port();
+    let token_file = write_key(dir, "proxy-token", bao.token.as_bytes());
+    let config = data_file(
+        dir,
+        "proxy.hcl",
+        format!(
+            "vault {{\n  address = \"{}\"\n}}\n\
+             auto_auth {{\n  method \"token_file\" {{\n    config = {{\n      token_file_path = \"{}\"\n    }}\n  }}\n}}\n\
+             api_proxy {{\n  use_auto_auth_token = \"force\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{proxy_port}\"\n  tls_disable = true\n}}\n",
+            bao.addr,
+            s(&token_file)
+        )
+        .as_bytes(),
+    );
+    let mut proxy = Command::new(tool("bao"))
+        .args(["proxy", &format!("-config={}", s(&config))])
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("proxy.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("bao proxy");
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
+    });
+    let agent = format!("VAULT_AGENT_ADDR=http://127.0.0.1:{proxy_port}");
+    // The token's recorded address is the server's: the proxy is tried first; no token file,
+    // no VAULT_TOKEN.
+    let out = bao.vd(
+        std::slice::from_ref(&agent),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(up, "bao proxy did not listen");
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
+    assert_eq!(out.code, 0, "{}\nproxy log:\n{log}", out.describe());
+}
+
+/// Item 6: VAULT_CAPATH (a directory of CA files), VAULT_SKIP_VERIFY (works, with a loud
+/// warning), and TLS certificate auth with VAULT_CLIENT_CERT/VAULT_CLIENT_KEY.
+#[test]
+fn capath_skip_verify_and_client_certificate_auth() {
+    let Some(bao) = Bao::start("vault_tls_options", true) else {
+        return;
+    };
+    if !require("vault_tls_options", &["openssl"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let dir = vol.dir.path();
+    let token = format!("VAULT_TOKEN={}", bao.token);
+    // VAULT_CAPATH: the dev CA among other files.
+    let capath = dir.join("cas");
+    std::fs::create_dir(&capath).expect("dir");
+    std::fs::copy(bao.ca.as_ref().expect("ca"), capath.join("vault-ca.pem")).expect("copy");
+    std::fs::write(capath.join("README"), "not a certificate").expect("readme");
+    let out = bao
+        .vd(
+            &[token.clone(), format!("VAULT_CAPATH={}", s(&capath))],
+            &["test-key", b, "--token-only"],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // Without a CA: TLS fails; VAULT_SKIP_VERIFY=true works and warns.
+    let out = bao.vd(
+        std::slice::from_ref(&token),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "tls");
+    let out = bao
+        .vd(
+            &[token.clone(), "VAULT_SKIP_VERIFY=true".into()],
+            &["test-key", b, "--token-only"],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stderr.contains("warn") && out.stderr.contains("NOT verified"),
+        "{}",
+        out.describe()
+    );
+    // Client certificate auth: a CA of our own signs the client certificate.
+    let ca_key = dir.join("client-ca.key");
+    let ca = dir.join("client-ca.pem");
+    sys(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            s(&ca_key),
+            "-out",
+            s(&ca),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vaultdisk client CA",
+        ],
+    )
+    .ok();
+    let key = dir.join("client.key");
+    let csr = dir.join("client.csr");
+    let cert = dir.join("client.pem");
+    sys(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&csr),
+            "-subj",
+            "/CN=host1",
+        ],
+    )
+    .ok();
+    let ext = data_file(dir, "client.ext", b"extendedKeyUsage=clientAuth\n");
+    sys(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&ca),
+            "-CAkey",
+            s(&ca_key),
+            "-CAcreateserial",
+            "-out",
+            s(&cert),
+            "-days",
+            "1",
+            "-extfile",
+            s(&ext),
+        ],
+    )
+    .ok();
+    let policy = data_file(
+        dir,
+        "unlock.hcl",
+        br#"path "transit/decrypt/disk" { capabilities = ["update"] }"#,
+    );
+    bao.cli(&["policy", "write", "disk-unlock", s(&policy)])
+        .ok();
+    bao.cli(&["auth", "enable", "cert"]).ok();
+    bao.cli(&[
+        "write",
+        "auth/cert/certs/hosts",
+        &format!("certificate=@{}", s(&ca)),
+        "token_policies=disk-unlock",
+    ])
+    .ok();
+    let ca_env = format!("VAULT_CACERT={}", s(bao.ca.as_ref().expect("ca")));
+    let out = bao
+        .vd(
+            &[
+                ca_env.clone(),
+                format!("VAULT_CLIENT_CERT={}", s(&cert)),
+                format!("VAULT_CLIENT_KEY={}", s(&key)),
+            ],
+            &["test-key", b, "--token-only", "--vault-cert-auth"],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // Without the client certificate the login is refused; half the pair is a usage error.
+    let out = bao.vd(
+        std::slice::from_ref(&ca_env),
+        &["test-key", b, "--token-only", "--vault-cert-auth"],
+        None,
+    );
+    out.fails_with(1);
+    bao.vd(
+        &[ca_env, token, format!("VAULT_CLIENT_CERT={}", s(&cert))],
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .fails_with(1);
+}
