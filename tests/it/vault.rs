@@ -1581,6 +1581,7 @@ fn wrapped_secret_id_jwt_kubernetes_shape_and_proxy_auto_auth() {
     // OpenBao Proxy with token-file auto-auth: vaultdisk sends no token, the proxy adds its.
     let proxy_port = free_port();
     let token_file = write_key(dir, "proxy-token", bao.token.as_bytes());
+    let socket = dir.join("proxy.sock");
     let config = data_file(
         dir,
         "proxy.hcl",
@@ -1588,9 +1589,11 @@ fn wrapped_secret_id_jwt_kubernetes_shape_and_proxy_auto_auth() {
             "vault {{\n  address = \"{}\"\n}}\n\
              auto_auth {{\n  method \"token_file\" {{\n    config = {{\n      token_file_path = \"{}\"\n    }}\n  }}\n}}\n\
              api_proxy {{\n  use_auto_auth_token = \"force\"\n}}\n\
-             listener \"tcp\" {{\n  address = \"127.0.0.1:{proxy_port}\"\n  tls_disable = true\n}}\n",
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{proxy_port}\"\n  tls_disable = true\n}}\n\
+             listener \"unix\" {{\n  address = \"{}\"\n  tls_disable = true\n}}\n",
             bao.addr,
-            s(&token_file)
+            s(&token_file),
+            s(&socket)
         )
         .as_bytes(),
     );
@@ -1615,11 +1618,18 @@ fn wrapped_secret_id_jwt_kubernetes_shape_and_proxy_auto_auth() {
         &["test-key", b, "--token-only"],
         None,
     );
+    // The same proxy through its Unix socket.
+    let unix = bao.vd(
+        &[format!("VAULT_AGENT_ADDR=unix://{}", s(&socket))],
+        &["test-key", b, "--token-only"],
+        None,
+    );
     let _ = proxy.kill();
     let _ = proxy.wait();
     assert!(up, "bao proxy did not listen");
     let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
     assert_eq!(out.code, 0, "{}\nproxy log:\n{log}", out.describe());
+    assert_eq!(unix.code, 0, "{}\nproxy log:\n{log}", unix.describe());
 }
 
 /// Item 6: VAULT_CAPATH (a directory of CA files), VAULT_SKIP_VERIFY (works, with a loud

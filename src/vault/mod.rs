@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use zeroize::{Zeroize, Zeroizing};
 
+mod unix;
+
 /// Connect timeout: an unreachable vault must fail fast, never hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-request timeout unless VAULT_CLIENT_TIMEOUT says otherwise.
@@ -337,6 +339,8 @@ impl VaultError {
 /// node, for enrolment and rewrap, whose answers must not come from a lagging standby.
 pub struct Client {
     agent: ureq::Agent,
+    /// Agents of `unix://` addresses (an Agent/Proxy socket), by address.
+    unix_agents: Vec<(String, ureq::Agent)>,
     endpoint: Endpoint,
     token: SecretBytes,
     /// Index into `endpoint.addrs()` of the address that answered last.
@@ -378,8 +382,17 @@ impl Client {
     /// Builds the HTTP agent and logs in (AppRole) or takes the token as it is.
     pub fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Client, VaultError> {
         let agent = agent(endpoint)?;
+        let unix_agents = endpoint
+            .addrs()
+            .into_iter()
+            .filter_map(|a| {
+                let path = a.strip_prefix("unix://")?.to_string();
+                Some((a, unix_agent(endpoint, path.into())))
+            })
+            .collect();
         let mut client = Client {
             agent,
+            unix_agents,
             endpoint: endpoint.clone(),
             token: SecretBytes::zeroed(0),
             current: std::sync::atomic::AtomicUsize::new(0),
@@ -914,9 +927,14 @@ impl Client {
         };
         let result = (|| {
             let body_bytes = body.unwrap_or_default();
+            // A unix:// address: HTTP over the socket, the URL's host a placeholder.
+            let url = match url.strip_prefix(base) {
+                Some(rest) if base.starts_with("unix://") => format!("http://localhost{rest}"),
+                _ => url.to_string(),
+            };
             let mut request = ureq::http::Request::builder()
                 .method(method)
-                .uri(url)
+                .uri(&url)
                 .header("X-Vault-Request", "true")
                 .header("Content-Type", "application/json");
             // No token at all (Agent/Proxy auto-auth): the proxy adds its own.
@@ -941,12 +959,16 @@ impl Client {
                     )));
                 }
             };
-            let request = self
-                .agent
+            let agent = self
+                .unix_agents
+                .iter()
+                .find(|(a, _)| a == base)
+                .map_or(&self.agent, |(_, agent)| agent);
+            let request = agent
                 .configure_request(request)
                 .timeout_global(Some(timeout))
                 .build();
-            let response = match self.agent.run(request) {
+            let response = match agent.run(request) {
                 Ok(r) => r,
                 Err(e) => return self.transport_outcome(base, e, timeout),
             };
@@ -1202,11 +1224,29 @@ fn plain_http_answer(cause: &str) -> bool {
     c.contains("corrupt message") || c.contains("invalidcontenttype") || c.contains("http request")
 }
 
+/// The agent of a `unix://` address: HTTP (never TLS) over the socket `path`.
+fn unix_agent(endpoint: &Endpoint, path: PathBuf) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(endpoint.timeout))
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        unix::UnixConnector { path },
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    )
+}
+
 fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
     for addr in endpoint.addrs() {
-        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        let unix_ok = addr
+            .strip_prefix("unix://")
+            .is_some_and(|p| p.starts_with('/') && p.len() > 1);
+        if !(addr.starts_with("http://") || addr.starts_with("https://") || unix_ok) {
             return Err(VaultError::Config(format!(
-                "vault address {addr:?} must start with http:// or https://"
+                "vault address {addr:?} must start with http://, https:// or unix:///"
             )));
         }
     }
