@@ -220,6 +220,18 @@ pub fn endpoint_for(
         .clone()
         .or_else(|| env(&["VAULT_CACERT", "BAO_CACERT"]).map(Into::into));
     ep.ca_path = env(&["VAULT_CAPATH", "BAO_CAPATH"]).map(Into::into);
+    ep.tls_server_name =
+        env(&["VAULT_TLS_SERVER_NAME", "BAO_TLS_SERVER_NAME"]).map(|n| n.trim().to_string());
+    if let Some(n) = &ep.tls_server_name
+        && (n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.')))
+    {
+        return Err(Error::Usage(format!(
+            "VAULT_TLS_SERVER_NAME {n:?} is not a host name"
+        )));
+    }
     match (
         env(&["VAULT_CLIENT_CERT", "BAO_CLIENT_CERT"]),
         env(&["VAULT_CLIENT_KEY", "BAO_CLIENT_KEY"]),

@@ -46,6 +46,9 @@ pub struct Endpoint {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Do not verify the server's certificate (VAULT_SKIP_VERIFY): for tests only.
     pub skip_verify: bool,
+    /// The name the server's certificate is checked against (and sent as SNI) instead of
+    /// the address's host (VAULT_TLS_SERVER_NAME); the connection still goes to the host.
+    pub tls_server_name: Option<String>,
     /// Whole-request timeout.
     pub timeout: Duration,
 }
@@ -62,6 +65,7 @@ impl Endpoint {
             ca_path: None,
             client_cert: None,
             skip_verify: false,
+            tls_server_name: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -339,8 +343,9 @@ impl VaultError {
 /// node, for enrolment and rewrap, whose answers must not come from a lagging standby.
 pub struct Client {
     agent: ureq::Agent,
-    /// Agents of `unix://` addresses (an Agent/Proxy socket), by address.
-    unix_agents: Vec<(String, ureq::Agent)>,
+    /// Agents of addresses that need their own: `unix://` (an Agent/Proxy socket) and
+    /// `https://` with VAULT_TLS_SERVER_NAME; (address, base of its request URLs, agent).
+    own_agents: Vec<(String, String, ureq::Agent)>,
     endpoint: Endpoint,
     token: SecretBytes,
     /// Index into `endpoint.addrs()` of the address that answered last.
@@ -382,17 +387,39 @@ impl Client {
     /// Builds the HTTP agent and logs in (AppRole) or takes the token as it is.
     pub fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Client, VaultError> {
         let agent = agent(endpoint)?;
-        let unix_agents = endpoint
-            .addrs()
-            .into_iter()
-            .filter_map(|a| {
-                let path = a.strip_prefix("unix://")?.to_string();
-                Some((a, unix_agent(endpoint, path.into())))
-            })
-            .collect();
+        let mut own_agents = Vec::new();
+        for a in endpoint.addrs() {
+            if let Some(path) = a.strip_prefix("unix://") {
+                let agent = unix_agent(endpoint, path.into());
+                own_agents.push((a.clone(), "http://localhost".to_string(), agent));
+            } else if let (Some(name), Some(rest)) =
+                (&endpoint.tls_server_name, a.strip_prefix("https://"))
+            {
+                let authority = rest.split('/').next().unwrap_or(rest);
+                let port = match authority.rsplit_once(':') {
+                    Some((_, p)) if p.bytes().all(|c| c.is_ascii_digit()) => p,
+                    _ => "443",
+                };
+                let named = format!("https://{name}:{port}");
+                let real: ureq::http::Uri = format!("https://{authority}/")
+                    .parse()
+                    .map_err(|_| VaultError::Config(format!("bad vault address {a:?}")))?;
+                let resolver = NamedResolver {
+                    name: name.to_ascii_lowercase(),
+                    real,
+                    inner: ureq::unversioned::resolver::DefaultResolver::default(),
+                };
+                let agent = ureq::Agent::with_parts(
+                    agent_config(endpoint)?,
+                    ureq::unversioned::transport::DefaultConnector::default(),
+                    resolver,
+                );
+                own_agents.push((a.clone(), named, agent));
+            }
+        }
         let mut client = Client {
             agent,
-            unix_agents,
+            own_agents,
             endpoint: endpoint.clone(),
             token: SecretBytes::zeroed(0),
             current: std::sync::atomic::AtomicUsize::new(0),
@@ -927,9 +954,11 @@ impl Client {
         };
         let result = (|| {
             let body_bytes = body.unwrap_or_default();
-            // A unix:// address: HTTP over the socket, the URL's host a placeholder.
-            let url = match url.strip_prefix(base) {
-                Some(rest) if base.starts_with("unix://") => format!("http://localhost{rest}"),
+            // A unix:// address: HTTP over the socket, the URL's host a placeholder; an https://
+            // address with VAULT_TLS_SERVER_NAME: the name in the URL, resolved to the host.
+            let special = self.own_agents.iter().find(|(a, _, _)| a == base);
+            let url = match (url.strip_prefix(base), special) {
+                (Some(rest), Some((_, url_base, _))) => format!("{url_base}{rest}"),
                 _ => url.to_string(),
             };
             let mut request = ureq::http::Request::builder()
@@ -959,11 +988,7 @@ impl Client {
                     )));
                 }
             };
-            let agent = self
-                .unix_agents
-                .iter()
-                .find(|(a, _)| a == base)
-                .map_or(&self.agent, |(_, agent)| agent);
+            let agent = special.map_or(&self.agent, |(_, _, agent)| agent);
             let request = agent
                 .configure_request(request)
                 .timeout_global(Some(timeout))
@@ -1239,7 +1264,36 @@ fn unix_agent(endpoint: &Endpoint, path: PathBuf) -> ureq::Agent {
     )
 }
 
+/// Resolves the VAULT_TLS_SERVER_NAME host to the address's real host, so TLS checks the
+/// certificate against the name while the connection goes where the address says.
+#[derive(Debug)]
+struct NamedResolver {
+    name: String,
+    real: ureq::http::Uri,
+    inner: ureq::unversioned::resolver::DefaultResolver,
+}
+
+impl ureq::unversioned::resolver::Resolver for NamedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let target = if uri.host().map(str::to_ascii_lowercase).as_deref() == Some(&self.name) {
+            &self.real
+        } else {
+            uri
+        };
+        self.inner.resolve(target, config, timeout)
+    }
+}
+
 fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
+    Ok(agent_config(endpoint)?.into())
+}
+
+fn agent_config(endpoint: &Endpoint) -> Result<ureq::config::Config, VaultError> {
     for addr in endpoint.addrs() {
         let unix_ok = addr
             .strip_prefix("unix://")
@@ -1352,7 +1406,7 @@ fn agent(endpoint: &Endpoint) -> Result<ureq::Agent, VaultError> {
         .max_redirects(0)
         .tls_config(tls.build())
         .build();
-    Ok(config.into())
+    Ok(config)
 }
 
 /// Checks an endpoint's settings without contacting it: address schemes, the CA file.

@@ -1659,6 +1659,29 @@ fn capath_skip_verify_and_client_certificate_auth() {
         )
         .ok();
     assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // VAULT_TLS_SERVER_NAME: the certificate is checked against that name (the dev
+    // certificate names localhost), the connection still goes to 127.0.0.1.
+    let ca_file = format!("VAULT_CACERT={}", s(bao.ca.as_ref().expect("ca")));
+    bao.vd(
+        &[
+            token.clone(),
+            ca_file.clone(),
+            "VAULT_TLS_SERVER_NAME=localhost".into(),
+        ],
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+    let out = bao.vd(
+        &[
+            token.clone(),
+            ca_file,
+            "VAULT_TLS_SERVER_NAME=elsewhere.example".into(),
+        ],
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "tls");
     // Without a CA: TLS fails; VAULT_SKIP_VERIFY=true works and warns.
     let out = bao.vd(
         std::slice::from_ref(&token),
