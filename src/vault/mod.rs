@@ -893,8 +893,12 @@ impl Client {
                     } else {
                         e
                     };
+                    // Nothing listens there (a dead node): the next address at once; the
+                    // last address still gets its retries (a node restarting).
+                    let refused = matches!(&e, VaultError::Unreachable { cause, .. }
+                        if cause.contains("refused"));
                     attempt += 1;
-                    if attempt > self.endpoint.max_retries {
+                    if attempt > self.endpoint.max_retries || (refused && !last_address) {
                         return Err(e);
                     }
                     let backoff = Duration::from_millis(150 << (attempt - 1).min(3));
@@ -1601,6 +1605,60 @@ mod tests {
     fn credentials_debug_is_redacted() {
         let c = Credentials::Token(SecretBytes::from_slice(b"s.secrettoken"));
         assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn address_lists() {
+        assert_eq!(
+            split_addrs(" http://a:1/ ,, https://b:2"),
+            vec!["http://a:1".to_string(), "https://b:2".to_string()]
+        );
+        let ep = Endpoint::with_addrs(&["http://a".into(), "http://b/".into(), "http://a".into()])
+            .expect("endpoint");
+        assert_eq!(
+            ep.addrs(),
+            vec!["http://a".to_string(), "http://b".to_string()]
+        );
+        assert!(Endpoint::with_addrs(&[]).is_none());
+        let mut bad = Endpoint::new("ftp://a");
+        assert!(check_endpoint(&bad).is_err());
+        bad.addr = "unix://relative".into();
+        assert!(check_endpoint(&bad).is_err());
+        bad.addr = "unix:///run/bao.sock".into();
+        assert!(check_endpoint(&bad).is_ok());
+    }
+
+    fn client(addrs: &[&str]) -> Client {
+        let ep = Endpoint::with_addrs(&addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+            .expect("endpoint");
+        Client::connect(&ep, &Credentials::Token(SecretBytes::from_slice(b"t"))).expect("client")
+    }
+
+    /// A 307 may carry the token only to a known host, with the same scheme.
+    #[test]
+    fn redirects_stay_in_the_cluster() {
+        let c = client(&["https://vault.example:8200", "https://10.0.0.2:8200"]);
+        assert!(c.same_cluster("https://vault.example:8201/v1/x"));
+        assert!(c.same_cluster("https://10.0.0.2/v1/x"));
+        assert!(
+            !c.same_cluster("http://vault.example:8200/v1/x"),
+            "downgrade"
+        );
+        assert!(!c.same_cluster("https://evil.example:8200/v1/x"));
+        assert!(!c.same_cluster("https://vault.example.evil:8200/v1/x"));
+        assert!(!c.same_cluster("/v1/x"));
+    }
+
+    /// The highest storage index is kept (a standby's older one never replaces it).
+    #[test]
+    fn storage_index_only_moves_forward() {
+        let c = client(&["http://a"]);
+        let idx = |n: u64| B64.encode(format!(r#"{{"cluster":"c","value":"{n}"}}"#));
+        c.note_index(idx(40));
+        c.note_index(idx(38));
+        assert_eq!(c.index.lock().expect("lock").clone(), Some((40, idx(40))));
+        c.note_index(idx(41));
+        assert_eq!(c.index.lock().expect("lock").clone(), Some((41, idx(41))));
     }
 
     #[test]
