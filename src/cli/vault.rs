@@ -123,10 +123,6 @@ pub fn list(args: &VaultListArgs) -> Result<()> {
 }
 
 pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update_at(
-        &args.backing,
-        &HeaderAt::from_option(args.header.as_deref()),
-    )?;
     let set_addrs = match &args.set_addr {
         Some(list) => {
             let addrs = crate::vault::split_addrs(list);
@@ -140,6 +136,10 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
         }
         None => None,
     };
+    let (dev, header) = device::open_for_update_at(
+        &args.backing,
+        &HeaderAt::from_option(args.header.as_deref()),
+    )?;
     let done = keys::rewrap_vault_tokens_to(
         &dev,
         &header,

@@ -327,6 +327,8 @@ pub fn check_settings(v: &VaultConfig) -> Result<()> {
 /// without them).
 pub fn connect_required(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Client> {
     let ep = endpoint(v, recorded)?;
+    // A bad setting is exit 1 whether or not credentials are present.
+    crate::vault::check_endpoint(&ep).map_err(Error::from)?;
     let creds = credentials(v)?.ok_or_else(|| {
         Error::Vault(format!(
             "no vault credentials for {}: set VAULT_TOKEN, or give --vault-token-file or --vault-role-id-file/--vault-secret-id-file",
@@ -343,6 +345,7 @@ pub fn connect_to(
     addrs: &[String],
 ) -> Result<Client> {
     let ep = endpoint_for(v, recorded, addrs)?;
+    crate::vault::check_endpoint(&ep).map_err(Error::from)?;
     let creds = credentials(v)?.ok_or_else(|| {
         Error::Vault(format!(
             "no vault credentials for {}: set VAULT_TOKEN, or give --vault-token-file or --vault-role-id-file/--vault-secret-id-file",
