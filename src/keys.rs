@@ -242,3 +242,6 @@ pub use vault::{Rewrap, enroll_vault, remove_vault_token, rewrap_vault_tokens};
 
 #[cfg(test)]
 mod tests;
+
+/// Rewrap that can also re-point the tokens to other vault addresses (`vault rewrap --set-addr`).
+pub use vault::rewrap_vault_tokens_to;

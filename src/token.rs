@@ -10,6 +10,8 @@ use serde_json::{Map, Value, json};
 
 /// Token type of a vault-wrapped keyslot secret.
 pub const VAULT: &str = "vaultdisk-vault";
+/// Most addresses a token records (`vault_addrs`).
+pub const MAX_ADDRS: usize = 16;
 /// Token type marking a recovery keyslot.
 pub const RECOVERY: &str = "vaultdisk-recovery";
 
@@ -53,8 +55,12 @@ pub enum Kek {
 pub struct VaultToken {
     /// Ids of the keyslots whose passphrase this token holds (the token's `keyslots`).
     pub keyslots: Vec<u32>,
-    /// Vault address at enrolment time.
+    /// Vault address at enrolment time (`vault_addr`: the first address; what older
+    /// vaultdisk versions read).
     pub addr: String,
+    /// More addresses of the same vault, tried after `addr` (`vault_addrs` holds all of
+    /// them, `addr` first; absent in tokens with one address, so old tokens read unchanged).
+    pub more_addrs: Vec<String>,
     /// Vault namespace at enrolment time, if any.
     pub namespace: Option<String>,
     /// Where the KEK is and the wrapped secret.
@@ -106,6 +112,22 @@ impl VaultToken {
             .collect::<Option<Vec<u32>>>()
             .ok_or(TokenError::Member("keyslots"))?;
         let addr = text(obj, "vault_addr")?;
+        let more_addrs = match obj.get("vault_addrs") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(all)) if all.len() <= MAX_ADDRS => {
+                let all = all
+                    .iter()
+                    .map(|a| {
+                        a.as_str()
+                            .filter(|s| !s.is_empty() && s.len() <= 4096)
+                            .map(str::to_string)
+                    })
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or(TokenError::Member("vault_addrs"))?;
+                all.into_iter().filter(|a| *a != addr).collect()
+            }
+            Some(_) => return Err(TokenError::Member("vault_addrs")),
+        };
         let namespace = match obj.get("vault_namespace") {
             None | Some(Value::Null) => None,
             Some(_) => Some(text(obj, "vault_namespace")?),
@@ -136,6 +158,7 @@ impl VaultToken {
         Ok(VaultToken {
             keyslots,
             addr,
+            more_addrs,
             namespace,
             kek,
         })
@@ -148,6 +171,9 @@ impl VaultToken {
             "keyslots": self.keyslots.iter().map(u32::to_string).collect::<Vec<_>>(),
             "vault_addr": self.addr,
         });
+        if !self.more_addrs.is_empty() {
+            v["vault_addrs"] = json!(self.addrs());
+        }
         if let Some(ns) = &self.namespace {
             v["vault_namespace"] = json!(ns);
         }
@@ -181,6 +207,13 @@ impl VaultToken {
             }
         }
         v
+    }
+
+    /// Every recorded address, `addr` first.
+    pub fn addrs(&self) -> Vec<String> {
+        std::iter::once(self.addr.clone())
+            .chain(self.more_addrs.iter().cloned())
+            .collect()
     }
 
     /// "transit" or "kv".
@@ -229,6 +262,7 @@ mod tests {
         VaultToken {
             keyslots: vec![1],
             addr: "http://127.0.0.1:8200".into(),
+            more_addrs: Vec::new(),
             namespace: None,
             kek: Kek::Transit {
                 mount: "transit".into(),
@@ -246,6 +280,7 @@ mod tests {
         let kv = VaultToken {
             keyslots: vec![3],
             addr: "https://v:8200".into(),
+            more_addrs: Vec::new(),
             namespace: Some("team".into()),
             kek: Kek::Kv {
                 mount: "secret".into(),
@@ -259,6 +294,36 @@ mod tests {
         assert_eq!(kv.kek_location(), "secret/disks/db1#kek");
         // LUKS2's own token shape: type string + keyslots as strings.
         assert_eq!(kv.encode()["keyslots"], json!(["3"]));
+    }
+
+    /// `vault_addrs` is an added member: a token with one address encodes exactly as before
+    /// (older vaultdisk and cryptsetup read it), several addresses round-trip, and `vault_addr`
+    /// stays the first so an older reader still finds one.
+    #[test]
+    fn several_addresses_are_an_added_member() {
+        let one = transit();
+        assert!(one.encode().get("vault_addrs").is_none());
+        let mut many = transit();
+        many.more_addrs = vec![
+            "http://127.0.0.2:8200".into(),
+            "http://127.0.0.3:8200".into(),
+        ];
+        let v = many.encode();
+        assert_eq!(v["vault_addr"], json!("http://127.0.0.1:8200"));
+        assert_eq!(
+            v["vault_addrs"],
+            json!([
+                "http://127.0.0.1:8200",
+                "http://127.0.0.2:8200",
+                "http://127.0.0.3:8200"
+            ])
+        );
+        assert_eq!(VaultToken::parse(&v), Ok(many));
+        let mut bad = v.clone();
+        bad["vault_addrs"] = json!("http://x");
+        assert!(VaultToken::parse(&bad).is_err());
+        bad["vault_addrs"] = json!(vec!["http://x"; MAX_ADDRS + 1]);
+        assert!(VaultToken::parse(&bad).is_err());
     }
 
     #[test]

@@ -195,8 +195,10 @@ pub struct KeyArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct VaultArgs {
     /// Vault address (default: the one the token recorded, else VAULT_ADDR or BAO_ADDR).
+    /// Repeat it (or give a comma list) for several addresses of one vault, tried in order
+    /// before the token's and the environment's.
     #[arg(long, value_name = "URL")]
-    pub vault_addr: Option<String>,
+    pub vault_addr: Vec<String>,
     /// Namespace sent as X-Vault-Namespace (default: recorded, else VAULT_NAMESPACE).
     #[arg(long, value_name = "NS")]
     pub vault_namespace: Option<String>,
@@ -215,6 +217,22 @@ pub struct VaultArgs {
     /// Mount of the AppRole auth method (default approle).
     #[arg(long, value_name = "MOUNT")]
     pub vault_approle_mount: Option<String>,
+    /// The --vault-secret-id-file holds a response-wrapping token for the secret_id.
+    #[arg(long, requires = "vault_secret_id_file")]
+    pub vault_secret_id_wrapped: bool,
+    /// JWT login: file holding the JWT (for Kubernetes auth: the service-account token file,
+    /// with --vault-jwt-mount kubernetes), with --vault-jwt-role.
+    #[arg(long, value_name = "PATH", requires = "vault_jwt_role")]
+    pub vault_jwt_file: Option<PathBuf>,
+    /// JWT login: the role (with --vault-jwt-file).
+    #[arg(long, value_name = "ROLE", requires = "vault_jwt_file")]
+    pub vault_jwt_role: Option<String>,
+    /// Mount of the JWT auth method (default jwt; kubernetes for Kubernetes auth).
+    #[arg(long, value_name = "MOUNT")]
+    pub vault_jwt_mount: Option<String>,
+    /// Log in with the TLS client certificate (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY) at auth/cert.
+    #[arg(long)]
+    pub vault_cert_auth: bool,
     /// Unlock only through vault tokens; never fall back to a passphrase.
     #[arg(long)]
     pub token_only: bool,
@@ -310,6 +328,10 @@ pub struct VaultRewrapArgs {
     /// The vault to rewrap through.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Re-point the tokens to these vault addresses (comma list, tried in order; the first
+    /// is the token's `vault_addr`), checked by unwrapping through them.
+    #[arg(long, value_name = "URL[,URL]")]
+    pub set_addr: Option<String>,
     /// A detached header (as `cryptsetup --header`): the tokens in FILE are rewrapped.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -959,7 +981,7 @@ impl VaultArgs {
     pub fn config(&self) -> VaultConfig {
         let v = self;
         VaultConfig {
-            addr: v.vault_addr.clone(),
+            addr: (!v.vault_addr.is_empty()).then(|| v.vault_addr.join(",")),
             namespace: v.vault_namespace.clone(),
             ca_cert: v.vault_cacert.clone(),
             token_file: v.vault_token_file.clone(),
@@ -968,6 +990,10 @@ impl VaultArgs {
                 .clone()
                 .zip(v.vault_secret_id_file.clone()),
             approle_mount: v.vault_approle_mount.clone(),
+            secret_id_wrapped: v.vault_secret_id_wrapped,
+            jwt: v.vault_jwt_file.clone().zip(v.vault_jwt_role.clone()),
+            jwt_mount: v.vault_jwt_mount.clone(),
+            cert_auth: v.vault_cert_auth,
         }
     }
 }

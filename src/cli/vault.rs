@@ -63,6 +63,7 @@ fn token_rows(meta: &Metadata) -> Vec<Value> {
                 "keyslots": t.keyslots,
                 "kek": t.mode(),
                 "vault_addr": t.addr,
+                "vault_addrs": t.addrs(),
                 "vault_namespace": t.namespace,
                 "location": t.kek_location(),
                 "key_version": t.kek_version(),
@@ -102,7 +103,14 @@ pub fn list(args: &VaultListArgs) -> Result<()> {
                     .unwrap_or_default(),
                 r["kek"].as_str().unwrap_or(""),
                 r["location"].as_str().unwrap_or(""),
-                r["vault_addr"].as_str().unwrap_or(""),
+                r["vault_addrs"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
                 r["vault_namespace"]
                     .as_str()
                     .map(|n| format!(" namespace {n}"))
@@ -115,12 +123,47 @@ pub fn list(args: &VaultListArgs) -> Result<()> {
 }
 
 pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
+    let set_addrs = match &args.set_addr {
+        Some(list) => {
+            let addrs = crate::vault::split_addrs(list);
+            if addrs.is_empty() || addrs.len() > crate::token::MAX_ADDRS {
+                return Err(Error::Usage(format!(
+                    "--set-addr needs 1 to {} vault addresses, separated by commas",
+                    crate::token::MAX_ADDRS
+                )));
+            }
+            Some(addrs)
+        }
+        None => None,
+    };
     let (dev, header) = device::open_for_update_at(
         &args.backing,
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
-    let done = keys::rewrap_vault_tokens(&dev, &header, &args.vault.config(), args.token)?;
-    for r in done.iter().filter(|r| r.new.is_none()) {
+    let done = keys::rewrap_vault_tokens_to(
+        &dev,
+        &header,
+        &args.vault.config(),
+        args.token,
+        set_addrs.as_deref(),
+    )?;
+    for r in &done {
+        if let Some(new) = &r.new
+            && new.addrs() != r.old.addrs()
+        {
+            println!(
+                "token {}: vault address {} -> {}",
+                r.token,
+                r.old.addrs().join(","),
+                new.addrs().join(",")
+            );
+        }
+    }
+    for r in done.iter().filter(|r| {
+        r.new
+            .as_ref()
+            .is_none_or(|n| n.kek_version() == r.old.kek_version())
+    }) {
         println!(
             "token {}: {} {} is at the latest version {}",
             r.token,
@@ -130,7 +173,9 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
         );
     }
     for r in &done {
-        if let Some(new) = &r.new {
+        if let Some(new) = &r.new
+            && new.kek_version() != r.old.kek_version()
+        {
             println!(
                 "rewrapped token {}: {} {} version {} -> {}",
                 r.token,

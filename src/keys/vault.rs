@@ -54,6 +54,20 @@ pub fn rewrap_vault_tokens(
     config: &VaultConfig,
     only: Option<u32>,
 ) -> Result<Vec<Rewrap>> {
+    rewrap_vault_tokens_to(dev, header, config, only, None)
+}
+
+/// [`rewrap_vault_tokens`], and with `set_addrs` also re-points the tokens to those vault
+/// addresses (in order; the first is `vault_addr`): everything goes through the new
+/// addresses, so a token is only changed when they answer and unwrap its secret. A token at
+/// the latest version is still rewritten when its addresses change.
+pub fn rewrap_vault_tokens_to(
+    dev: &Backing,
+    header: &Header,
+    config: &VaultConfig,
+    only: Option<u32>,
+    set_addrs: Option<&[String]>,
+) -> Result<Vec<Rewrap>> {
     let name = dev.name();
     let tokens = token::vault_tokens(&header.metadata.wire.tokens);
     if let Some(want) = only
@@ -71,8 +85,21 @@ pub fn rewrap_vault_tokens(
             continue;
         }
         let old = parsed.map_err(|e| Error::Device(format!("{name}: token {id}: {e}")))?;
-        let client = vault::connect_required(config, Some(&old))?;
-        let new = vault::rewrap_one(&client, &header.metadata, dev, &name, &old)?;
+        let client = match set_addrs {
+            Some(addrs) => vault::connect_to(config, Some(&old), addrs)?,
+            None => vault::connect_required(config, Some(&old))?,
+        };
+        // Rewrap must see the latest key version: through the active node when reachable.
+        client.use_active_node();
+        let mut new = vault::rewrap_one(&client, &header.metadata, dev, &name, &old)?;
+        if let Some(addrs) = set_addrs
+            && old.addrs() != addrs
+        {
+            let mut t = new.unwrap_or_else(|| old.clone());
+            t.addr = addrs[0].clone();
+            t.more_addrs = addrs[1..].to_vec();
+            new = Some(t);
+        }
         if let Some(t) = &new {
             changed.insert(id, t.encode());
         }

@@ -111,6 +111,7 @@ fn luks2_volume(dir: &Path) -> PathBuf {
     let token = VaultToken {
         keyslots: vec![1],
         addr: "http://127.0.0.1:9".into(),
+        more_addrs: Vec::new(),
         namespace: None,
         kek: Kek::Transit {
             mount: "transit".into(),

@@ -23,7 +23,8 @@ use zeroize::Zeroize;
 /// Unset fields fall back to the token's recorded address/namespace and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct VaultConfig {
-    /// Vault address (default: the one the token recorded, else VAULT_ADDR or BAO_ADDR).
+    /// Vault address, or several separated by commas (repeated `--vault-addr`), tried first;
+    /// then the addresses the token recorded, then VAULT_ADDR or BAO_ADDR (a comma list too).
     pub addr: Option<String>,
     /// Namespace sent as X-Vault-Namespace (default: recorded, else VAULT_NAMESPACE).
     pub namespace: Option<String>,
@@ -35,6 +36,15 @@ pub struct VaultConfig {
     pub approle: Option<(PathBuf, PathBuf)>,
     /// Mount of the AppRole auth method (default approle).
     pub approle_mount: Option<String>,
+    /// The AppRole secret_id file holds a response-wrapping token for the secret_id
+    /// (unwrapped once, through `sys/wrapping/unwrap`).
+    pub secret_id_wrapped: bool,
+    /// JWT login: the file holding the JWT (a Kubernetes service-account token) and the role.
+    pub jwt: Option<(PathBuf, String)>,
+    /// Mount of the JWT auth method (default jwt; `kubernetes` for Kubernetes auth).
+    pub jwt_mount: Option<String>,
+    /// Log in with the TLS client certificate (VAULT_CLIENT_CERT) at `auth/cert`.
+    pub cert_auth: bool,
 }
 
 /// Which key-encryption key wraps a new vault keyslot's secret.
@@ -107,10 +117,37 @@ fn read_secret_file(path: &Path, what: &str) -> Result<SecretBytes> {
 /// VAULT_TOKEN, BAO_TOKEN, then ~/.vault-token. None when there are none.
 pub fn credentials(v: &VaultConfig) -> Result<Option<Credentials>> {
     if let Some((role, secret)) = &v.approle {
+        let mount = v.approle_mount.clone().unwrap_or_else(|| "approle".into());
+        let role_id = read_secret_file(role, "AppRole role_id")?;
+        if v.secret_id_wrapped {
+            return Ok(Some(Credentials::WrappedAppRole {
+                mount,
+                role_id,
+                wrapping_token: read_secret_file(secret, "wrapped AppRole secret_id")?,
+            }));
+        }
         return Ok(Some(Credentials::AppRole {
-            mount: v.approle_mount.clone().unwrap_or_else(|| "approle".into()),
-            role_id: read_secret_file(role, "AppRole role_id")?,
+            mount,
+            role_id,
             secret_id: read_secret_file(secret, "AppRole secret_id")?,
+        }));
+    }
+    if let Some((file, role)) = &v.jwt {
+        return Ok(Some(Credentials::Jwt {
+            mount: v.jwt_mount.clone().unwrap_or_else(|| "jwt".into()),
+            role: role.clone(),
+            jwt: read_secret_file(file, "JWT")?,
+        }));
+    }
+    if v.cert_auth {
+        if env(&["VAULT_CLIENT_CERT", "BAO_CLIENT_CERT"]).is_none() {
+            return Err(Error::Usage(
+                "--vault-cert-auth needs VAULT_CLIENT_CERT and VAULT_CLIENT_KEY".into(),
+            ));
+        }
+        return Ok(Some(Credentials::Cert {
+            mount: "cert".into(),
+            name: None,
         }));
     }
     if let Some(f) = &v.token_file {
@@ -135,20 +172,44 @@ pub fn credentials(v: &VaultConfig) -> Result<Option<Credentials>> {
             )?)));
         }
     }
+    // A Vault Agent / OpenBao Proxy with auto-auth adds its own token.
+    if env(&["VAULT_AGENT_ADDR", "BAO_AGENT_ADDR"]).is_some() {
+        return Ok(Some(Credentials::AgentAutoAuth));
+    }
     Ok(None)
 }
 
-/// Where to connect: --vault-addr, else the address a token recorded, else VAULT_ADDR/BAO_ADDR.
+/// Where to connect: the --vault-addr addresses, then the addresses a token recorded, then
+/// VAULT_ADDR/BAO_ADDR (each may be a comma list), tried in that order, duplicates dropped.
 pub fn endpoint(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Endpoint> {
-    let addr = v
-        .addr
-        .clone()
-        .or_else(|| recorded.map(|t| t.addr.clone()))
-        .or_else(|| env(&["VAULT_ADDR", "BAO_ADDR"]))
-        .ok_or_else(|| {
-            Error::Usage("no vault address: give --vault-addr or set VAULT_ADDR".into())
-        })?;
-    let mut ep = Endpoint::new(&addr);
+    let mut addrs: Vec<String> = Vec::new();
+    if let Some(a) = &v.addr {
+        addrs.extend(crate::vault::split_addrs(a));
+    }
+    // An Agent/Proxy named by VAULT_AGENT_ADDR comes before the vault itself, as in Vault's
+    // CLI (it holds the auto-auth token and caches).
+    if let Some(a) = env(&["VAULT_AGENT_ADDR", "BAO_AGENT_ADDR"]) {
+        addrs.extend(crate::vault::split_addrs(&a));
+    }
+    if let Some(t) = recorded {
+        addrs.extend(t.addrs());
+    }
+    if let Some(a) = env(&["VAULT_ADDR", "BAO_ADDR"]) {
+        addrs.extend(crate::vault::split_addrs(&a));
+    }
+    endpoint_for(v, recorded, &addrs)
+}
+
+/// The endpoint for exactly `addrs` (in order), with the namespace, CA, timeout and retries
+/// of `v`, the token and the environment.
+pub fn endpoint_for(
+    v: &VaultConfig,
+    recorded: Option<&VaultToken>,
+    addrs: &[String],
+) -> Result<Endpoint> {
+    let mut ep = Endpoint::with_addrs(addrs).ok_or_else(|| {
+        Error::Usage("no vault address: give --vault-addr or set VAULT_ADDR".into())
+    })?;
     ep.namespace = v
         .namespace
         .clone()
@@ -158,6 +219,47 @@ pub fn endpoint(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Endpoi
         .ca_cert
         .clone()
         .or_else(|| env(&["VAULT_CACERT", "BAO_CACERT"]).map(Into::into));
+    ep.ca_path = env(&["VAULT_CAPATH", "BAO_CAPATH"]).map(Into::into);
+    ep.tls_server_name =
+        env(&["VAULT_TLS_SERVER_NAME", "BAO_TLS_SERVER_NAME"]).map(|n| n.trim().to_string());
+    if let Some(n) = &ep.tls_server_name
+        && (n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.')))
+    {
+        return Err(Error::Usage(format!(
+            "VAULT_TLS_SERVER_NAME {n:?} is not a host name"
+        )));
+    }
+    match (
+        env(&["VAULT_CLIENT_CERT", "BAO_CLIENT_CERT"]),
+        env(&["VAULT_CLIENT_KEY", "BAO_CLIENT_KEY"]),
+    ) {
+        (Some(c), Some(k)) => ep.client_cert = Some((c.into(), k.into())),
+        (None, None) => {}
+        _ => {
+            return Err(Error::Usage(
+                "set both VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (PEM files), or neither".into(),
+            ));
+        }
+    }
+    if let Some(skip) = env(&["VAULT_SKIP_VERIFY", "BAO_SKIP_VERIFY"]) {
+        ep.skip_verify = match skip.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "t" | "yes" => true,
+            "0" | "false" | "f" | "no" => false,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "VAULT_SKIP_VERIFY {skip:?} is not true or false"
+                )));
+            }
+        };
+        if ep.skip_verify {
+            log::warn!(
+                "VAULT_SKIP_VERIFY is set: the vault's TLS certificate is NOT verified; anyone on the path can read the vault token and the unwrapped keyslot secret"
+            );
+        }
+    }
     if let Some(t) = env(&["VAULT_CLIENT_TIMEOUT", "BAO_CLIENT_TIMEOUT"]) {
         ep.timeout = crate::vault::parse_timeout(&t).ok_or_else(|| {
             Error::Usage(format!(
@@ -165,13 +267,85 @@ pub fn endpoint(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Endpoi
             ))
         })?;
     }
+    if let Some(r) = env(&["VAULT_MAX_RETRIES", "BAO_MAX_RETRIES"]) {
+        ep.max_retries = r
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n <= 10)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "VAULT_MAX_RETRIES {r:?} is not a number from 0 to 10"
+                ))
+            })?;
+    }
     Ok(ep)
+}
+
+/// The addresses the user named: --vault-addr (repeated or a comma list), else
+/// VAULT_ADDR/BAO_ADDR (a comma list).
+pub fn configured_addrs(v: &VaultConfig) -> Vec<String> {
+    let mut addrs = v
+        .addr
+        .as_deref()
+        .map(crate::vault::split_addrs)
+        .unwrap_or_default();
+    if addrs.is_empty() {
+        addrs = env(&["VAULT_ADDR", "BAO_ADDR"])
+            .map(|a| crate::vault::split_addrs(&a))
+            .unwrap_or_default();
+    }
+    let mut unique = Vec::new();
+    for a in addrs {
+        if !unique.contains(&a) {
+            unique.push(a);
+        }
+    }
+    unique
+}
+
+/// The settings alone (flags and environment, no token), checked: a bad address scheme,
+/// timeout, retry count or CA file is a usage error (exit 1) on every verb, before any token
+/// is tried.
+pub fn check_settings(v: &VaultConfig) -> Result<()> {
+    let mut addrs: Vec<String> = Vec::new();
+    if let Some(a) = &v.addr {
+        addrs.extend(crate::vault::split_addrs(a));
+    }
+    if let Some(a) = env(&["VAULT_ADDR", "BAO_ADDR"]) {
+        addrs.extend(crate::vault::split_addrs(&a));
+    }
+    if addrs.is_empty() {
+        // Only the tokens' addresses: the rest of the settings still count.
+        addrs.push("http://127.0.0.1".into());
+    }
+    let ep = endpoint_for(v, None, &addrs)?;
+    crate::vault::check_endpoint(&ep).map_err(Error::from)
 }
 
 /// Connects (and logs in) for enrolment or rewrap, where credentials are required (exit 2
 /// without them).
 pub fn connect_required(v: &VaultConfig, recorded: Option<&VaultToken>) -> Result<Client> {
     let ep = endpoint(v, recorded)?;
+    // A bad setting is exit 1 whether or not credentials are present.
+    crate::vault::check_endpoint(&ep).map_err(Error::from)?;
+    let creds = credentials(v)?.ok_or_else(|| {
+        Error::Vault(format!(
+            "no vault credentials for {}: set VAULT_TOKEN, or give --vault-token-file or --vault-role-id-file/--vault-secret-id-file",
+            ep.addr
+        ))
+    })?;
+    Client::connect(&ep, &creds).map_err(Error::from)
+}
+
+/// Connects (and logs in) to exactly `addrs`, for re-pointing a token (`rewrap --set-addr`).
+pub fn connect_to(
+    v: &VaultConfig,
+    recorded: Option<&VaultToken>,
+    addrs: &[String],
+) -> Result<Client> {
+    let ep = endpoint_for(v, recorded, addrs)?;
+    crate::vault::check_endpoint(&ep).map_err(Error::from)?;
     let creds = credentials(v)?.ok_or_else(|| {
         Error::Vault(format!(
             "no vault credentials for {}: set VAULT_TOKEN, or give --vault-token-file or --vault-role-id-file/--vault-secret-id-file",
@@ -300,12 +474,22 @@ pub struct Enrolment {
 /// Wraps a fresh secret for a new keyslot `keyslot`; checks the unwrap round trip.
 pub fn enrol(v: &VaultConfig, new_kek: &NewKek, keyslot: u32) -> Result<Enrolment> {
     let client = connect_required(v, None)?;
+    // The create, the wrap and its check are one read-your-writes sequence: through the
+    // active node when it is reachable (and X-Vault-Index headers either way).
+    client.use_active_node();
     let secret = SecretBytes::random(SECRET_BYTES)
         .map_err(|e| Error::io("cannot read the OS random generator", e))?;
     let kek = wrap_new(&client, new_kek, &secret)?;
+    // The token records the addresses the user named (--vault-addr, else VAULT_ADDR), never
+    // the active node's own address: a load balancer or VIP name outlives any one node.
+    let mut addrs = configured_addrs(v);
+    if addrs.is_empty() {
+        addrs = client.addrs();
+    }
     let token = VaultToken {
         keyslots: vec![keyslot],
-        addr: client.addr().to_string(),
+        addr: addrs.remove(0),
+        more_addrs: addrs,
         namespace: client.namespace().map(str::to_string),
         kek,
     };
@@ -338,19 +522,15 @@ pub enum VaultUnlock {
     NoTokens,
 }
 
-/// Opens a keyslot of token `t` through its vault: (keyslot, volume key) or why not.
-fn open_with_token(
+/// Opens a keyslot of token `t` with its unwrapped secret: (keyslot, volume key) or why not.
+fn open_with_secret(
     meta: &Metadata,
     dev: &(impl ReadAt + ?Sized),
-    v: &VaultConfig,
-    creds: &Credentials,
+    secret: &SecretBytes,
     t: &VaultToken,
     only: Option<u32>,
 ) -> std::result::Result<(u32, VolumeKey), String> {
-    let ep = endpoint(v, Some(t)).map_err(|e| e.to_string())?;
-    let client = Client::connect(&ep, creds).map_err(|e| e.to_string())?;
-    let secret = unwrap_secret(&client, t)?;
-    let pass = keyslot_passphrase(&secret);
+    let pass = keyslot_passphrase(secret);
     let mut last = String::from("it names no keyslot");
     for &k in &t.keyslots {
         if only.is_some_and(|o| o != k) {
@@ -362,6 +542,62 @@ fn open_with_token(
         }
     }
     Err(last)
+}
+
+/// Unwraps token `t`'s secret through its vault (its own addresses, the flags' and the
+/// environment's), logging in with `creds`.
+fn unwrap_through(
+    v: &VaultConfig,
+    creds: &Credentials,
+    t: &VaultToken,
+) -> std::result::Result<SecretBytes, String> {
+    let ep = endpoint(v, Some(t)).map_err(|e| e.to_string())?;
+    let client = Client::connect(&ep, creds).map_err(|e| e.to_string())?;
+    unwrap_secret(&client, t)
+}
+
+/// Credentials that log in (AppRole, a wrapped secret_id, JWT, cert) log in once, through the
+/// first token's vault, and the client token is shared by every token's thread: a secret_id
+/// may allow few uses, and a wrapping token only one. When that login fails the credentials
+/// stay as they are (each token's vault is tried with them, and reports why).
+fn login_once(v: &VaultConfig, creds: Credentials, first: Option<&VaultToken>) -> Credentials {
+    if !creds.is_login() {
+        return creds;
+    }
+    let Ok(ep) = endpoint(v, first) else {
+        return creds;
+    };
+    match Client::connect(&ep, &creds) {
+        Ok(client) => client.token_credentials(),
+        Err(e) => {
+            log::debug!("vault login through {}: {e}", ep.addr);
+            creds
+        }
+    }
+}
+
+/// Unwraps every token's secret concurrently, one thread per token, so a hung or slow vault
+/// costs one timeout in all rather than one per token. Results arrive as they finish:
+/// (position in `tokens`, secret or why not). A thread still waiting when the caller is done
+/// ends at its own timeout.
+fn unwrap_all(
+    v: &VaultConfig,
+    creds: &Credentials,
+    tokens: &[VaultToken],
+) -> std::sync::mpsc::Receiver<(usize, std::result::Result<SecretBytes, String>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, t) in tokens.iter().enumerate() {
+        let (mine, v, creds, t) = (tx.clone(), v.clone(), creds.duplicate(), t.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("vault-token-{i}"))
+            .spawn(move || {
+                let _ = mine.send((i, unwrap_through(&v, &creds, &t)));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send((i, Err(format!("cannot start a thread: {e}"))));
+        }
+    }
+    rx
 }
 
 /// The vault tokens that serve keyslot `only` (all when None), parsed or not.
@@ -393,13 +629,25 @@ pub fn try_unlock(
     let Some(creds) = credentials(v)? else {
         return Ok(VaultUnlock::NoCredentials(NO_CREDENTIALS.into()));
     };
-    let mut why = Vec::new();
+    check_settings(v)?;
+    let mut why: Vec<(u32, String)> = Vec::new();
+    let mut usable: Vec<(u32, VaultToken)> = Vec::new();
     for (id, parsed) in tokens {
-        let attempt = parsed
-            .map_err(|e| e.to_string())
-            .and_then(|t| open_with_token(meta, dev, v, &creds, &t, only).map(|ok| (ok, t)));
-        match attempt {
-            Ok(((keyslot, volume_key), t)) => {
+        match parsed {
+            Ok(t) => usable.push((id, t)),
+            Err(e) => why.push((id, e.to_string())),
+        }
+    }
+    let list: Vec<VaultToken> = usable.iter().map(|(_, t)| t.clone()).collect();
+    let creds = login_once(v, creds, list.first());
+    let rx = unwrap_all(v, &creds, &list);
+    for _ in 0..list.len() {
+        let Ok((i, secret)) = rx.recv() else {
+            break;
+        };
+        let (id, t) = &usable[i];
+        match secret.and_then(|s| open_with_secret(meta, dev, &s, t, only)) {
+            Ok((keyslot, volume_key)) => {
                 log::info!(
                     "vault token {id} ({} {} at {}) opened keyslot {keyslot}",
                     t.mode(),
@@ -408,17 +656,23 @@ pub fn try_unlock(
                 );
                 return Ok(VaultUnlock::Opened {
                     keyslot,
-                    token: id,
+                    token: *id,
                     volume_key,
                 });
             }
-            Err(e) => why.push(format!("token {id}: {e}")),
+            Err(e) => why.push((*id, e)),
         }
     }
-    Ok(VaultUnlock::Failed(why.join("; ")))
+    why.sort_by_key(|(id, _)| *id);
+    Ok(VaultUnlock::Failed(
+        why.into_iter()
+            .map(|(id, e)| format!("token {id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
 }
 
-const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token or AppRole files)";
+const NO_CREDENTIALS: &str = "no vault credentials (VAULT_TOKEN, BAO_TOKEN, --vault-token-file, ~/.vault-token, AppRole files, --vault-jwt-file, --vault-cert-auth, or VAULT_AGENT_ADDR for an Agent/Proxy with auto-auth)";
 
 /// One vault token as `verify --vault` reports it.
 pub struct TokenCheck {
@@ -440,18 +694,40 @@ pub fn check_each(
         return Ok(Vec::new());
     }
     let creds = credentials(v)?.ok_or_else(|| Error::Vault(NO_CREDENTIALS.into()))?;
+    check_settings(v)?;
+    let parsed: Vec<VaultToken> = tokens
+        .iter()
+        .filter_map(|(_, p)| p.as_ref().ok().cloned())
+        .collect();
+    let creds = login_once(v, creds, parsed.first());
+    let rx = unwrap_all(v, &creds, &parsed);
+    let mut secrets: Vec<Option<std::result::Result<SecretBytes, String>>> =
+        (0..parsed.len()).map(|_| None).collect();
+    for _ in 0..parsed.len() {
+        match rx.recv() {
+            Ok((i, s)) => secrets[i] = Some(s),
+            Err(_) => break,
+        }
+    }
+    let mut secrets = secrets.into_iter();
     Ok(tokens
         .into_iter()
         .map(|(id, parsed)| match parsed {
-            Ok(t) => TokenCheck {
-                label: format!(
-                    "vault token {id} ({} {} at {})",
-                    t.mode(),
-                    t.kek_location(),
-                    t.addr
-                ),
-                result: open_with_token(meta, dev, v, &creds, &t, only),
-            },
+            Ok(t) => {
+                let secret = secrets
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| Err("no answer".into()));
+                TokenCheck {
+                    label: format!(
+                        "vault token {id} ({} {} at {})",
+                        t.mode(),
+                        t.kek_location(),
+                        t.addr
+                    ),
+                    result: secret.and_then(|s| open_with_secret(meta, dev, &s, &t, only)),
+                }
+            }
             Err(e) => TokenCheck {
                 label: format!("vault token {id}"),
                 result: Err(e.to_string()),
@@ -480,6 +756,17 @@ pub fn rewrap_one(
             let w = client
                 .transit_rewrap(mount, key, ciphertext)
                 .map_err(Error::from)?;
+            // "Latest" only when the key itself says so (where the policy lets us read it): a
+            // standby that lags a rotate would otherwise answer with the old version.
+            if let Some(latest) = client.transit_latest_version(mount, key)?
+                && latest > w.key_version
+            {
+                return Err(Error::Vault(format!(
+                    "vault at {} rewrapped {mount}/{key} to version {} but its latest version is {latest} (a lagging standby?): retry, or give the active node with --vault-addr",
+                    client.addr(),
+                    w.key_version
+                )));
+            }
             if w.key_version == *key_version {
                 return Ok(None);
             }

@@ -550,6 +550,28 @@ fn bad_volume_table() {
             "no keyslot",
         ),
         row_says(
+            "vault rewrap --set-addr with no address",
+            &["vault", "rewrap", "@disk.img", "--set-addr", ","],
+            &[1],
+            "--set-addr needs",
+        ),
+        row_says(
+            "vault enroll at a non-http vault address",
+            &[
+                "vault",
+                "enroll",
+                "@disk.img",
+                "--key-file",
+                "@key",
+                "--transit-key",
+                "k",
+                "--vault-addr",
+                "ftp://127.0.0.1:1",
+            ],
+            &[1],
+            "must start with http://",
+        ),
+        row_says(
             "wrong passphrase names tried slots",
             &["open", "@disk.img", "@plain", "--key-file", "@wrong"],
             &[2],

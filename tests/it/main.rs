@@ -6,6 +6,8 @@
 mod badinputs;
 mod bench;
 mod cli;
+mod cluster;
+mod cluster_support;
 mod compat;
 mod corrupt;
 mod crypttab;

@@ -426,25 +426,42 @@ fn every_vault_failure_is_one_line_naming_address_and_cause() {
     let vol = enrolled(&bao);
     let b = s(&vol.backing);
     let snapshot = fingerprint(&vol.backing);
-    // Connection refused.
+    // Connection refused. --vault-addr is tried first, then the address the token recorded:
+    // a dead --vault-addr no longer fails an unlock the recorded address can serve.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let out = bao.vd(
+    bao.vd(
         &bao.token_only_env(),
         &["test-key", b, "--token-only", "--vault-addr", &dead],
         None,
-    );
+    )
+    .ok();
+    // With nothing else to try (enrolment records no address yet), the failure names it.
+    let enroll_at = |addr: &str, env: &[String]| {
+        let mut env = env.to_vec();
+        env.push(format!("VAULT_TOKEN={}", bao.token));
+        bao.vd(
+            &env,
+            &[
+                "vault",
+                "enroll",
+                b,
+                "--key-file",
+                s(&vol.key),
+                "--transit-key",
+                "disk",
+                "--vault-addr",
+                addr,
+            ],
+            None,
+        )
+    };
+    let out = enroll_at(&dead, &[]);
     assert_vault_failure(&out, &dead, "unreachable");
     // A server that accepts the connection and never answers: a timeout, not a hang.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_addr = format!("http://{}", silent.local_addr().expect("addr"));
-    let mut env = bao.token_only_env();
-    env.push("VAULT_CLIENT_TIMEOUT=2".into());
     let started = Instant::now();
-    let out = bao.vd(
-        &env,
-        &["test-key", b, "--token-only", "--vault-addr", &silent_addr],
-        None,
-    );
+    let out = enroll_at(&silent_addr, &["VAULT_CLIENT_TIMEOUT=2".into()]);
     assert_vault_failure(&out, &silent_addr, "did not answer");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -1172,4 +1189,620 @@ fn mount_through_the_vault_alone() {
     );
     bao.vd(&env, &["umount", s(&mnt)], None).ok();
     drop(guard);
+}
+
+/// A fake vault node on 127.0.0.1 answering every request with HTTP 307 to
+/// `target` + the request's path (no Location when `target` is None). Counts requests and
+/// those that carried an X-Vault-Token.
+struct Redirector {
+    addr: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    with_token: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Redirector {
+    fn start(target: Option<String>) -> Redirector {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let with_token = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, w) = (requests.clone(), with_token.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().expect("dup"));
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("x-vault-token:") {
+                        w.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length.min(1 << 20)];
+                let _ = reader.read_exact(&mut body);
+                r.fetch_add(1, Ordering::SeqCst);
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let location = target
+                    .as_ref()
+                    .map(|t| format!("Location: {t}{path}\r\n"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 307 Temporary Redirect\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Redirector {
+            addr,
+            requests,
+            with_token,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn tokens_seen(&self) -> usize {
+        self.with_token.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Items 4 and 7: a same-host 307 is followed (a standby naming the active node); one to
+/// another host is refused without sending the token there; one without a Location is "no
+/// active node (leader election?)". https:// against a plain listener says so; a node that
+/// was never initialised is not "sealed"; a bad vault setting is exit 1 on every verb.
+#[test]
+fn redirects_listener_mismatch_uninitialised_node_and_setting_errors() {
+    let Some(bao) = Bao::start("vault_redirects", false) else {
+        return;
+    };
+    let vol = Vol::new("8M", &[]);
+    let b = s(&vol.backing);
+    let enroll_at = |addr: &str, key: &str, extra: &[String]| {
+        let mut env = vec![format!("VAULT_TOKEN={}", bao.token)];
+        env.extend(extra.iter().cloned());
+        bao.vd(
+            &env,
+            &[
+                "vault",
+                "enroll",
+                b,
+                "--key-file",
+                s(&vol.key),
+                "--transit-key",
+                key,
+                "--create",
+                "--vault-addr",
+                addr,
+            ],
+            None,
+        )
+    };
+    // Same host (127.0.0.1), another port: followed, the enrolment works.
+    let same = Redirector::start(Some(bao.addr.clone()));
+    enroll_at(&same.addr, "redirected", &[]).ok();
+    assert!(same.requests() > 0, "the redirector was not asked");
+    // Another host name: refused, and the target never sees the token.
+    let foreign_target = Redirector::start(None);
+    let foreign_name = foreign_target.addr.replace("127.0.0.1", "localhost");
+    let foreign = Redirector::start(Some(foreign_name));
+    let out = enroll_at(&foreign.addr, "foreign", &[]);
+    assert_vault_failure(&out, &foreign.addr, "outside this vault");
+    assert_eq!(
+        foreign_target.requests(),
+        0,
+        "followed a redirect to another host"
+    );
+    assert_eq!(foreign_target.tokens_seen(), 0);
+    // No Location: an election; bounded retries, then the message.
+    let nowhere = Redirector::start(None);
+    let t = Instant::now();
+    let out = enroll_at(&nowhere.addr, "nowhere", &[]);
+    assert_vault_failure(&out, &nowhere.addr, "no active node (leader election?)");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    // VAULT_MAX_RETRIES=0: one request.
+    let once = Redirector::start(None);
+    let out = enroll_at(&once.addr, "once", &["VAULT_MAX_RETRIES=0".into()]);
+    assert_vault_failure(&out, &once.addr, "no active node");
+    // Two calls (the sys/leader probe, the key create): one try each, and three by default.
+    assert_eq!(once.requests(), 2, "VAULT_MAX_RETRIES=0 retried");
+    assert_eq!(nowhere.requests(), 6, "default: 3 tries per call");
+    // https:// against the plain listener.
+    let https = bao.addr.replace("http://", "https://");
+    let out = enroll_at(&https, "tls", &[]);
+    assert_vault_failure(&out, &https, "plain http, not tls");
+    // A server that was never initialised (its own inmem storage, not a dev server).
+    let dir = temp();
+    let port = free_port();
+    let config = dir.path().join("uninit.hcl");
+    std::fs::write(
+        &config,
+        format!(
+            "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n}}\ndisable_mlock = true\n"
+        ),
+    )
+    .expect("config");
+    let mut uninit = Command::new(tool("bao"))
+        .args(["server", &format!("-config={}", s(&config))])
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bao server");
+    let uninit_addr = format!("http://127.0.0.1:{port}");
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let out = enroll_at(&uninit_addr, "uninit", &[]);
+    let _ = uninit.kill();
+    let _ = uninit.wait();
+    assert!(up, "uninitialised server did not listen");
+    assert_vault_failure(&out, &uninit_addr, "not initialised");
+    assert!(!out.stderr.contains("sealed"), "{}", out.describe());
+    // A bad setting: exit 1 when unlocking and when enrolling alike.
+    for bad in [
+        "VAULT_CLIENT_TIMEOUT=soon",
+        "VAULT_MAX_RETRIES=many",
+        "VAULT_ADDR=ftp://127.0.0.1:1",
+        "VAULT_CACERT=/nonexistent/ca.pem",
+    ] {
+        let mut env = bao.token_only_env();
+        env.push(bad.to_string());
+        bao.vd(&env, &["test-key", b, "--token-only"], None)
+            .fails_with(1);
+        let mut env = bao.env();
+        env.push(bad.to_string());
+        bao.vd(
+            &env,
+            &[
+                "vault",
+                "enroll",
+                b,
+                "--key-file",
+                s(&vol.key),
+                "--transit-key",
+                "x",
+            ],
+            None,
+        )
+        .fails_with(1);
+    }
+}
+
+/// base64url without padding (JWT segments).
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An RS256 JWT with `claims`, signed by openssl with `key` (PEM).
+fn make_jwt(dir: &Path, key: &Path, claims: &Value) -> String {
+    let head = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let body = b64url(claims.to_string().as_bytes());
+    let input = data_file(dir, "jwt-input", format!("{head}.{body}").as_bytes());
+    let sig = dir.join("jwt-sig");
+    sys(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            s(key),
+            "-out",
+            s(&sig),
+            s(&input),
+        ],
+    )
+    .ok();
+    format!(
+        "{head}.{body}.{}",
+        b64url(&std::fs::read(&sig).expect("sig"))
+    )
+}
+
+/// Item 6: a response-wrapped AppRole secret_id (single use), JWT auth with a locally made
+/// RS256 key, the same through a JWT mount at `kubernetes` with a service-account-shaped token
+/// (Kubernetes auth's login call is the same {role, jwt}), and an OpenBao Proxy with auto-auth
+/// reached through VAULT_AGENT_ADDR with no VAULT_TOKEN at all.
+#[test]
+fn wrapped_secret_id_jwt_kubernetes_shape_and_proxy_auto_auth() {
+    let Some(bao) = Bao::start("vault_auth_methods", false) else {
+        return;
+    };
+    if !require("vault_auth_methods", &["openssl"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let dir = vol.dir.path();
+    let policy = data_file(
+        dir,
+        "unlock.hcl",
+        br#"path "transit/decrypt/disk" { capabilities = ["update"] }"#,
+    );
+    bao.cli(&["policy", "write", "disk-unlock", s(&policy)])
+        .ok();
+    // Wrapped secret_id.
+    bao.cli(&["auth", "enable", "approle"]).ok();
+    bao.cli(&[
+        "write",
+        "auth/approle/role/host",
+        "token_policies=disk-unlock",
+    ])
+    .ok();
+    let role_id = bao
+        .cli(&["read", "-field=role_id", "auth/approle/role/host/role-id"])
+        .ok()
+        .stdout;
+    let wrapping = bao
+        .cli(&[
+            "write",
+            "-wrap-ttl=120s",
+            "-f",
+            "-field=wrapping_token",
+            "auth/approle/role/host/secret-id",
+        ])
+        .ok()
+        .stdout;
+    let role_file = write_key(dir, "role-id", role_id.as_bytes());
+    let wrapped_file = write_key(dir, "wrapped-secret-id", wrapping.as_bytes());
+    let args = [
+        "test-key",
+        b,
+        "--token-only",
+        "--vault-role-id-file",
+        s(&role_file),
+        "--vault-secret-id-file",
+        s(&wrapped_file),
+        "--vault-secret-id-wrapped",
+    ];
+    let out = bao.vd(&[], &args, None).ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // A wrapping token is single use: the second time fails, one line, no token in it.
+    let out = bao.vd(&[], &args, None);
+    out.check_error(&[2]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.stderr.contains(wrapping.trim()), "{}", out.describe());
+    // JWT auth with a locally made signing key.
+    let key = dir.join("jwt-key.pem");
+    sys("openssl", &["genrsa", "-out", s(&key), "2048"]).ok();
+    let public = dir.join("jwt-pub.pem");
+    sys(
+        "openssl",
+        &["rsa", "-in", s(&key), "-pubout", "-out", s(&public)],
+    )
+    .ok();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for (mount, claims, bound) in [
+        (
+            "jwt",
+            serde_json::json!({"sub": "host1", "aud": "vaultdisk", "iat": now, "exp": now + 300}),
+            "host1",
+        ),
+        (
+            // Kubernetes' service-account token shape, validated by the SA signing key.
+            "kubernetes",
+            serde_json::json!({
+                "iss": "kubernetes/serviceaccount",
+                "sub": "system:serviceaccount:storage:vaultdisk",
+                "aud": "vaultdisk",
+                "kubernetes.io/serviceaccount/namespace": "storage",
+                "iat": now, "exp": now + 300
+            }),
+            "system:serviceaccount:storage:vaultdisk",
+        ),
+    ] {
+        bao.cli(&["auth", "enable", &format!("-path={mount}"), "jwt"])
+            .ok();
+        bao.cli(&[
+            "write",
+            &format!("auth/{mount}/config"),
+            &format!("jwt_validation_pubkeys=@{}", s(&public)),
+        ])
+        .ok();
+        bao.cli(&[
+            "write",
+            &format!("auth/{mount}/role/disk"),
+            "role_type=jwt",
+            "user_claim=sub",
+            &format!("bound_subject={bound}"),
+            "bound_audiences=vaultdisk",
+            "token_policies=disk-unlock",
+        ])
+        .ok();
+        let jwt = make_jwt(dir, &key, &claims);
+        let jwt_file = write_key(dir, &format!("{mount}.jwt"), jwt.as_bytes());
+        let out = bao
+            .vd(
+                &[],
+                &[
+                    "test-key",
+                    b,
+                    "--token-only",
+                    "--vault-jwt-file",
+                    s(&jwt_file),
+                    "--vault-jwt-role",
+                    "disk",
+                    "--vault-jwt-mount",
+                    mount,
+                ],
+                None,
+            )
+            .ok();
+        assert!(
+            out.stdout.contains("keyslot 1 opens"),
+            "{mount}: {}",
+            out.describe()
+        );
+        // A JWT signed by another key is refused.
+        let other = dir.join("other-key.pem");
+        sys("openssl", &["genrsa", "-out", s(&other), "2048"]).ok();
+        let forged = write_key(dir, "forged.jwt", make_jwt(dir, &other, &claims).as_bytes());
+        let out = bao.vd(
+            &[],
+            &[
+                "test-key",
+                b,
+                "--token-only",
+                "--vault-jwt-file",
+                s(&forged),
+                "--vault-jwt-role",
+                "disk",
+                "--vault-jwt-mount",
+                mount,
+            ],
+            None,
+        );
+        out.check_error(&[2]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.stderr.contains(&jwt), "{}", out.describe());
+    }
+    // OpenBao Proxy with token-file auto-auth: vaultdisk sends no token, the proxy adds its.
+    let proxy_port = free_port();
+    let token_file = write_key(dir, "proxy-token", bao.token.as_bytes());
+    let socket = dir.join("proxy.sock");
+    let config = data_file(
+        dir,
+        "proxy.hcl",
+        format!(
+            "vault {{\n  address = \"{}\"\n}}\n\
+             auto_auth {{\n  method \"token_file\" {{\n    config = {{\n      token_file_path = \"{}\"\n    }}\n  }}\n}}\n\
+             api_proxy {{\n  use_auto_auth_token = \"force\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{proxy_port}\"\n  tls_disable = true\n}}\n\
+             listener \"unix\" {{\n  address = \"{}\"\n  tls_disable = true\n}}\n",
+            bao.addr,
+            s(&token_file),
+            s(&socket)
+        )
+        .as_bytes(),
+    );
+    let mut proxy = Command::new(tool("bao"))
+        .args(["proxy", &format!("-config={}", s(&config))])
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("proxy.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("bao proxy");
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
+    });
+    let agent = format!("VAULT_AGENT_ADDR=http://127.0.0.1:{proxy_port}");
+    // The token's recorded address is the server's: the proxy is tried first; no token file,
+    // no VAULT_TOKEN.
+    let out = bao.vd(
+        std::slice::from_ref(&agent),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    // The same proxy through its Unix socket.
+    let unix = bao.vd(
+        &[format!("VAULT_AGENT_ADDR=unix://{}", s(&socket))],
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(up, "bao proxy did not listen");
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
+    assert_eq!(out.code, 0, "{}\nproxy log:\n{log}", out.describe());
+    assert_eq!(unix.code, 0, "{}\nproxy log:\n{log}", unix.describe());
+}
+
+/// Item 6: VAULT_CAPATH (a directory of CA files), VAULT_SKIP_VERIFY (works, with a loud
+/// warning), and TLS certificate auth with VAULT_CLIENT_CERT/VAULT_CLIENT_KEY.
+#[test]
+fn capath_skip_verify_and_client_certificate_auth() {
+    let Some(bao) = Bao::start("vault_tls_options", true) else {
+        return;
+    };
+    if !require("vault_tls_options", &["openssl"]) {
+        return;
+    }
+    let vol = enrolled(&bao);
+    let b = s(&vol.backing);
+    let dir = vol.dir.path();
+    let token = format!("VAULT_TOKEN={}", bao.token);
+    // VAULT_CAPATH: the dev CA among other files.
+    let capath = dir.join("cas");
+    std::fs::create_dir(&capath).expect("dir");
+    std::fs::copy(bao.ca.as_ref().expect("ca"), capath.join("vault-ca.pem")).expect("copy");
+    std::fs::write(capath.join("README"), "not a certificate").expect("readme");
+    let out = bao
+        .vd(
+            &[token.clone(), format!("VAULT_CAPATH={}", s(&capath))],
+            &["test-key", b, "--token-only"],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // VAULT_TLS_SERVER_NAME: the certificate is checked against that name (the dev
+    // certificate names localhost), the connection still goes to 127.0.0.1.
+    let ca_file = format!("VAULT_CACERT={}", s(bao.ca.as_ref().expect("ca")));
+    bao.vd(
+        &[
+            token.clone(),
+            ca_file.clone(),
+            "VAULT_TLS_SERVER_NAME=localhost".into(),
+        ],
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .ok();
+    let out = bao.vd(
+        &[
+            token.clone(),
+            ca_file,
+            "VAULT_TLS_SERVER_NAME=elsewhere.example".into(),
+        ],
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "tls");
+    // Without a CA: TLS fails; VAULT_SKIP_VERIFY=true works and warns.
+    let out = bao.vd(
+        std::slice::from_ref(&token),
+        &["test-key", b, "--token-only"],
+        None,
+    );
+    assert_vault_failure(&out, &bao.addr, "tls");
+    let out = bao
+        .vd(
+            &[token.clone(), "VAULT_SKIP_VERIFY=true".into()],
+            &["test-key", b, "--token-only"],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stderr.contains("warn") && out.stderr.contains("NOT verified"),
+        "{}",
+        out.describe()
+    );
+    // Client certificate auth: a CA of our own signs the client certificate.
+    let ca_key = dir.join("client-ca.key");
+    let ca = dir.join("client-ca.pem");
+    sys(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            s(&ca_key),
+            "-out",
+            s(&ca),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vaultdisk client CA",
+        ],
+    )
+    .ok();
+    let key = dir.join("client.key");
+    let csr = dir.join("client.csr");
+    let cert = dir.join("client.pem");
+    sys(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&csr),
+            "-subj",
+            "/CN=host1",
+        ],
+    )
+    .ok();
+    let ext = data_file(dir, "client.ext", b"extendedKeyUsage=clientAuth\n");
+    sys(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&ca),
+            "-CAkey",
+            s(&ca_key),
+            "-CAcreateserial",
+            "-out",
+            s(&cert),
+            "-days",
+            "1",
+            "-extfile",
+            s(&ext),
+        ],
+    )
+    .ok();
+    let policy = data_file(
+        dir,
+        "unlock.hcl",
+        br#"path "transit/decrypt/disk" { capabilities = ["update"] }"#,
+    );
+    bao.cli(&["policy", "write", "disk-unlock", s(&policy)])
+        .ok();
+    bao.cli(&["auth", "enable", "cert"]).ok();
+    bao.cli(&[
+        "write",
+        "auth/cert/certs/hosts",
+        &format!("certificate=@{}", s(&ca)),
+        "token_policies=disk-unlock",
+    ])
+    .ok();
+    let ca_env = format!("VAULT_CACERT={}", s(bao.ca.as_ref().expect("ca")));
+    let out = bao
+        .vd(
+            &[
+                ca_env.clone(),
+                format!("VAULT_CLIENT_CERT={}", s(&cert)),
+                format!("VAULT_CLIENT_KEY={}", s(&key)),
+            ],
+            &["test-key", b, "--token-only", "--vault-cert-auth"],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    // Without the client certificate the login is refused; half the pair is a usage error.
+    let out = bao.vd(
+        std::slice::from_ref(&ca_env),
+        &["test-key", b, "--token-only", "--vault-cert-auth"],
+        None,
+    );
+    out.fails_with(1);
+    bao.vd(
+        &[ca_env, token, format!("VAULT_CLIENT_CERT={}", s(&cert))],
+        &["test-key", b, "--token-only"],
+        None,
+    )
+    .fails_with(1);
 }
