@@ -21,6 +21,7 @@ need_packages() {
     command -v sfdisk >/dev/null || missing+=(fdisk)
     command -v sgdisk >/dev/null || missing+=(gdisk)
     command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+    command -v mcopy >/dev/null || missing+=(mtools)
     command -v man >/dev/null || missing+=(man-db)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
