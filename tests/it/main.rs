@@ -18,6 +18,7 @@ mod frozen;
 mod fuse;
 mod hygiene;
 mod kdfbomb;
+mod keychain;
 mod keys;
 mod lifecycle;
 mod mount;
