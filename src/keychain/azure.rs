@@ -101,7 +101,7 @@ impl ObjectUrl {
                     version: Some(version.to_string()),
                 })
             }
-            _ => Err(bad("the path is not /{kind}/<name>/<version>")),
+            _ => Err(bad(&format!("the path is not /{kind}/<name>/<version>"))),
         }
     }
 

@@ -11,14 +11,12 @@
 //! Exit codes: an image that is no FAT BEK VOLUME is exit 4 (unreadable as one); a readable
 //! BEK VOLUME without passphrase or .BEK files is exit 2 (it holds no key).
 use super::CandidateKey;
-use crate::disk::{Disk, Window};
+use crate::disk::Disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::luks2::ReadAt;
 use crate::secret::SecretBytes;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 /// The FAT label ADE gives the key disk.
 pub const LABEL: &str = "BEK VOLUME";
@@ -31,15 +29,15 @@ const MAX_ENTRIES: usize = 4096;
 const READ_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// A read-only, seekable view of a window for fatfs, with a read budget.
-struct FatIo {
-    win: Window<Arc<File>>,
+struct FatIo<R> {
+    win: R,
     pos: u64,
     budget: u64,
 }
 
-impl Read for FatIo {
+impl<R: ReadAt> Read for FatIo<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.win.len().saturating_sub(self.pos);
+        let left = self.win.len_bytes()?.saturating_sub(self.pos);
         let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         if n == 0 {
             return Ok(0);
@@ -56,11 +54,11 @@ impl Read for FatIo {
     }
 }
 
-impl Seek for FatIo {
+impl<R: ReadAt> Seek for FatIo<R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let base = match to {
             SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.win.len().checked_add_signed(d),
+            SeekFrom::End(d) => self.win.len_bytes()?.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         let p = base.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
@@ -69,7 +67,7 @@ impl Seek for FatIo {
     }
 }
 
-impl Write for FatIo {
+impl<R> Write for FatIo<R> {
     fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -102,13 +100,19 @@ fn key_file_rank(name: &str) -> Option<(u8, String)> {
 /// `Ok((label, candidates, other_files))`.
 type FatKeys = (String, Vec<(String, SecretBytes)>, Vec<String>);
 
-fn read_fat(win: Window<Arc<File>>) -> std::result::Result<FatKeys, String> {
+fn read_fat<R: ReadAt>(win: R) -> std::result::Result<FatKeys, String> {
     let io = FatIo {
         win,
         pos: 0,
         budget: READ_BUDGET,
     };
-    let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(|e| e.to_string())?;
+    let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            "too small for a FAT boot sector".to_string()
+        } else {
+            e.to_string()
+        }
+    })?;
     let mut label = fs.volume_label().trim().to_string();
     if (label.is_empty() || label == "NO NAME")
         && let Ok(Some(l)) = fs.read_volume_label_from_root_dir()
@@ -148,6 +152,13 @@ fn read_fat(win: Window<Arc<File>>) -> std::result::Result<FatKeys, String> {
         keys.into_iter().map(|(_, n, b)| (n, b)).collect(),
         others,
     ))
+}
+
+/// The FAT volume label and key files of a FAT filesystem image held in memory, for the fuzz
+/// target: Err(why) when it is not a readable FAT.
+pub fn keys_in_fat_bytes(image: &[u8]) -> std::result::Result<(String, Vec<String>), String> {
+    let win = crate::disk::Window::new(image, 0, image.len() as u64).map_err(|e| e.to_string())?;
+    read_fat(win).map(|(label, keys, _)| (label, keys.into_iter().map(|(n, _)| n).collect()))
 }
 
 /// The candidate keys of the BEK VOLUME image at `path`, labelled

@@ -7,6 +7,8 @@
 //! Key Vault stand-in (tests/azure_kv/server.py, real RSA). Bad inputs: one line, the right
 //! exit code, nothing written.
 use crate::support::*;
+#[path = "../../fuzz/keychain_harness.rs"]
+mod keychain_harness;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
@@ -819,4 +821,222 @@ fn azure_key_vault_client_fetches_secrets_and_unwraps_against_the_stand_in() {
     });
     let log = std::fs::read_to_string(kv.dir.join("requests.log")).unwrap();
     assert!(!log.contains("s3cret"), "a secret reached the server log");
+}
+
+/// The key-chain fuzz corpora (fuzz/corpus/keychain_json, bek_volume) replayed through the
+/// fuzz targets' own bodies: seeds accepted, `*.reject` rejected, nothing panics.
+#[test]
+fn fuzz_corpora_replay() {
+    let targets: [(&str, crate::reliability::Target); 2] = [
+        ("keychain_json", keychain_harness::keychain_json),
+        ("bek_volume", keychain_harness::bek_volume),
+    ];
+    crate::reliability::replay_corpora(&targets);
+}
+
+/// The key-chain bad inputs in the generated table (docs/bad-inputs.md): exit code, one line,
+/// no file changed.
+#[test]
+fn bad_key_chain_table() {
+    use crate::cli::{row, row_says};
+    let test = "bad_key_chain_table";
+    if !require(test, &["mkfs.vfat", "mcopy"]) {
+        return;
+    }
+    let Some(f) = Fixture::new(test) else {
+        return;
+    };
+    let kek = f.kek("kek.pem");
+    f.kek("other.pem");
+    let url = "https://kv1.vault.azure.net/keys/kek/0011";
+    f.secret("unknown.json", "application/x-pkcs12", "MIIK", json!({}));
+    std::fs::write(
+        f.path("broken.json"),
+        b"{\"contentType\": \"BEK\", \"value\": ",
+    )
+    .unwrap();
+    f.wrapped_secret("sha1.json", &f.wrap(&kek, false, "sha1"), "RSA-OAEP", url);
+    f.wrapped_secret(
+        "mislabelled.json",
+        &f.wrap(&kek, false, "sha1"),
+        "RSA-OAEP-256",
+        url,
+    );
+    f.wrapped_secret("pkcs1.json", &f.wrap(&kek, false, "pkcs1"), "RSA1_5", url);
+    f.wrapped_secret("a256kw.json", "AAAA", "A256KW", url);
+    std::fs::write(
+        f.path("backup-only.json"),
+        json!({"OsDiskKeyAndSecretDetails": {"KeyVaultSecretBackupData": "AAAA"}}).to_string(),
+    )
+    .unwrap();
+    let empty = f.path("empty-bek.img");
+    sys("mkfs.vfat", &["-C", "-n", "BEK VOLUME", s(&empty), "1024"]).ok();
+    const ROWS: &[crate::cli::Row] = &[
+        row_says(
+            "secret with an unknown contentType",
+            &["verify", "@vol.img", "--keyvault-secret", "@unknown.json"],
+            &[1],
+            "is not an Azure Disk Encryption key",
+        ),
+        row_says(
+            "secret JSON cut short",
+            &["verify", "@vol.img", "--keyvault-secret", "@broken.json"],
+            &[1],
+            "is not Key Vault secret JSON",
+        ),
+        row_says(
+            "restore config JSON cut short",
+            &["verify", "@vol.img", "--restore-config", "@broken.json"],
+            &[1],
+            "encryption config JSON",
+        ),
+        row_says(
+            "restore config with only backup blobs",
+            &[
+                "verify",
+                "@vol.img",
+                "--restore-config",
+                "@backup-only.json",
+            ],
+            &[1],
+            "backup blobs",
+        ),
+        row_says(
+            "wrapped BEK, no KEK given",
+            &["verify", "@vol.img", "--keyvault-secret", "@sha1.json"],
+            &[1],
+            "give --kek-pem",
+        ),
+        row_says(
+            "wrapped BEK, another KEK",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@sha1.json",
+                "--kek-pem",
+                "@other.pem",
+            ],
+            &[2],
+            "does not unwrap",
+        ),
+        row_says(
+            "wrapped BEK, tag says RSA-OAEP-256 but SHA-1 padding",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@mislabelled.json",
+                "--kek-pem",
+                "@kek.pem",
+            ],
+            &[2],
+            "with RSA-OAEP-256",
+        ),
+        row_says(
+            "RSA1_5 wrap without --rsa1-5",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@pkcs1.json",
+                "--kek-pem",
+                "@kek.pem",
+            ],
+            &[1],
+            "--rsa1-5",
+        ),
+        row_says(
+            "KEK algorithm Key Vault does not wrap BEKs with",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@a256kw.json",
+                "--kek-pem",
+                "@kek.pem",
+            ],
+            &[1],
+            "A256KW",
+        ),
+        row_says(
+            "KEK file that is not a PEM key",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@sha1.json",
+                "--kek-pem",
+                "@LinuxPassPhraseFileName",
+            ],
+            &[1],
+            "no PEM private key",
+        ),
+        row_says(
+            "SHA-1 wrap for a transit KEK",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@sha1.json",
+                "--kek-transit",
+                "kek",
+            ],
+            &[1],
+            "transit cannot unwrap",
+        ),
+        row_says(
+            "BEK VOLUME without passphrase files",
+            &["verify", "@vol.img", "--bek-volume", "@empty-bek.img"],
+            &[2],
+            "holds no LinuxPassPhraseFileName",
+        ),
+        row_says(
+            "BEK VOLUME that is not FAT",
+            &[
+                "verify",
+                "@vol.img",
+                "--bek-volume",
+                "@LinuxPassPhraseFileName",
+            ],
+            &[4],
+            "not a FAT BEK VOLUME",
+        ),
+        row_says(
+            "Key Vault URL of another host",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret-url",
+                "https://evil.example/secrets/s/1",
+            ],
+            &[1],
+            "--keyvault-allow-host",
+        ),
+        row_says(
+            "Key Vault URL that is not a secret",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret-url",
+                "https://kv1.vault.azure.net/keys/k/1",
+            ],
+            &[1],
+            "not a Key Vault secrets URL",
+        ),
+        row(
+            "two KEK sources",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@sha1.json",
+                "--kek-pem",
+                "@kek.pem",
+                "--kek-keyvault",
+            ],
+            &[1],
+        ),
+    ];
+    crate::cli::run_table(f.dir(), ROWS);
 }
