@@ -368,6 +368,10 @@ pub struct OpenArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
+    /// the --kek-* unwrap options): each resolved key is tried as the passphrase.
+    #[command(flatten)]
+    pub key_chain: KeyChainArgs,
 }
 
 /// Arguments of `vaultdisk close`.

@@ -1040,3 +1040,59 @@ fn bad_key_chain_table() {
     ];
     crate::cli::run_table(f.dir(), ROWS);
 }
+
+/// `open` takes the key chain too: a BEK VOLUME's passphrase serves the volume; key material
+/// that opens nothing is exit 2 with no mount left.
+#[test]
+fn open_serves_a_volume_with_a_key_chain_candidate() {
+    let test = "open_serves_a_volume_with_a_key_chain_candidate";
+    if !require(test, &["mkfs.vfat", "mcopy"]) || !require_fuse(test) {
+        return;
+    }
+    let Some(f) = Fixture::new(test) else {
+        return;
+    };
+    let img = f.path("bek.img");
+    sys("mkfs.vfat", &["-C", "-n", "BEK VOLUME", s(&img), "1024"]).ok();
+    let mcopy = [
+        "MTOOLS_SKIP_CHECK=1",
+        "mcopy",
+        "-i",
+        s(&img),
+        s(&f.bek),
+        "::LinuxPassPhraseFileName",
+    ];
+    run("env", &mcopy, None).ok();
+    let plain = f.path("plain");
+    let out = vd(&[
+        "open",
+        s(&f.vol),
+        s(&plain),
+        "--read-only",
+        "--bek-volume",
+        s(&img),
+    ]);
+    let guard = Mount::new(&plain);
+    out.ok();
+    assert!(is_mounted(&plain));
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), 4 * MIB);
+    guard.close();
+    let wrong = f.secret(
+        "wrong.json",
+        "BEK",
+        &STANDARD.encode(b"not the passphrase"),
+        json!({}),
+    );
+    let out = vd(&[
+        "open",
+        s(&f.vol),
+        s(&plain),
+        "--read-only",
+        "--keyvault-secret",
+        s(&wrong),
+    ]);
+    let _guard = Mount::new(&plain);
+    let out = out.fails_with(2);
+    one_error_line(&out.stderr).unwrap();
+    assert!(!is_mounted(&plain));
+}
