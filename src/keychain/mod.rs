@@ -155,3 +155,69 @@ fn push(out: &mut Vec<CandidateKey>, c: CandidateKey) {
         out.push(c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(label: &str, bytes: &[u8]) -> CandidateKey {
+        CandidateKey {
+            label: label.into(),
+            bytes: SecretBytes::from_slice(bytes),
+        }
+    }
+
+    #[test]
+    fn the_same_key_from_two_sources_is_one_candidate_named_by_both() {
+        let mut out = Vec::new();
+        push(&mut out, c("key-file a", b"k1"));
+        push(&mut out, c("bek-volume b:LinuxPassPhraseFileName", b"k2"));
+        push(&mut out, c("keyvault-secret s.json (BEK)", b"k1"));
+        let labels: Vec<&str> = out.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "key-file a = keyvault-secret s.json (BEK)",
+                "bek-volume b:LinuxPassPhraseFileName"
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_takes_key_files_verbatim_and_with_vault_fills_only_transit() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("k");
+        std::fs::write(&k, b"abc\n").unwrap();
+        let chain = KeyChain {
+            key_files: vec![k.clone()],
+            ..KeyChain::default()
+        };
+        assert!(!chain.is_empty());
+        let got = resolve(&chain).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bytes.expose_secret(), b"abc\n");
+        let vault = VaultConfig {
+            addr: Some("http://127.0.0.1:1".into()),
+            ..VaultConfig::default()
+        };
+        let t = KeyChain {
+            kek: KekSource::Transit {
+                mount: "transit".into(),
+                key: "k".into(),
+                version: 1,
+                vault: VaultConfig::default(),
+            },
+            ..KeyChain::default()
+        }
+        .with_vault(vault.clone());
+        match t.kek {
+            KekSource::Transit { vault: v, .. } => assert_eq!(v.addr, vault.addr),
+            other => panic!("{other:?}"),
+        }
+        assert!(KeyChain::default().is_empty());
+        assert!(matches!(
+            KeyChain::default().with_vault(vault).kek,
+            KekSource::None
+        ));
+    }
+}

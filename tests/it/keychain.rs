@@ -819,6 +819,28 @@ fn azure_key_vault_client_fetches_secrets_and_unwraps_against_the_stand_in() {
             ],
         )
     });
+    // The stand-in's challenge, as Key Vault answers a request without a bearer token.
+    if find_tool("curl").is_some() {
+        let ca = kv.dir.join("ca.pem");
+        let out = run(
+            "curl",
+            &["-s", "-D", "-", "--cacert", s(&ca), &secret_url],
+            None,
+        )
+        .ok();
+        assert!(out.stdout.starts_with("HTTP/1.1 401"), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("WWW-Authenticate: Bearer authorization="),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(r#"{"error": {"code": "Unauthorized""#),
+            "{}",
+            out.stdout
+        );
+    }
     let log = std::fs::read_to_string(kv.dir.join("requests.log")).unwrap();
     assert!(!log.contains("s3cret"), "a secret reached the server log");
 }
