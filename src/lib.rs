@@ -19,6 +19,7 @@ pub mod fusefs;
 pub mod geometry;
 pub mod header_backup;
 pub mod hex;
+pub mod keychain;
 pub mod keys;
 pub mod keyslot;
 pub mod luks1;

@@ -18,6 +18,9 @@ fn init_logging(verbose: bool, quiet: bool) {
         .filter_module("ureq", log::LevelFilter::Warn)
         .filter_module("ureq_proto", log::LevelFilter::Warn)
         .filter_module("rustls", log::LevelFilter::Warn)
+        // The FAT driver reading a BEK VOLUME warns about images it reads fine (FAT32's 32
+        // reserved sectors); what matters reaches the user as keychain's one-line error.
+        .filter_module("fatfs", log::LevelFilter::Off)
         // "Trying keyslot N (its KDF takes about 40 s)": a progress line for a person at a
         // terminal, never in a pipe or a log file.
         .filter_module(

@@ -439,6 +439,10 @@ pub struct OpenArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
+    /// the --kek-* unwrap options): each resolved key is tried as the passphrase.
+    #[command(flatten)]
+    pub key_chain: KeyChainArgs,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -622,6 +626,118 @@ pub struct VerifyArgs {
     /// header's digest, and use it for --digest and --fsck.
     #[arg(long, value_name = "FILE")]
     pub volume_key_file: Option<PathBuf>,
+    /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
+    /// the --kek-* unwrap options): each resolved key is checked like a --key-file.
+    #[command(flatten)]
+    pub key_chain: KeyChainArgs,
+}
+
+/// Azure Disk Encryption key material (README "Azure Disk Encryption keys"): where BEKs
+/// come from and which key-encryption key unwraps a wrapped one.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeyChainArgs {
+    /// A FAT "BEK VOLUME" image (or a disk image whose partition holds one): its
+    /// LinuxPassPhraseFileName[_C_L] and *.BEK files are keys; read without mounting. May repeat.
+    #[arg(long, value_name = "IMAGE")]
+    pub bek_volume: Vec<PathBuf>,
+    /// The JSON of `az keyvault secret show` (contentType BEK, or Wrapped BEK with a --kek-*
+    /// option). May repeat.
+    #[arg(long, value_name = "FILE")]
+    pub keyvault_secret: Vec<PathBuf>,
+    /// Fetch this Key Vault secret (https://VAULT/secrets/NAME/VERSION) with an Azure token.
+    /// May repeat.
+    #[arg(long, value_name = "URL")]
+    pub keyvault_secret_url: Vec<String>,
+    /// The encryption config JSON of an Azure Backup "restore disks" job
+    /// (OsDiskKeyAndSecretDetails.SecretData). May repeat.
+    #[arg(long, value_name = "FILE")]
+    pub restore_config: Vec<PathBuf>,
+    /// Unwrap wrapped BEKs with this local PEM RSA private key (the KEK), as the secret's
+    /// algorithm tag says (RSA-OAEP = SHA-1, RSA-OAEP-256).
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["kek_transit", "kek_keyvault"])]
+    pub kek_pem: Option<PathBuf>,
+    /// Unwrap wrapped BEKs with this OpenBao/Vault transit RSA key (RSA-OAEP-256 only; the
+    /// --vault-* options and VAULT_* variables say where and how to log in).
+    #[arg(long, value_name = "KEY", conflicts_with = "kek_keyvault")]
+    pub kek_transit: Option<String>,
+    /// Mount of the transit engine holding --kek-transit.
+    #[arg(
+        long,
+        value_name = "MOUNT",
+        default_value = "transit",
+        requires = "kek_transit"
+    )]
+    pub kek_transit_mount: String,
+    /// Version of the --kek-transit key that wrapped the BEKs (the N of `vault:vN:`).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "kek_transit")]
+    pub kek_transit_version: u32,
+    /// Unwrap wrapped BEKs through Azure Key Vault's unwrapkey, on the KEK URL of the
+    /// secret's tags (DiskEncryptionKeyEncryptionKeyURL).
+    #[arg(long)]
+    pub kek_keyvault: bool,
+    /// Allow the RSA1_5 (PKCS#1 v1.5) KEK algorithm; without it such a secret is refused.
+    #[arg(long = "rsa1-5")]
+    pub rsa1_5: bool,
+    /// PEM bundle of the CAs to trust for Azure endpoints (a private endpoint's CA) instead
+    /// of the built-in roots.
+    #[arg(long, value_name = "PEM")]
+    pub keyvault_cacert: Option<PathBuf>,
+    /// A host (HOST or HOST:PORT) besides Azure's Key Vault domains that may receive a Key
+    /// Vault token. May repeat.
+    #[arg(long, value_name = "HOST")]
+    pub keyvault_allow_host: Vec<String>,
+    /// Log in to Azure with the managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER, else the
+    /// VM's IMDS) instead of AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET.
+    #[arg(long)]
+    pub azure_managed_identity: bool,
+    /// Read the Azure client secret from this file instead of AZURE_CLIENT_SECRET.
+    #[arg(long, value_name = "PATH")]
+    pub azure_client_secret_file: Option<PathBuf>,
+}
+
+impl KeyChainArgs {
+    /// Whether a source beyond key files is given (then key files join the key chain).
+    pub fn has_sources(&self) -> bool {
+        !(self.bek_volume.is_empty()
+            && self.keyvault_secret.is_empty()
+            && self.keyvault_secret_url.is_empty()
+            && self.restore_config.is_empty())
+    }
+
+    /// The key chain of these options with `key_files` (--key-file) first. A --kek-transit
+    /// KEK uses the default vault settings; see `KeyChain::with_vault`.
+    pub fn key_chain(&self, key_files: &[PathBuf]) -> crate::keychain::KeyChain {
+        use crate::keychain::{AzureConfig, KekSource, KeyChain};
+        let kek = if let Some(p) = &self.kek_pem {
+            KekSource::Pem(p.clone())
+        } else if let Some(k) = &self.kek_transit {
+            KekSource::Transit {
+                mount: self.kek_transit_mount.clone(),
+                key: k.clone(),
+                version: self.kek_transit_version,
+                vault: VaultConfig::default(),
+            }
+        } else if self.kek_keyvault {
+            KekSource::KeyVault
+        } else {
+            KekSource::None
+        };
+        KeyChain {
+            key_files: key_files.to_vec(),
+            bek_volumes: self.bek_volume.clone(),
+            keyvault_secrets: self.keyvault_secret.clone(),
+            keyvault_secret_urls: self.keyvault_secret_url.clone(),
+            restore_configs: self.restore_config.clone(),
+            kek,
+            rsa1_5: self.rsa1_5,
+            azure: AzureConfig {
+                ca_cert: self.keyvault_cacert.clone(),
+                allow_hosts: self.keyvault_allow_host.clone(),
+                managed_identity: self.azure_managed_identity,
+                client_secret_file: self.azure_client_secret_file.clone(),
+            },
+        }
+    }
 }
 
 /// Arguments of `vaultdisk digest`.

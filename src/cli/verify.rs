@@ -131,8 +131,18 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 
     let header = HeaderCheck::new(&opened.header, &opened.header_path);
 
+    // Key-chain sources (--bek-volume, --keyvault-secret, ...): each resolved candidate is
+    // checked like a key file, with its label; --key-file then joins the chain.
+    let candidates = if args.key_chain.has_sources() {
+        let chain = args.key_chain.key_chain(&args.key_file);
+        crate::keychain::resolve(&chain.with_vault(args.vault_args.config()))?
+    } else {
+        Vec::new()
+    };
     // Key sources: every --key-file, or one passphrase from stdin/tty when data is checked.
-    let mut sources: Vec<(String, KeyArgs, Option<PathBuf>)> = if args.key_file.is_empty() {
+    let mut sources: Vec<(String, KeyArgs, Option<PathBuf>)> = if !candidates.is_empty() {
+        Vec::new()
+    } else if args.key_file.is_empty() {
         if (want_digest || args.fsck) && !args.vault && args.volume_key_file.is_none() {
             vec![("passphrase".into(), KeyArgs::default(), None)]
         } else {
@@ -207,6 +217,27 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
             }
             Err(e @ (Error::NoKey { .. } | Error::Device(_) | Error::NoMemory(_))) => {
                 keyslots.push(KeyCheck::failed(label, e.to_string()));
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for c in &candidates {
+        let prompt = crate::keychain::CandidatePrompt::new(c);
+        let key = crate::keychain::CandidatePrompt::key();
+        let (h, file, path) = (&opened.header, &opened.header_file, &opened.header_path);
+        match unlock::unlock_header(h, file, &key, None, args.key_slot, path, &prompt) {
+            Ok(o) => {
+                keyslots.push(match o.by.keyslot() {
+                    Some(id) => KeyCheck::opened(&c.label, id),
+                    None => KeyCheck::volume_key(&c.label),
+                });
+                if volume_key.is_none() {
+                    volume_key = Some((o.by, o.volume_key));
+                }
+            }
+            Err(e @ (Error::NoKey { .. } | Error::Device(_) | Error::NoMemory(_))) => {
+                keyslots.push(KeyCheck::failed(&c.label, e.to_string()));
                 last_error = Some(e);
             }
             Err(e) => return Err(e),

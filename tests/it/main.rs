@@ -21,6 +21,7 @@ mod frozen;
 mod fuse;
 mod hygiene;
 mod kdfbomb;
+mod keychain;
 mod keys;
 mod library;
 mod lifecycle;
