@@ -715,7 +715,7 @@ impl KeyChainArgs {
                 mount: self.kek_transit_mount.clone(),
                 key: k.clone(),
                 version: self.kek_transit_version,
-                vault: VaultConfig::default(),
+                vault: Box::default(),
             }
         } else if self.kek_keyvault {
             KekSource::KeyVault

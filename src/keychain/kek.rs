@@ -26,8 +26,8 @@ pub enum KekSource {
         key: String,
         /// The key version the Azure ciphertext is sent as (`vault:v<N>:`).
         version: u32,
-        /// How to reach and log in to the vault.
-        vault: VaultConfig,
+        /// How to reach and log in to the vault (boxed: it is large beside the others).
+        vault: Box<VaultConfig>,
     },
     /// Azure Key Vault unwrapkey on the KEK URL of the secret's tags (`--kek-keyvault`).
     KeyVault,

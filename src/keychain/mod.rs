@@ -85,7 +85,7 @@ impl KeyChain {
     /// The same chain with `vault` as the vault of a `--kek-transit` KEK.
     pub fn with_vault(mut self, vault: VaultConfig) -> KeyChain {
         if let KekSource::Transit { vault: v, .. } = &mut self.kek {
-            *v = vault;
+            **v = vault;
         }
         self
     }
@@ -205,7 +205,7 @@ mod tests {
                 mount: "transit".into(),
                 key: "k".into(),
                 version: 1,
-                vault: VaultConfig::default(),
+                vault: Box::default(),
             },
             ..KeyChain::default()
         }
