@@ -327,10 +327,22 @@ impl VaultError {
             | VaultError::Tls { .. }
             | VaultError::PlainListener { .. } => true,
             VaultError::Rejected { status, .. } => {
-                *status >= 500 || *status == 429 || *status == 412 || *status == 307
+                *status >= 500
+                    || *status == 429
+                    || *status == 412
+                    || *status == 307
+                    || self.is_replication_lag()
             }
             _ => false,
         }
+    }
+
+    /// A transit key another node has and this one does not (yet): a standby behind the
+    /// active node. Retried, then asked of the next address; a key missing everywhere still
+    /// fails, with every address's answer.
+    fn is_replication_lag(&self) -> bool {
+        matches!(self, VaultError::Rejected { status: 400, message, .. }
+            if message.contains("encryption key not found"))
     }
 }
 
@@ -1047,6 +1059,9 @@ impl Client {
                     Once::Retry(e, retry_after)
                 }
                 Err(e @ VaultError::NoActiveNode { .. }) => Once::Retry(e, None),
+                // A standby that has not yet replicated a key made a moment ago (enrol
+                // --create, then an unlock in another process, which has no index to send).
+                Err(e) if e.is_replication_lag() => Once::Retry(e, None),
                 // A node that was never initialised (or has not joined its Raft cluster)
                 // answers "sealed" too: sys/seal-status tells them apart.
                 Err(VaultError::Sealed { addr }) if path != "sys/seal-status" => {
