@@ -1094,6 +1094,43 @@ mod tests {
     }
 
     #[test]
+    fn a_backing_in_a_window_is_shifted_and_confined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![0xAAu8; 65536]).expect("write");
+        let place = Place::Range {
+            offset: 4096,
+            size: Some(8192),
+        };
+        let dev = Backing::open_in(&path, place, true).expect("open");
+        assert_eq!(dev.window(), Some((4096, 8192)));
+        assert_eq!(dev.len_bytes().expect("len"), 8192);
+        dev.write_all_at(b"in", 8190).expect("write at the end");
+        assert!(dev.write_all_at(b"out", 8190).is_err());
+        assert!(dev.write_all_at(b"x", u64::MAX).is_err());
+        let mut b = [0u8; 3];
+        assert!(dev.read_exact_at(&mut b, 8190).is_err());
+        assert!(dev.set_len(100).is_err());
+        let bytes = std::fs::read(&path).expect("read");
+        let mut want = vec![0xAAu8; 65536];
+        want[4096 + 8190..4096 + 8192].copy_from_slice(b"in");
+        assert_eq!(bytes, want);
+        // A window past the end of the file is exit 1; a partition of a file without a
+        // partition table exit 4.
+        let past = Place::Range {
+            offset: 65536 - 4096,
+            size: Some(8192),
+        };
+        let code = |p| {
+            Backing::open_in(&path, p, false)
+                .err()
+                .map(|e| e.exit_code())
+        };
+        assert_eq!(code(past), Some(1));
+        assert_eq!(code(Place::Partition(1)), Some(4));
+    }
+
+    #[test]
     fn a_foreign_signature_where_the_primary_was_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = volume(dir.path());

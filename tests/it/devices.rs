@@ -658,6 +658,54 @@ fn format_into_a_partition_or_a_window() {
     big.push("--force");
     vd(&big).fails_with(1);
     assert_eq!(sha256_file(&raw), whole);
+    // A detached header for the data in the window: nothing of the file is written, and
+    // cryptsetup opens it with --header over the window's loop device.
+    let hdr = t.path().join("hdr");
+    let mut args = vec![
+        "format",
+        s(&raw),
+        "--header",
+        s(&hdr),
+        "--device-offset",
+        &o,
+        "--device-size",
+        &z,
+        "--key-file",
+        s(&key),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    assert_eq!(
+        sha256_file(&raw),
+        whole,
+        "format --header wrote to the data"
+    );
+    let lo = Loop::attach(&raw, Some((roff, rsize)));
+    let out = sys(
+        "cryptsetup",
+        &[
+            "open",
+            "--test-passphrase",
+            "--header",
+            s(&hdr),
+            "--key-file",
+            s(&key),
+            s(lo.path()),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    drop(lo);
+    vd(&[
+        "test-key",
+        s(&raw),
+        "--header",
+        s(&hdr),
+        "--device-offset",
+        &o,
+        "--key-file",
+        s(&key),
+    ])
+    .ok();
 }
 
 /// The header-writing verbs on partition 2 of a GPT image whose volume cryptsetup made:
@@ -997,6 +1045,9 @@ fn partitions_of_one_image_are_open_one_at_a_time() {
         "a refused verb wrote to the image"
     );
     vd(&add1).ok();
-    let m = open_volume(&img, &plain1, &k2, &["--partition", "1", "--read-only"]);
-    m.close();
+    // Read-only opens of the two partitions share the lock.
+    let m1 = open_volume(&img, &plain1, &k2, &["--partition", "1", "--read-only"]);
+    let m2 = open_volume(&img, &plain, &key, &["--partition", "2", "--read-only"]);
+    m2.close();
+    m1.close();
 }
