@@ -12,7 +12,7 @@
 #   res      daemon RSS (max while streaming), CPU seconds per GiB (from /proc/PID/stat)
 #   format   `vaultdisk format --size 1T`: seconds and disk use
 #   device   (issue 13) seq write/read through PLAIN of one volume opened as a file and as a loop
-#            device over that file (losetup --direct-io=on), interleaved run by run; `digest
+#            device over that file (plain `losetup -f`), interleaved run by run; `digest
 #            --partition 1` of a GPT image holding the volume vs the same image converted to a fixed
 #            VHD (qemu-img convert -O vpc -o subformat=fixed,force_size), caches dropped; both on
 #            the root disk (tmpfs in --smoke)
@@ -293,7 +293,7 @@ device_store() { # STORE_NAME DIR
     local store=$1 dir=$2 r w rd l sys t n
     log "device on $store: PLAIN over a file vs over a loop device of it; digest of fixed VHD vs raw"
     "$bin" format "$dir/dev.img" --size "${size_mib}M" --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
-    l=$(losetup --direct-io=on -f --show "$dir/dev.img")
+    l=$(losetup -f --show "$dir/dev.img")
     loops+=("$l")
     plains+=("$dir/dev.plain")
     # Prefill once through the file (not measured): every measured write then overwrites.
