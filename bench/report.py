@@ -214,6 +214,30 @@ if fmt_t:
                     "need": "< 20", "met": med(fmt_k) / 1024 < 20})
 md.append("")
 
+# ---- device (issue 13): a loop device as BACKING vs the file; digest of a fixed VHD vs raw ----
+dev_stores = sorted({st for (sec, st, _, _) in samples if sec == "device"})
+for store in dev_stores:
+    md.append(f"### Devices (issue 13), backing on {store}")
+    md.append("")
+    md.append("| figure | backing file | loop device over it | loop ÷ file |")
+    md.append("|---|---:|---:|---:|")
+    for m in ("write", "read"):
+        f = get("device", store, "backing-file", f"{m}_mbps")
+        lo = get("device", store, "backing-loop", f"{m}_mbps")
+        r = ratio(med(lo), med(f))
+        md.append(f"| seq {m} through PLAIN, MB/s | {fmt(f)} | {fmt(lo)} | {rfmt(r)} |")
+        targets.append({"target": "13", "what": f"{store} seq {m}, loop device as BACKING vs the file",
+                        "ratio": r, "need": 0.9, "met": r is not None and r >= 0.9})
+    raw_d = get("device", store, "digest-raw", "mbps")
+    vhd_d = get("device", store, "digest-vhd", "mbps")
+    r = ratio(med(vhd_d), med(raw_d))
+    md.append("")
+    md.append(f"`digest --partition 1`, GPT image (MB/s of plaintext): raw {fmt(raw_d)}, fixed VHD "
+              f"{fmt(vhd_d)}, VHD ÷ raw {rfmt(r)}.")
+    md.append("")
+    targets.append({"target": "13", "what": f"{store} digest of a fixed-VHD volume vs the raw one",
+                    "ratio": r, "need": 0.95, "met": r is not None and r >= 0.95})
+
 md.append("### Targets (issue 7), from this run")
 md.append("")
 md.append("| # | figure | ratio or value | needed | met |")

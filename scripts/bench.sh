@@ -11,10 +11,16 @@
 #            device over PLAIN vs over the qemu-storage-daemon export, losetup --direct-io on/off
 #   res      daemon RSS (max while streaming), CPU seconds per GiB (from /proc/PID/stat)
 #   format   `vaultdisk format --size 1T`: seconds and disk use
+#   device   (issue 13) seq write/read through PLAIN of one volume opened as a file and as a loop
+#            device over that file (plain `losetup -f`), interleaved run by run; `digest
+#            --partition 1` of a GPT image holding the volume vs the same image converted to a fixed
+#            VHD (qemu-img convert -O vpc -o subformat=fixed,force_size), caches dropped; both on
+#            the root disk (tmpfs in --smoke)
 # Every figure is repeated (--runs, default 3): median and min-max. Results: a Markdown table on
 # stdout, bench/results/<UTC date>.md and .json (with --out DIR, there instead).
 #
 # Usage: scripts/bench.sh [--smoke] [--runs N] [--size-mib N] [--rand-seconds N] [--out DIR]
+#   --only device   run only the device rows (the other sections stay empty)
 #   --smoke   tiny sizes, one run, debug build, results in a temp dir: keeps the script working
 # Needs root (tmpfs and loop devices). Cleans up every mount and process it started, also on
 # Ctrl-C.
@@ -23,6 +29,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 runs=3 size_mib=1024 rand_mib=256 rand_seconds=5 vol_mib=1024 smoke=0 out=""
+only=""
 while [ $# -gt 0 ]; do
     case $1 in
         --smoke) smoke=1 ;;
@@ -30,6 +37,7 @@ while [ $# -gt 0 ]; do
         --size-mib) size_mib=$2; shift ;;
         --rand-seconds) rand_seconds=$2; shift ;;
         --out) out=$2; shift ;;
+        --only) only=$2; shift ;;
         *) echo "usage: scripts/bench.sh [--smoke] [--runs N] [--size-mib N] [--rand-seconds N] [--out DIR]" >&2; exit 1 ;;
     esac
     shift
@@ -37,6 +45,8 @@ done
 if [ "$smoke" = 1 ]; then
     runs=1 size_mib=16 rand_mib=16 rand_seconds=1 vol_mib=64
 fi
+# phase NAME: whether this run measures section NAME (all of them unless --only).
+phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (tmpfs, loop devices, drop_caches)" >&2; exit 1; }
 
 log() { printf '== %s %s\n' "$(date -u +%T)" "$*" >&2; }
@@ -44,6 +54,7 @@ log() { printf '== %s %s\n' "$(date -u +%T)" "$*" >&2; }
 # ---- peers ----
 need=()
 command -v fio >/dev/null || need+=(fio)
+command -v sgdisk >/dev/null || need+=(gdisk)
 command -v gocryptfs >/dev/null || need+=(gocryptfs)
 command -v bindfs >/dev/null || need+=(bindfs)
 command -v qemu-storage-daemon >/dev/null || need+=(qemu-utils)
@@ -268,6 +279,67 @@ rand_store() { # STORE_NAME DIR
     stop_all
 }
 
+# ---- device: a loop device as BACKING vs the file; a fixed VHD vs raw (issue 13) ----
+# Seconds for `digest` of partition 1 of IMAGE, caches dropped; prints the digest to $work/dg.
+digest_seconds() { # IMAGE -> seconds
+    local t0 t1
+    drop_caches
+    t0=$(now)
+    "$bin" digest "$1" --partition 1 --key-file "$pass" -q > "$work/dg.$(basename "$1")"
+    t1=$(now)
+    calc "$t1 - $t0"
+}
+device_store() { # STORE_NAME DIR
+    local store=$1 dir=$2 r w rd l sys t n
+    log "device on $store: PLAIN over a file vs over a loop device of it; digest of fixed VHD vs raw"
+    "$bin" format "$dir/dev.img" --size "${size_mib}M" --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
+    l=$(losetup -f --show "$dir/dev.img")
+    loops+=("$l")
+    plains+=("$dir/dev.plain")
+    # Prefill once through the file (not measured): every measured write then overwrites.
+    "$bin" open "$dir/dev.img" "$dir/dev.plain" --key-file "$pass" -q
+    seq_write "$dir/dev.plain" >/dev/null
+    "$bin" close "$dir/dev.plain" >/dev/null
+    for r in $(seq "$runs"); do
+        for sys in file loop; do
+            if [ $sys = file ]; then
+                "$bin" open "$dir/dev.img" "$dir/dev.plain" --key-file "$pass" -q
+            else
+                "$bin" open "$l" "$dir/dev.plain" --key-file "$pass" -q
+            fi
+            w=$(seq_write "$dir/dev.plain")
+            rd=$(seq_read "$dir/dev.plain")
+            "$bin" close "$dir/dev.plain" >/dev/null
+            record device "$store" "backing-$sys" write_mbps "$w"
+            record device "$store" "backing-$sys" read_mbps "$rd"
+            log "device $store run $r backing $sys: write $w MB/s, read $rd MB/s"
+        done
+    done
+    losetup -d "$l"
+    loops=() plains=()
+    rm -f "$dir/dev.img"
+    # A GPT image whose partition 1 holds the volume, its data random ciphertext (so every
+    # sector is read and decrypted), and the same image as a fixed VHD.
+    n=$(( vol_mib + 18 ))
+    truncate -s "${n}M" "$dir/gpt.img"
+    sgdisk -n "1:2048:+$(( vol_mib + 16 ))M" "$dir/gpt.img" >/dev/null 2>&1
+    "$bin" format "$dir/gpt.img" --partition 1 --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q
+    dd if=/dev/urandom of="$dir/gpt.img" bs=1M seek=$(( 1 + 16 )) count="$vol_mib" conv=notrunc status=none
+    qemu-img convert -q -f raw -O vpc -o subformat=fixed,force_size "$dir/gpt.img" "$dir/gpt.vhd"
+    sync -f "$dir/gpt.vhd"
+    for r in $(seq "$runs"); do
+        for sys in raw vhd; do
+            [ $sys = raw ] && f=$dir/gpt.img || f=$dir/gpt.vhd
+            t=$(digest_seconds "$f")
+            record device "$store" "digest-$sys" mbps "$(calc "$vol_mib * 1048576 / $t / 1e6")"
+            log "device $store run $r digest $sys: $t s"
+        done
+        cmp -s <(cut -d' ' -f1 "$work/dg.gpt.img") <(cut -d' ' -f1 "$work/dg.gpt.vhd") ||
+            { log "digest of the fixed VHD differs from the raw image's"; exit 1; }
+    done
+    rm -f "$dir/gpt.img" "$dir/gpt.vhd"
+}
+
 # ---- run ----
 meta=$work/meta.json
 python3 - "$meta" "$runs" "$size_mib" "$rand_mib" "$rand_seconds" "$smoke" <<EOF
@@ -283,6 +355,7 @@ json.dump({
 }, open(sys.argv[1], "w"))
 EOF
 
+if phase cipher; then
 log "cipher: vaultdisk benchmark, openssl speed, xts-mode"
 if [ "$smoke" = 1 ]; then
     "$bin" benchmark --json --runs 1 --time-ms 20 --argon2-time 1 --argon2-memory 65536 > "$work/cipher.json"
@@ -303,13 +376,20 @@ for r in $(seq "$runs"); do
         done
     done
 done
+else
+    echo '{}' > "$work/cipher.json"
+    echo '{"reference": []}' > "$work/xts-mode.json"
+fi
 
-seq_store tmpfs "$tmpfs"
-seq_store disk "$disk"
-rand_store tmpfs "$tmpfs"
+phase seq && seq_store tmpfs "$tmpfs"
+phase seq && seq_store disk "$disk"
+phase rand && rand_store tmpfs "$tmpfs"
+if phase device; then
+    if [ "$smoke" = 1 ]; then device_store tmpfs "$tmpfs"; else device_store disk "$disk"; fi
+fi
 
-log "format: 1 TiB"
-for r in $(seq "$runs"); do
+phase format && log "format: 1 TiB"
+phase format && for r in $(seq "$runs"); do
     rm -f "$disk/big.img"
     t0=$(now)
     "$bin" format "$disk/big.img" --size 1T --key-file "$pass" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -q

@@ -703,10 +703,14 @@ fn read_range(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
 /// crash right after the k-th one (`VAULTDISK_CRASH_AFTER_WRITES=k`), optionally as a power
 /// loss that undoes what was not synced (`VAULTDISK_CRASH_MODE=power`).
 pub struct Backing {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
+    /// The window of `file` the volume lives in (`--partition`, `--device-offset`): its first
+    /// byte and length. Reads and writes are shifted into it and confined to it; None: all of
+    /// the file.
+    window: Option<(u64, u64)>,
     /// The data file of a detached header, held open (and flocked) for the update.
-    data_lock: Option<File>,
+    data_lock: Option<Arc<File>>,
     #[cfg(feature = "fault-injection")]
     crash: CrashHook,
 }
@@ -717,20 +721,79 @@ impl Backing {
         Ok(Backing::from_file(open_backing(path, write)?, path))
     }
 
-    /// Wraps an already opened backing file named `path`.
-    pub fn from_file(file: File, path: &Path) -> Backing {
+    /// Opens the volume at `place` in `path` (read-write when `write`): a partition or byte
+    /// window found by [`locate`] (a file without a partition table is exit 4, a partition or
+    /// window it does not have exit 1), or the whole file as [`Backing::open`].
+    pub fn open_in(path: &Path, place: Place, write: bool) -> Result<Backing> {
+        if place == Place::Whole {
+            return Backing::open(path, write);
+        }
+        Ok(Backing::from_located(locate(path, place, write, false)?))
+    }
+
+    /// The backing of `located` (its detached header, if any, is not part of it): header
+    /// reads and writes go to its window, offsets counted from the window's start.
+    pub fn from_located(located: Located) -> Backing {
+        let window = (!located.whole).then(|| (located.offset(), located.len()));
         Backing {
-            file,
-            path: path.to_path_buf(),
+            file: Arc::clone(located.window.inner()),
+            path: located.path,
+            window,
             data_lock: None,
             #[cfg(feature = "fault-injection")]
             crash: CrashHook::from_env(),
         }
     }
 
+    /// Wraps an already opened backing file named `path`.
+    pub fn from_file(file: File, path: &Path) -> Backing {
+        Backing {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            window: None,
+            data_lock: None,
+            #[cfg(feature = "fault-injection")]
+            crash: CrashHook::from_env(),
+        }
+    }
+
+    /// The window of the file the volume lives in, as (first byte, length); None when it is
+    /// the whole file or device (only then may its length change).
+    pub fn window(&self) -> Option<(u64, u64)> {
+        self.window
+    }
+
+    /// The absolute offset of `[offset, offset + count)`, or an error when any of it lies
+    /// past the window's end (nothing outside the window is ever read or written).
+    fn absolute(
+        &self,
+        offset: u64,
+        count: usize,
+        kind: std::io::ErrorKind,
+    ) -> std::io::Result<u64> {
+        let Some((start, len)) = self.window else {
+            return Ok(offset);
+        };
+        let end = u64::try_from(count)
+            .ok()
+            .and_then(|c| offset.checked_add(c));
+        match end {
+            Some(end) if end <= len => Ok(start + offset),
+            _ => Err(std::io::Error::new(
+                kind,
+                format!(
+                    "{count} bytes at byte {offset} reach past the end of the {len}-byte window"
+                ),
+            )),
+        }
+    }
+
     /// Holds the exclusive update lock until this `Backing` is dropped (daemon::lock_for_update).
     pub fn lock_for_update(&self) -> Result<()> {
-        crate::daemon::lock_for_update(&self.file, &self.path)
+        crate::daemon::lock_for_update(&self.file, &self.path).map_err(|e| match self.window {
+            Some(_) => crate::daemon::busy_in_window(e, &self.path),
+            None => e,
+        })
     }
 
     /// Whether this is a detached header opened by [`open_for_update_at`] (its data file is
@@ -766,7 +829,7 @@ impl Backing {
     /// The LUKS2 header and, instead of a refusal, the other signature found where the
     /// primary copy belongs ([`read_header_with_signature`]).
     pub fn luks2_header_with_signature(&self) -> Result<(Header, Option<Signature>)> {
-        match read_header_with_signature(&self.file, &self.path)? {
+        match read_header_with_signature(self, &self.path)? {
             (VolumeHeader::Luks2(h), found) => Ok((*h, found)),
             (VolumeHeader::Luks1(_), _) => Err(Error::Device(format!(
                 "{} is LUKS1: this verb needs LUKS2 (cryptsetup convert --type luks2)",
@@ -783,6 +846,12 @@ impl Backing {
     /// Sets the file's length to `len` bytes (File::set_len), then makes it durable
     /// (File::sync_all); the fault-injection hook counts each step.
     pub fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if self.window.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the volume lies in a partition or byte window, whose length is fixed",
+            ));
+        }
         #[cfg(feature = "fault-injection")]
         self.crash.before_set_len(&self.file, len)?;
         self.file.set_len(len)?;
@@ -816,15 +885,20 @@ pub fn write_error(name: &str, e: WriteError) -> Error {
 
 impl ReadAt for Backing {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        let at = self.absolute(offset, buf.len(), std::io::ErrorKind::UnexpectedEof)?;
+        self.file.read_exact_at(buf, at)
     }
     fn len_bytes(&self) -> std::io::Result<u64> {
-        self.file.len_bytes()
+        match self.window {
+            Some((_, len)) => Ok(len),
+            None => self.file.len_bytes(),
+        }
     }
 }
 
 impl WriteAt for Backing {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let offset = self.absolute(offset, buf.len(), std::io::ErrorKind::InvalidInput)?;
         #[cfg(feature = "fault-injection")]
         self.crash.before_write(&self.file, offset, buf.len())?;
         self.file.write_all_at(buf, offset)?;
@@ -851,18 +925,7 @@ pub fn random_salts() -> Result<[[u8; 64]; 2]> {
 /// Opens BACKING for a metadata update: read-write, locked for update, LUKS2 (not ambiguous),
 /// supported. The header is read under the lock, so it is the one the update is based on.
 pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
-    let dev = Backing::open(path, true)?;
-    dev.lock_for_update()?;
-    let header = dev.luks2_header()?;
-    warn_damaged_copy(&header, path);
-    if !header.metadata.unsupported.is_empty() {
-        return Err(Error::Device(format!(
-            "{} uses what vaultdisk does not rewrite: {}",
-            dev.name(),
-            header.metadata.unsupported.join("; ")
-        )));
-    }
-    Ok((dev, header))
+    open_for_update_in(path, Place::Whole, &HeaderAt::InBacking)
 }
 
 /// [`open_for_update`] of the header where `header` says. A detached header file is the
@@ -872,18 +935,50 @@ pub fn open_for_update(path: &Path) -> Result<(Backing, Header)> {
 /// 5) with a detached header as with an attached one. The header's data segment must fit
 /// BACKING (exit 4), so a header is never updated against the wrong device.
 pub fn open_for_update_at(backing: &Path, header: &HeaderAt) -> Result<(Backing, Header)> {
-    let HeaderAt::File(header_path) = header else {
-        return open_for_update(backing);
-    };
-    let Some(data) = lock_data_for_update(backing, header)? else {
-        return open_for_update(backing);
-    };
-    let data_len =
-        len(&data).map_err(|e| Error::io(format!("cannot stat {}", backing.display()), e))?;
-    let (mut dev, parsed) = open_for_update(header_path)?;
-    luks2_segment_in(&parsed, data_len, backing, true)?;
-    dev.data_lock = Some(data);
-    Ok((dev, parsed))
+    open_for_update_in(backing, Place::Whole, header)
+}
+
+/// The one entry for a header update of the volume at `place` in `backing` (`--partition N`,
+/// `--device-offset`/`--device-size`, or the whole file) with its header where `header` says
+/// (`--header FILE`). With the header in BACKING the [`Backing`] is the volume's window:
+/// header writes, the fault-injection hook and the update lock (a flock of the whole file:
+/// one volume of an image is updated or served at a time) work as for a whole file, and
+/// nothing outside the window is read or written. With a detached header the header file is
+/// the [`Backing`] and the data (the window of BACKING) is locked as for
+/// [`open_for_update_at`]; the data segment must fit the window (exit 4).
+pub fn open_for_update_in(
+    backing: &Path,
+    place: Place,
+    header: &HeaderAt,
+) -> Result<(Backing, Header)> {
+    match header {
+        HeaderAt::InBacking => {
+            let dev = Backing::open_in(backing, place, true)?;
+            checked_for_update(dev)
+        }
+        HeaderAt::File(header_path) => {
+            let (data, data_len) = lock_data(backing, place)?;
+            let (mut dev, parsed) = checked_for_update(Backing::open(header_path, true)?)?;
+            luks2_segment_in(&parsed, data_len, backing, true)?;
+            dev.data_lock = Some(data);
+            Ok((dev, parsed))
+        }
+    }
+}
+
+/// Takes the update lock of `dev`, then reads and checks its header under it.
+fn checked_for_update(dev: Backing) -> Result<(Backing, Header)> {
+    dev.lock_for_update()?;
+    let header = dev.luks2_header()?;
+    warn_damaged_copy(&header, dev.path());
+    if !header.metadata.unsupported.is_empty() {
+        return Err(Error::Device(format!(
+            "{} uses what vaultdisk does not rewrite: {}",
+            dev.name(),
+            header.metadata.unsupported.join("; ")
+        )));
+    }
+    Ok((dev, header))
 }
 
 /// For an update of a detached header (`header` is a file): BACKING, the data, opened
@@ -897,6 +992,31 @@ pub fn lock_data_for_update(backing: &Path, header: &HeaderAt) -> Result<Option<
     let data = open_backing(backing, false)?;
     crate::daemon::lock_for_update(&data, backing)?;
     Ok(Some(data))
+}
+
+/// [`lock_data_for_update`] for data at `place` in BACKING: the place is found first (a
+/// partition or window it does not have is refused before anything is locked or written).
+pub fn lock_data_for_update_in(
+    backing: &Path,
+    place: Place,
+    header: &HeaderAt,
+) -> Result<Option<Arc<File>>> {
+    if !header.is_detached() {
+        return Ok(None);
+    }
+    Ok(Some(lock_data(backing, place)?.0))
+}
+
+/// The data of a detached header at `place` in `backing`, opened read-only and flocked for
+/// an update, and the window's length.
+fn lock_data(backing: &Path, place: Place) -> Result<(Arc<File>, u64)> {
+    let located = locate(backing, place, false, false)?;
+    let file = Arc::clone(located.window.inner());
+    crate::daemon::lock_for_update(&file, backing).map_err(|e| match place {
+        Place::Whole => e,
+        _ => crate::daemon::busy_in_window(e, backing),
+    })?;
+    Ok((file, located.len()))
 }
 
 #[cfg(test)]
@@ -922,8 +1042,9 @@ mod tests {
     fn journaling(path: &Path) -> Backing {
         let file = open_backing(path, true).expect("open");
         Backing {
-            file,
+            file: Arc::new(file),
             path: path.to_path_buf(),
+            window: None,
             data_lock: None,
             crash: CrashHook {
                 after: Some(u64::MAX),
@@ -970,6 +1091,43 @@ mod tests {
         assert_eq!(CrashMode::parse(Some("exit")), Ok(CrashMode::Exit));
         assert_eq!(CrashMode::parse(Some("power")), Ok(CrashMode::Power));
         assert_eq!(CrashMode::parse(Some("Power")), Err("Power".to_string()));
+    }
+
+    #[test]
+    fn a_backing_in_a_window_is_shifted_and_confined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![0xAAu8; 65536]).expect("write");
+        let place = Place::Range {
+            offset: 4096,
+            size: Some(8192),
+        };
+        let dev = Backing::open_in(&path, place, true).expect("open");
+        assert_eq!(dev.window(), Some((4096, 8192)));
+        assert_eq!(dev.len_bytes().expect("len"), 8192);
+        dev.write_all_at(b"in", 8190).expect("write at the end");
+        assert!(dev.write_all_at(b"out", 8190).is_err());
+        assert!(dev.write_all_at(b"x", u64::MAX).is_err());
+        let mut b = [0u8; 3];
+        assert!(dev.read_exact_at(&mut b, 8190).is_err());
+        assert!(dev.set_len(100).is_err());
+        let bytes = std::fs::read(&path).expect("read");
+        let mut want = vec![0xAAu8; 65536];
+        want[4096 + 8190..4096 + 8192].copy_from_slice(b"in");
+        assert_eq!(bytes, want);
+        // A window past the end of the file is exit 1; a partition of a file without a
+        // partition table exit 4.
+        let past = Place::Range {
+            offset: 65536 - 4096,
+            size: Some(8192),
+        };
+        let code = |p| {
+            Backing::open_in(&path, p, false)
+                .err()
+                .map(|e| e.exit_code())
+        };
+        assert_eq!(code(past), Some(1));
+        assert_eq!(code(Place::Partition(1)), Some(4));
     }
 
     #[test]

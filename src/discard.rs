@@ -22,15 +22,10 @@ pub fn header_allows(backing: &Path, place: Place, header: &HeaderAt) -> Result<
 
 /// Stores the "allow-discards" flag in the LUKS2 header of `backing` through the crash-safe
 /// header write (under the update lock). Returns false when the header held it already
-/// (nothing written). LUKS1 headers cannot hold it (exit 4); a volume inside a partition or
-/// window is refused (exit 1) because header updates there are not supported yet.
+/// (nothing written). LUKS1 headers cannot hold it (exit 4). A volume inside a partition or
+/// window gets the flag in its header there (device::open_for_update_in).
 pub fn persist_allow_discards(backing: &Path, place: Place, header: &HeaderAt) -> Result<bool> {
-    if place != Place::Whole {
-        return Err(Error::Usage(
-            "--persistent works on a whole backing file or device only (not with --partition or --device-offset)".into(),
-        ));
-    }
-    let (dev, header) = device::open_for_update_at(backing, header)?;
+    let (dev, header) = device::open_for_update_in(backing, place, header)?;
     let name = dev.name();
     let Some(after) = edit::set_config_flag(&header.metadata, ALLOW_DISCARDS_FLAG, true)
         .map_err(|e| Error::Device(format!("{name}: new metadata is invalid: {e}")))?
@@ -55,8 +50,9 @@ mod tests {
         assert!(persist_allow_discards(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
         assert!(header_allows(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
         assert!(!persist_allow_discards(&path, Place::Whole, &HeaderAt::InBacking).unwrap());
+        // A file without a partition table has no partition 1: exit 4, nothing written.
         let e =
             persist_allow_discards(&path, Place::Partition(1), &HeaderAt::InBacking).unwrap_err();
-        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.exit_code(), 4);
     }
 }

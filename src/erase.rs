@@ -1,6 +1,6 @@
 //! Erasing a volume for good: every keyslot area and both header copies (LUKS2; LUKS1: the
 //! header and its keyslots) overwritten, so the volume key cannot be recovered by anyone.
-use crate::device::{self, Backing, VolumeHeader};
+use crate::device::{self, Backing, Place, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::keyslot;
 use crate::luks2::ReadAt;
@@ -18,19 +18,25 @@ pub struct Erasing {
 /// and the keyslots area; LUKS1: everything before the payload, or all of a detached header
 /// file) and takes the update lock. Nothing is written yet (the caller may still ask).
 pub fn prepare(path: &Path) -> Result<Erasing> {
-    let dev = Backing::open(path, true)?;
+    prepare_in(path, Place::Whole)
+}
+
+/// [`prepare`] for the volume at `place` in `path` (a partition or byte window): only the
+/// header area at the window's start is wiped, nothing outside the window.
+pub fn prepare_in(path: &Path, place: Place) -> Result<Erasing> {
+    let dev = Backing::open_in(path, place, true)?;
     let name = dev.name();
     let file_len = dev
         .len_bytes()
         .map_err(|e| Error::io(format!("cannot stat {name}"), e))?;
-    let len = match device::read_header(dev.file(), path)? {
+    let len = match device::read_header(&dev, path)? {
         VolumeHeader::Luks2(h) => crate::header_backup::header_area_len(&h, &name)?,
         VolumeHeader::Luks1(h) if h.payload_offset_sectors > 0 => {
             u64::from(h.payload_offset_sectors) * 512
         }
         // A detached LUKS1 header file is all header; a device with payload offset 0 is not:
         // wiping all of it would destroy the data it holds.
-        VolumeHeader::Luks1(_) if device::is_block_device(dev.file()) => {
+        VolumeHeader::Luks1(_) if device::is_block_device(dev.file()) || dev.window().is_some() => {
             return Err(Error::Device(format!(
                 "{name} holds a LUKS1 header with payload offset 0 (a detached header's data?): refusing to wipe the whole device"
             )));

@@ -5,6 +5,8 @@
 use crate::crypto::hash::HashAlg;
 use crate::crypto::kdf::{self, CalibrationRequest};
 use crate::crypto::{digest, random};
+use crate::device::Place;
+
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -242,6 +244,59 @@ pub fn create_with_key(
     })
 }
 
+/// Creates the volume `plan` describes inside the partition or byte window `place` of the
+/// existing `path` (checked with [`check_window`] beforehand), as on a block device: in
+/// place, no temporary file, the file's length unchanged, nothing outside the window read
+/// (but the partition table) or written. The data segment is "dynamic" (to the window's end,
+/// so it grows with the partition) when `plan.size_bytes` fills the window's whole sectors,
+/// else fixed; more than the window holds is exit 1. Holds the update lock while writing.
+pub fn create_in(
+    path: &Path,
+    place: Place,
+    plan: &Plan,
+    keys: FirstKeys,
+    volume_key: Option<VolumeKey>,
+) -> Result<Created> {
+    if place == Place::Whole {
+        return create_with_key(path, plan, keys, volume_key);
+    }
+    let dev = crate::device::Backing::open_in(path, place, true)?;
+    let name = window_name(path, place);
+    let len = crate::luks2::ReadAt::len_bytes(&dev)
+        .map_err(|e| Error::io(format!("cannot size {name}"), e))?;
+    let layout = Layout::default();
+    let space = len.saturating_sub(layout.data_offset);
+    let sector = u64::from(plan.sector_size);
+    let whole_sectors = space / sector * sector;
+    if plan.size_bytes > whole_sectors {
+        return Err(usage(format!(
+            "--size {} does not fit {name}: {whole_sectors} bytes of whole sectors follow the {}-byte header",
+            plan.size_bytes, layout.data_offset
+        )));
+    }
+    dev.lock_for_update()?;
+    let (mut metadata, slots, recovery) = build(plan, keys, &layout, volume_key)?;
+    if plan.size_bytes != whole_sectors {
+        metadata = edit::set_segment_size(&metadata, Some(plan.size_bytes))
+            .map_err(|e| Error::Device(format!("internal error: new header is invalid: {e}")))?;
+    }
+    let copies = encode_both(plan, &layout, &metadata.wire)?;
+    let areas: Vec<(u64, &[u8])> = slots
+        .iter()
+        .map(|k| (k.offset, k.slot.material.as_slice()))
+        .collect();
+    write_on(&dev, path, layout.data_offset, &areas, &copies)?;
+    log::info!(
+        "formatted {name}: {} bytes of plaintext, uuid {}",
+        plan.size_bytes,
+        plan.uuid
+    );
+    Ok(Created {
+        recovery_key: recovery,
+        metadata,
+    })
+}
+
 /// Where the data of a volume with a detached header ([`create_detached`]) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DetachedData {
@@ -265,10 +320,23 @@ pub fn create_detached(
     size: DetachedData,
     volume_key: Option<VolumeKey>,
 ) -> Result<Created> {
+    create_detached_in(header, data, Place::Whole, plan, keys, size, volume_key)
+}
+
+/// [`create_detached`] with the data in the partition or byte window `place` of `data` (the
+/// header's data offset 0 is the window's first byte; the window is never written).
+pub fn create_detached_in(
+    header: &Path,
+    data: &Path,
+    place: Place,
+    plan: &Plan,
+    keys: FirstKeys,
+    size: DetachedData,
+    volume_key: Option<VolumeKey>,
+) -> Result<Created> {
     let data_len = {
-        let file = crate::device::open_backing(data, false)?;
-        crate::device::len(&file)
-            .map_err(|e| Error::io(format!("cannot size {}", data.display()), e))?
+        let located = crate::device::locate(data, place, false, false)?;
+        located.len()
     };
     let needed = match size {
         DetachedData::Fixed => plan.size_bytes,
@@ -500,14 +568,44 @@ fn encode_both(
 /// another signature (a filesystem, LVM2, a partition table, swap, BitLocker: exit 5).
 pub fn check_device(path: &Path, force: bool) -> Result<()> {
     let dev = crate::device::Backing::open(path, false)?;
-    let name = dev.name();
+    check_signatures(&dev, &dev.name(), force)
+}
+
+/// Refuses to format the partition or byte window `place` of the existing `path` unless
+/// `force` when it holds a LUKS header or another signature (exit 5); the window must exist
+/// (a file without a partition table is exit 4, a partition or window it does not have
+/// exit 1). Returns the window's length in bytes. Reads the partition table and the window
+/// only; writes nothing.
+pub fn check_window(path: &Path, place: Place, force: bool) -> Result<u64> {
+    let dev = crate::device::Backing::open_in(path, place, false)?;
+    let name = window_name(path, place);
+    check_signatures(&dev, &name, force)?;
+    crate::luks2::ReadAt::len_bytes(&dev).map_err(|e| Error::io(format!("cannot size {name}"), e))
+}
+
+/// How messages name the window `place` of `path`.
+fn window_name(path: &Path, place: Place) -> String {
+    match place {
+        Place::Whole => path.display().to_string(),
+        Place::Partition(n) => format!("partition {n} of {}", path.display()),
+        Place::Range { offset, .. } => format!("the window at byte {offset} of {}", path.display()),
+    }
+}
+
+/// The refusal of [`check_device`] for anything readable: a LUKS magic at byte 0 or another
+/// known signature in `dev` (named `name`) is exit 5 unless `force`.
+fn check_signatures(
+    dev: &(impl crate::luks2::ReadAt + ?Sized),
+    name: &str,
+    force: bool,
+) -> Result<()> {
     let stat = |e| Error::io(format!("cannot read {name}"), e);
     let mut magic = [0u8; 6];
-    crate::luks2::ReadAt::read_exact_at(&dev, &mut magic, 0).map_err(stat)?;
+    crate::luks2::ReadAt::read_exact_at(dev, &mut magic, 0).map_err(stat)?;
     let found = if magic == luks2::binary::PRIMARY_MAGIC {
         Some("a LUKS header".to_string())
     } else {
-        crate::signature::probe_device(&dev)
+        crate::signature::probe_device(dev)
             .map_err(stat)?
             .map(|s| s.to_string())
     };
@@ -555,10 +653,22 @@ fn write_device(
     areas: &[(u64, &[u8])],
     copies: &[(u64, Vec<u8>); 2],
 ) -> Result<()> {
-    use crate::luks2::write::WriteAt;
     let dev = crate::device::Backing::open(path, true)?;
+    write_on(&dev, path, data_offset, areas, copies)
+}
+
+/// [`write_device`] onto `dev` (a device, or a partition or window of a file; `path` names
+/// it in messages).
+fn write_on(
+    dev: &crate::device::Backing,
+    path: &Path,
+    data_offset: u64,
+    areas: &[(u64, &[u8])],
+    copies: &[(u64, Vec<u8>); 2],
+) -> Result<()> {
+    use crate::luks2::write::WriteAt;
     let failed = |e| write_error(path, e);
-    keyslot::zero_area(&dev, 0, data_offset).map_err(failed)?;
+    keyslot::zero_area(dev, 0, data_offset).map_err(failed)?;
     dev.sync_data().map_err(failed)?;
     for (offset, bytes) in areas {
         dev.write_all_at(bytes, *offset).map_err(failed)?;

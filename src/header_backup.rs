@@ -2,7 +2,7 @@
 //! 2·hdr_size + keyslots_size bytes), interchangeable with cryptsetup luksHeaderBackup /
 //! luksHeaderRestore. A backup never clobbers a file; a restore writes in a crash-safe order.
 //! Also `repair`: one damaged or stale copy rewritten from the other.
-use crate::device::{self, Backing};
+use crate::device::{self, Backing, Place};
 use crate::error::plain_io;
 use crate::error::{Error, Result};
 use crate::luks2::binary::CopyKind;
@@ -38,7 +38,13 @@ fn write_err(path: &Path, e: std::io::Error) -> Error {
 /// written beside it and hard-linked into place, so an existing file is never replaced: exit
 /// 5). Returns the number of bytes saved.
 pub fn backup(backing: &Path, file: &Path) -> Result<u64> {
-    let dev = Backing::open(backing, false)?;
+    backup_in(backing, Place::Whole, file)
+}
+
+/// [`backup`] of the volume at `place` in `backing` (a partition or byte window): the header
+/// area is read from the window's start.
+pub fn backup_in(backing: &Path, place: Place, file: &Path) -> Result<u64> {
+    let dev = Backing::open_in(backing, place, false)?;
     let name = dev.name();
     let header = dev.luks2_header()?;
     let len = header_area_len(&header, &name)?;
@@ -157,6 +163,12 @@ fn has_luks_magic(dev: &Backing, hdr_size: u64) -> bool {
 /// The order is crash-safe: first the keyslot bytes the current header does not use, then the
 /// secondary copy, then the primary, then the bytes only the old header used.
 pub fn restore(backing: &Path, file: &Path, force: bool) -> Result<()> {
+    restore_in(backing, Place::Whole, file, force)
+}
+
+/// [`restore`] into the volume at `place` in `backing` (a partition or byte window): the
+/// header area is written at the window's start and nothing outside the window is touched.
+pub fn restore_in(backing: &Path, place: Place, file: &Path, force: bool) -> Result<()> {
     let src = file.display().to_string();
     let mut f = std::fs::File::open(file).map_err(|e| {
         let what = format!("cannot open {src}: {}", plain_io(&e));
@@ -184,7 +196,7 @@ pub fn restore(backing: &Path, file: &Path, force: bool) -> Result<()> {
             bytes.len()
         )));
     }
-    let dev = Backing::open(backing, true)?;
+    let dev = Backing::open_in(backing, place, true)?;
     dev.lock_for_update()?;
     let name = dev.name();
     let file_len = dev
@@ -295,7 +307,12 @@ fn repair_header(dev: &Backing, force: bool) -> Result<Header> {
 /// (under the update lock, re-read under it). None when both copies are valid. A primary area
 /// holding another signature (LVM2, a filesystem, ...) is refused (exit 4) unless `force`.
 pub fn repair(path: &Path, force: bool) -> Result<Option<Repaired>> {
-    let dev = Backing::open(path, true)?;
+    repair_in(path, Place::Whole, force)
+}
+
+/// [`repair`] of the volume at `place` in `path` (a partition or byte window).
+pub fn repair_in(path: &Path, place: Place, force: bool) -> Result<Option<Repaired>> {
+    let dev = Backing::open_in(path, place, true)?;
     let header = repair_header(&dev, force)?;
     if header.damaged_copy().is_none() {
         return Ok(None);

@@ -3,7 +3,7 @@
 //! (the volume is being served), by growing the file under a dynamic segment and telling the
 //! daemon to serve the new sectors.
 use crate::daemon;
-use crate::device::{self, Backing, HeaderAt};
+use crate::device::{self, Backing, HeaderAt, Place};
 use crate::error::{Error, Result};
 use crate::luks2::edit::{self, EditError};
 use crate::luks2::metadata::CryptSegment;
@@ -49,6 +49,40 @@ pub fn resize_at(
     size: NewSize<'_>,
     force: bool,
 ) -> Result<Resized> {
+    resize_in(path, Place::Whole, header, size, force)
+}
+
+/// [`resize_at`] of the volume at `place` in `path`. In a partition or byte window the
+/// volume is resized offline only, as on a block device: the window's length is fixed (the
+/// backing file is never grown or truncated), a dynamic segment already runs to the window's
+/// end (so growing the partition grows the volume), a smaller SIZE makes the segment fixed,
+/// and a SIZE past the window is exit 1 with nothing written.
+pub fn resize_in(
+    path: &Path,
+    place: Place,
+    header: &HeaderAt,
+    size: NewSize<'_>,
+    force: bool,
+) -> Result<Resized> {
+    if place != Place::Whole {
+        if let Some(entry) = daemon::serving(path) {
+            return Err(Error::Busy(format!(
+                "{} is open as {} (pid {}): a volume in a partition or byte window is resized offline; `vaultdisk close {}` first",
+                path.display(),
+                entry.plain.display(),
+                entry.pid,
+                entry.plain.display()
+            )));
+        }
+        let (dev, parsed) = device::open_for_update_in(path, place, header)?;
+        return match header {
+            HeaderAt::InBacking => resize_offline(&dev, &dev, &parsed, size, force),
+            HeaderAt::File(_) => {
+                let data = Backing::open_in(path, place, true)?;
+                resize_offline(&dev, &data, &parsed, size, force)
+            }
+        };
+    }
     match (daemon::serving(path), header) {
         (Some(entry), HeaderAt::InBacking) => grow_online(path, size, &entry),
         (None, HeaderAt::InBacking) => offline(path, size, force),
@@ -149,7 +183,8 @@ fn resize_offline(
     // A device keeps its size: a dynamic segment smaller than it becomes a fixed one. So does
     // the data file of a detached header (grown when the data needs it, never shrunk), as
     // cryptsetup resize never changes the data device.
-    let on_device = device::is_block_device(data.file()) || dev.is_detached();
+    let on_device =
+        device::is_block_device(data.file()) || dev.is_detached() || data.window().is_some();
     let fix_on_device = on_device && seg.size_bytes.is_none() && new_len < file_len;
     if fix_on_device || (seg.size_bytes.is_some() && seg.size_bytes != Some(size.bytes)) {
         let after =
@@ -173,6 +208,15 @@ fn resize_offline(
 /// Sets the backing file's length; a block device is never resized here: a length it
 /// already has is fine, a longer one is exit 1 (grow the LV or partition first).
 fn set_file_len(dev: &Backing, len: u64) -> Result<()> {
+    if let Some((offset, have)) = dev.window() {
+        if len > have {
+            return Err(Error::Usage(format!(
+                "the window of {} at byte {offset} (the partition) has {have} bytes, the new size needs {len}: grow the partition first",
+                dev.name()
+            )));
+        }
+        return Ok(());
+    }
     if device::is_block_device(dev.file()) {
         let have = device::len(dev.file())
             .map_err(|e| Error::io(format!("cannot size {}", dev.name()), e))?;

@@ -1,15 +1,22 @@
 //! `vaultdisk erase`: arguments -> `crate::erase` (after confirmation on a terminal unless
 //! --batch) -> the result line. Afterwards the data is gone for good.
 use super::{EraseArgs, passphrase};
-use crate::device::{self, HeaderAt};
+use crate::device::{self, HeaderAt, Place};
 use crate::erase;
 use crate::error::Result;
 
 pub fn run(args: &EraseArgs) -> Result<()> {
     let at = HeaderAt::from_option(args.header.as_deref());
     // A detached header is erased in its file; BACKING (the data) is held locked, not written.
-    let _data = device::lock_data_for_update(&args.backing, &at)?;
-    let target = erase::prepare(at.path(&args.backing))?;
+    let place = args.place.place();
+    let _data = device::lock_data_for_update_in(&args.backing, place, &at)?;
+    // --partition/--device-offset apply to BACKING: a detached header file is erased whole.
+    let target_place = if at.is_detached() {
+        Place::Whole
+    } else {
+        place
+    };
+    let target = erase::prepare_in(at.path(&args.backing), target_place)?;
     let name = target.dev.name();
     if !args.batch {
         confirm(&name)?;

@@ -1,17 +1,34 @@
 //! `vaultdisk format`: arguments (and, for a vault-only volume, the vault enrolment) ->
 //! `crate::format` -> the recovery key printed once.
 use super::{FormatArgs, output, passphrase, size};
+use crate::device::Place;
 use crate::error::{Error, Result};
 use crate::format::{self, DetachedData, FirstKeys, Options};
+use crate::luks2::layout::Layout;
 use crate::unlock::{self, vault};
 use std::path::Path;
 
 pub fn run(args: &FormatArgs) -> Result<()> {
+    let place = args.place.place();
     let (size_bytes, size_text, detached) = match (&args.size, &args.header) {
         (Some(text), None) => (size::parse(text)?, text.clone(), None),
         (Some(text), Some(_)) => (size::parse(text)?, text.clone(), Some(DetachedData::Fixed)),
-        (None, _) => {
-            let len = data_len(&args.backing)?;
+        // clap: without --size and --header a partition or window is given; the volume fills it.
+        (None, None) => {
+            let len = format::check_window(&args.backing, place, args.force)?;
+            let header = Layout::default().data_offset;
+            let sector = u64::from(args.sector_size);
+            let space = len.saturating_sub(header) / sector * sector;
+            if space == 0 {
+                return Err(Error::Device(format!(
+                    "the window of {} ({len} bytes) is too small for a volume: the header alone takes {header} bytes",
+                    args.backing.display()
+                )));
+            }
+            (space, format!("(all {space} bytes after the header)"), None)
+        }
+        (None, Some(_)) => {
+            let len = data_len(&args.backing, place)?;
             let sector = u64::from(args.sector_size);
             (
                 len / sector * sector,
@@ -33,6 +50,12 @@ pub fn run(args: &FormatArgs) -> Result<()> {
     let target = args.header.as_deref().unwrap_or(&args.backing);
     if detached.is_some() {
         format::check_header_target(target, args.force)?;
+        if place != Place::Whole {
+            // The data's window must exist (it is never written).
+            data_len(&args.backing, place)?;
+        }
+    } else if place != Place::Whole {
+        format::check_window(target, place, args.force)?;
     } else {
         format::check_target(target, args.force)?;
     }
@@ -83,9 +106,9 @@ pub fn run(args: &FormatArgs) -> Result<()> {
         )?)
     };
     let created = match detached {
-        None => format::create_with_key(&args.backing, &plan, keys, volume_key)?,
+        None => format::create_in(&args.backing, place, &plan, keys, volume_key)?,
         Some(size) => {
-            format::create_detached(target, &args.backing, &plan, keys, size, volume_key)?
+            format::create_detached_in(target, &args.backing, place, &plan, keys, size, volume_key)?
         }
     };
     if let Some(key) = created.recovery_key {
@@ -99,7 +122,10 @@ pub fn run(args: &FormatArgs) -> Result<()> {
 }
 
 /// The length of the data file BACKING of `format --header` without `--size`.
-fn data_len(backing: &Path) -> Result<u64> {
+fn data_len(backing: &Path, place: Place) -> Result<u64> {
+    if place != Place::Whole {
+        return Ok(crate::device::locate(backing, place, false, false)?.len());
+    }
     let file = crate::device::open_backing(backing, false).map_err(|e| match e.kind() {
         crate::error::ErrorKind::Device => Error::Usage(format!(
             "{}: format --header without --size uses all of BACKING, which must exist ({})",

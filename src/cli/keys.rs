@@ -5,7 +5,7 @@ use super::{
     TestKeyArgs, output, passphrase,
 };
 use crate::crypto::kdf::Kdf;
-use crate::device::{self, Backing, HeaderAt, VolumeHeader};
+use crate::device::{self, Backing, HeaderAt, Place, VolumeHeader};
 use crate::error::{Error, Result};
 use crate::header_backup;
 use crate::keys::{self, NewKey};
@@ -81,8 +81,9 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
             MAX_OBJECTS - 1
         )));
     }
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let name = dev.name();
@@ -111,8 +112,9 @@ pub fn add_key(args: &AddKeyArgs) -> Result<()> {
 }
 
 pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let name = dev.name();
@@ -126,8 +128,9 @@ pub fn add_recovery_key(args: &AddRecoveryKeyArgs) -> Result<()> {
 }
 
 pub fn remove_key(args: &RemoveKeyArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let name = dev.name();
@@ -156,8 +159,9 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let name = dev.name();
@@ -228,10 +232,17 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
 pub fn repair(args: &RepairArgs) -> Result<()> {
     let at = HeaderAt::from_option(args.header.as_deref());
     // A detached header is repaired in its file; BACKING (the data) is held locked.
-    let _data = device::lock_data_for_update(&args.backing, &at)?;
+    let place = args.place.place();
+    let _data = device::lock_data_for_update_in(&args.backing, place, &at)?;
     let target = at.path(&args.backing);
     let name = target.display();
-    match header_backup::repair(target, args.force)? {
+    // --partition/--device-offset apply to BACKING: a detached header file is used whole.
+    let target_place = if at.is_detached() {
+        Place::Whole
+    } else {
+        place
+    };
+    match header_backup::repair_in(target, target_place, args.force)? {
         Some(r) => println!(
             "rewrote the {} header copy of {name} from the {} copy (seqid {})",
             r.rewrote.name(),

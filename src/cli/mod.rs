@@ -360,7 +360,9 @@ pub struct FormatArgs {
     pub backing: PathBuf,
     /// Plaintext size, with K/M/G/T suffixes (binary units). With --header: the data's size
     /// (default: all of BACKING, which must then exist).
-    #[arg(long, value_name = "SIZE", required_unless_present = "header")]
+    /// With --partition/--device-offset: the volume is made inside that window (default size:
+    /// all of it after the 16 MiB header; "dynamic", so it grows with the partition).
+    #[arg(long, value_name = "SIZE", required_unless_present_any = ["header", "partition", "device_offset"])]
     pub size: Option<String>,
     /// The passphrase of keyslot 0.
     #[command(flatten)]
@@ -397,6 +399,9 @@ pub struct FormatArgs {
     /// --volume-key-file); its length must match --key-size.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["transit_key", "kv_path"])]
     pub volume_key_file: Option<PathBuf>,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// Create a detached header in FILE (grown to the 16 MiB header size if smaller; a larger
     /// file keeps its size); the data starts at byte 0 of BACKING, which is never written.
     #[arg(long, value_name = "FILE")]
@@ -811,6 +816,9 @@ pub struct AddKeyArgs {
     /// --volume-key-file): checked against the header's digest; the new keyslot stores it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the new keyslot is written to FILE.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -830,6 +838,9 @@ pub struct RemoveKeyArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the keyslot is removed from FILE.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -852,6 +863,9 @@ pub struct ChangeKeyArgs {
     /// The KDF of the new keyslot.
     #[command(flatten)]
     pub pbkdf: PbkdfArgs,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the keyslot in FILE is replaced.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -900,6 +914,9 @@ pub struct HeaderBackupArgs {
     pub backing: PathBuf,
     /// The backup file to create (must not exist).
     pub file: PathBuf,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to back up.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -915,6 +932,9 @@ pub struct HeaderRestoreArgs {
     /// Restore even if the backup belongs to another volume (different UUID or layout).
     #[arg(long)]
     pub force: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to restore the backup into.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -929,6 +949,9 @@ pub struct RepairArgs {
     /// filesystem, a partition table): what is there is destroyed.
     #[arg(long)]
     pub force: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to repair.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -942,6 +965,9 @@ pub struct AddRecoveryKeyArgs {
     /// An existing key (as for open).
     #[command(flatten)]
     pub key: KeyArgs,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the recovery keyslot is written to FILE.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -955,6 +981,9 @@ pub struct EraseArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub batch: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to erase; BACKING is not written.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -971,6 +1000,9 @@ pub struct ResizeArgs {
     /// Allow shrinking (the data past SIZE is lost).
     #[arg(long)]
     pub force: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) whose data segment is resized (offline only).
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,

@@ -31,7 +31,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
         &passphrase::Terminal,
         &mut || {
             mount::check_mountpoint(&args.mountpoint)?;
-            daemon::ensure_backing_free(&args.backing, args.read_only)
+            daemon::ensure_backing_free_in(&args.backing, args.place.place(), args.read_only)
         },
     )?;
     let allow_discards = args.discard.allowed(

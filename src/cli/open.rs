@@ -21,7 +21,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
         &passphrase::Terminal,
         &mut || {
             safepath::check_plain_target(&args.plain)?;
-            daemon::ensure_backing_free(&args.backing, args.read_only)
+            daemon::ensure_backing_free_in(&args.backing, args.place.place(), args.read_only)
         },
     )?;
     let allow_discards = args.discard.allowed(

@@ -11,7 +11,7 @@ pub fn run(args: &ResizeArgs) -> Result<()> {
         text: &args.size,
     };
     let at = HeaderAt::from_option(args.header.as_deref());
-    let r = resize::resize_at(&args.backing, &at, size, args.force)?;
+    let r = resize::resize_in(&args.backing, args.place.place(), &at, size, args.force)?;
     let name = args.backing.display();
     match r.online {
         None => println!(

@@ -22,6 +22,34 @@ pub fn ensure_backing_free(backing: &Path, read_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// [`ensure_backing_free`] for a volume at `place` in `backing`: a refusal of a volume in a
+/// partition or byte window says why (the lock covers the whole file, [`busy_in_window`]).
+pub fn ensure_backing_free_in(
+    backing: &Path,
+    place: crate::device::Place,
+    read_only: bool,
+) -> Result<()> {
+    ensure_backing_free(backing, read_only).map_err(|e| match place {
+        crate::device::Place::Whole => e,
+        _ => busy_in_window(e, backing),
+    })
+}
+
+/// A Busy refusal (any other error unchanged) of a volume in a partition or byte window of
+/// `backing`, saying why: the lock (flock) covers all of the file, so while one volume of a
+/// disk image is open read-write or being updated, no other partition of it is opened or
+/// updated; two volumes of one image never write under each other.
+pub fn busy_in_window(e: Error, backing: &Path) -> Error {
+    if e.kind() != crate::error::ErrorKind::Busy {
+        return e;
+    }
+    Error::Busy(format!(
+        "{} (the lock covers all of {}: one volume of a disk image is open read-write or updated at a time, whichever partition or window it is in)",
+        e.message(),
+        backing.display()
+    ))
+}
+
 /// Takes the flock a daemon holds on its backing file: exclusive for read-write, shared for
 /// read-only. Busy (exit 5, naming the holder) when another process has a conflicting one.
 pub(super) fn lock_backing(file: &File, backing: &Path, read_only: bool) -> Result<()> {

@@ -23,6 +23,7 @@ mod registry;
 mod serve;
 
 pub use lock::{busy_error, ensure_backing_free, lock_for_update};
+pub use lock::{busy_in_window, ensure_backing_free_in};
 pub use protocol::ServeSpec;
 use protocol::{Readiness, Report, read_report, send_request};
 pub use registry::is_vaultdisk_mount;

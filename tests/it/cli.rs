@@ -1201,3 +1201,146 @@ fn help_lists_verbs() {
         );
     }
 }
+
+/// Bad inputs for `--partition` / `--device-offset` on the verbs that write headers (issue
+/// 13): a GPT image from sgdisk whose partition 1 holds a LUKS2 volume cryptsetup made and
+/// partition 2 an ext4 from mkfs.ext4 (both copied in), and a file without a table.
+#[test]
+fn bad_window_table() {
+    if !require(
+        "cli::bad_window_table",
+        &["sgdisk", "cryptsetup", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let d = t.path();
+    write_key(d, "key", PASS);
+    write_key(d, "new", b"a new key");
+    let img = d.join("gpt.img");
+    set_len(&img, 48 * MIB);
+    sys("sgdisk", &["-n", "1:2048:+20M", "-n", "2:0:+8M", s(&img)]).ok();
+    let luks = d.join("p1");
+    set_len(&luks, 20 * MIB);
+    let mut args = vec!["luksFormat", "-q", "--type", "luks2", "--key-file"];
+    let key = d.join("key");
+    args.push(s(&key));
+    args.extend_from_slice(CHEAP_PBKDF2);
+    args.push(s(&luks));
+    sys("cryptsetup", &args).ok();
+    write_at(&img, 2048 * 512, &fs::read(&luks).unwrap()).unwrap();
+    let ext4 = d.join("p2");
+    set_len(&ext4, 8 * MIB);
+    sys("mkfs.ext4", &["-q", "-F", s(&ext4)]).ok();
+    write_at(&img, 2048 * 512 + 20 * MIB, &fs::read(&ext4).unwrap()).unwrap();
+    fs::remove_file(&luks).unwrap();
+    fs::remove_file(&ext4).unwrap();
+    write_file(&d.join("zero.img"), &vec![0u8; 32 * MIB as usize]);
+    let rows = [
+        row_says(
+            "add-key --partition out of range",
+            &[
+                "add-key",
+                "@gpt.img",
+                "--partition",
+                "9",
+                "--key-file",
+                "@key",
+                "--new-key-file",
+                "@new",
+            ],
+            &[1],
+            "partition 9 does not exist",
+        ),
+        row_says(
+            "format --partition on a file with no table",
+            &[
+                "format",
+                "@zero.img",
+                "--partition",
+                "1",
+                "--key-file",
+                "@key",
+            ],
+            &[4],
+            "no partition table",
+        ),
+        row_says(
+            "format --device-offset window past the end",
+            &[
+                "format",
+                "@zero.img",
+                "--device-offset",
+                "16777216",
+                "--device-size",
+                "33554432",
+                "--key-file",
+                "@key",
+            ],
+            &[1],
+            "does not fit the disk",
+        ),
+        row_says(
+            "format into a partition holding ext4 without --force",
+            &[
+                "format",
+                "@gpt.img",
+                "--partition",
+                "2",
+                "--key-file",
+                "@key",
+            ],
+            &[5],
+            "ext2/3/4 filesystem",
+        ),
+        row_says(
+            "format into a partition holding LUKS without --force",
+            &[
+                "format",
+                "@gpt.img",
+                "--partition",
+                "1",
+                "--key-file",
+                "@key",
+            ],
+            &[5],
+            "LUKS",
+        ),
+        row(
+            "remove-key --partition of a partition holding ext4",
+            &[
+                "remove-key",
+                "@gpt.img",
+                "--partition",
+                "2",
+                "--key-slot",
+                "0",
+            ],
+            &[4],
+        ),
+        row_says(
+            "resize --partition past the partition's end",
+            &["resize", "@gpt.img", "--partition", "1", "--size", "20M"],
+            &[1],
+            "grow the partition first",
+        ),
+        row(
+            "erase --partition out of range",
+            &["erase", "@gpt.img", "--partition", "3", "--batch"],
+            &[1],
+        ),
+        row(
+            "header backup --partition on a file with no table",
+            &[
+                "header",
+                "backup",
+                "@zero.img",
+                "@backup",
+                "--partition",
+                "1",
+            ],
+            &[4],
+        ),
+    ];
+    run_table(d, &rows);
+}

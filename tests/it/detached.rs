@@ -665,3 +665,129 @@ fn mount_with_a_detached_header() {
     // not visible in the ciphertext), and cryptsetup still accepts the header.
     assert!(cryptsetup_accepts_detached(&header, &data, &key));
 }
+
+/// `cryptsetup luksDump --dump-json-metadata --header HEADER`.
+fn cryptsetup_json_detached(header: &Path) -> serde_json::Value {
+    let out = sys(
+        "cryptsetup",
+        &[
+            "luksDump",
+            "--dump-json-metadata",
+            "--header",
+            s(header),
+            "/dev/null",
+        ],
+    )
+    .ok();
+    serde_json::from_str(&out.stdout).expect("luksDump json")
+}
+
+/// The sorted ids of a JSON object's members (keyslots, tokens).
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `vault enroll`, `vault rewrap` and `vault remove` with `--header FILE` (a header made by
+/// cryptsetup luksFormat --header) against a real OpenBao dev server: after each step
+/// cryptsetup's luksDump --header shows the expected keyslots and tokens, the data file is
+/// unchanged byte for byte, and (while enrolled) the volume opens through the vault alone
+/// (test-key and digest with --token-only, digest equal to the passphrase's).
+#[test]
+fn vault_verbs_on_a_detached_header() {
+    if !require(
+        "detached::vault_verbs_on_a_detached_header",
+        &["cryptsetup"],
+    ) {
+        return;
+    }
+    let Some(bao) = BaoDev::start("detached::vault_verbs_on_a_detached_header") else {
+        return;
+    };
+    let t = temp();
+    let key = t.path().join("key");
+    fs::write(&key, PASS).unwrap();
+    let header = t.path().join("hdr");
+    let data = t.path().join("data");
+    write_file(&data, &pattern(4 * MIB as usize, 21));
+    cryptsetup_format("luks2", &header, &data, &key);
+    let data_sha = sha256_file(&data);
+    let (h, d) = (s(&header), s(&data));
+    let want = vd(&["digest", d, "--header", h, "--key-file", s(&key)])
+        .ok()
+        .stdout;
+
+    bao.vd(&[
+        "vault",
+        "enroll",
+        d,
+        "--header",
+        h,
+        "--key-file",
+        s(&key),
+        "--transit-key",
+        "disk",
+        "--create",
+    ])
+    .ok();
+    let j = cryptsetup_json_detached(&header);
+    assert_eq!(ids(&j["keyslots"]), ["0", "1"], "{j}");
+    assert_eq!(ids(&j["tokens"]), ["0"], "{j}");
+    assert_eq!(j["tokens"]["0"]["type"], "vaultdisk-vault", "{j}");
+    assert_eq!(
+        j["tokens"]["0"]["keyslots"],
+        serde_json::json!(["1"]),
+        "{j}"
+    );
+    assert_eq!(j["tokens"]["0"]["key_version"], 1, "{j}");
+    assert_eq!(
+        sha256_file(&data),
+        data_sha,
+        "enroll wrote to the data file"
+    );
+    let out = bao.vd(&["test-key", d, "--header", h, "--token-only"]).ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    let got = bao
+        .vd(&["digest", d, "--header", h, "--token-only"])
+        .ok()
+        .stdout;
+    assert_eq!(got, want, "the vault keyslot opens another volume key");
+    // cryptsetup keeps the passphrase keyslot working next to the vault one.
+    assert!(cryptsetup_accepts_detached(&header, &data, &key));
+
+    bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
+    bao.vd(&["vault", "rewrap", d, "--header", h]).ok();
+    let j2 = cryptsetup_json_detached(&header);
+    assert_eq!(ids(&j2["keyslots"]), ["0", "1"], "{j2}");
+    assert_eq!(j2["tokens"]["0"]["key_version"], 2, "{j2}");
+    assert_ne!(
+        j2["tokens"]["0"], j["tokens"]["0"],
+        "rewrap changed nothing"
+    );
+    assert_eq!(j2["keyslots"], j["keyslots"], "rewrap touched a keyslot");
+    assert_eq!(
+        sha256_file(&data),
+        data_sha,
+        "rewrap wrote to the data file"
+    );
+    let got = bao
+        .vd(&["digest", d, "--header", h, "--token-only"])
+        .ok()
+        .stdout;
+    assert_eq!(got, want);
+
+    bao.vd(&["vault", "remove", d, "--header", h, "--token", "0"])
+        .ok();
+    let j3 = cryptsetup_json_detached(&header);
+    assert_eq!(ids(&j3["keyslots"]), ["0"], "{j3}");
+    assert!(ids(&j3["tokens"]).is_empty(), "{j3}");
+    assert_eq!(
+        sha256_file(&data),
+        data_sha,
+        "remove wrote to the data file"
+    );
+    bao.vd(&["test-key", d, "--header", h, "--token-only"])
+        .fails_with(2);
+    assert!(cryptsetup_accepts_detached(&header, &data, &key));
+}

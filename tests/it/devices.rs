@@ -522,3 +522,533 @@ fn cryptsetup_accepts_at(img: &Path, off: u64, size: u64, key: &Path) -> bool {
     let lo = Loop::attach(img, Some((off, size)));
     cryptsetup_accepts(lo.path(), key)
 }
+
+/// The SHA-256 of the bytes before and after the window `[off, off + size)` of `img`, and
+/// its length: what a verb confined to the window must leave as it was.
+fn outside(img: &Path, off: u64, size: u64) -> (String, String, u64) {
+    let len = fs::metadata(img).unwrap().len();
+    (
+        sha256_range(img, 0, off),
+        sha256_range(img, off + size, len - off - size),
+        len,
+    )
+}
+
+/// `cryptsetup luksDump --dump-json-metadata` of the LUKS volume in a byte window of `img`.
+fn cryptsetup_json_at(img: &Path, off: u64, size: u64) -> serde_json::Value {
+    let lo = Loop::attach(img, Some((off, size)));
+    cryptsetup_json(lo.path())
+}
+
+/// `vaultdisk format --partition N` / `--device-offset --device-size` (issue 13): the volume
+/// is made inside the window of a GPT image (sgdisk), an MBR image (sfdisk) and a raw window
+/// of a file, every byte outside the window unchanged (SHA-256), the file's length too, and
+/// cryptsetup accepts the result through `losetup -o/--sizelimit`; a partition filled is a
+/// "dynamic" segment, a smaller --size a fixed one; a second format needs --force.
+#[test]
+fn format_into_a_partition_or_a_window() {
+    if !require(
+        "devices::format_into_a_partition_or_a_window",
+        &["loop", "sgdisk", "sfdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    // GPT: partition 1 holds a pattern, partition 2 (40 MiB) is filled with noise.
+    let img = t.path().join("gpt.img");
+    set_len(&img, 56 * MIB);
+    sys("sgdisk", &["-n", "1:2048:+8M", "-n", "2:0:+40M", s(&img)]).ok();
+    let (off, size) = (2048 * 512 + 8 * MIB, 40 * MIB);
+    write_at(&img, 2048 * 512, &pattern(8 * MIB as usize, 3)).unwrap();
+    write_at(&img, off, &pattern(size as usize, 4)).unwrap();
+    let before = outside(&img, off, size);
+    let mut args = vec!["format", s(&img), "--partition", "2", "--key-file", s(&key)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    assert_eq!(
+        outside(&img, off, size),
+        before,
+        "bytes outside partition 2 changed"
+    );
+    assert!(cryptsetup_accepts_at(&img, off, size, &key));
+    let cj = cryptsetup_json_at(&img, off, size);
+    assert_eq!(cj["segments"]["0"]["size"], "dynamic", "{cj}");
+    assert_eq!(
+        cj["segments"]["0"]["offset"],
+        (16 * MIB).to_string(),
+        "{cj}"
+    );
+    vd(&[
+        "test-key",
+        s(&img),
+        "--partition",
+        "2",
+        "--key-file",
+        s(&key),
+    ])
+    .ok();
+    // The LUKS header now there: a second format is refused (5) and writes nothing.
+    let whole = sha256_file(&img);
+    let out = vd(&args).fails_with(5);
+    one_error_line(&out.stderr).unwrap();
+    assert_eq!(sha256_file(&img), whole);
+    // A smaller --size (and --force) is a fixed segment.
+    args.extend_from_slice(&["--size", "8M", "--force"]);
+    vd(&args).ok();
+    assert_eq!(outside(&img, off, size), before);
+    let cj = cryptsetup_json_at(&img, off, size);
+    assert_eq!(cj["segments"]["0"]["size"], (8 * MIB).to_string(), "{cj}");
+
+    // MBR (sfdisk): primary partition 1 from sector 2048, 40 MiB.
+    let mbr = t.path().join("mbr.img");
+    set_len(&mbr, 48 * MIB);
+    write_at(&mbr, 0, &pattern(48 * MIB as usize, 5)).unwrap();
+    run(
+        tool("sfdisk"),
+        &["-q", s(&mbr)],
+        Some(b"label: dos\nstart=2048, size=81920, type=83\n"),
+    )
+    .ok();
+    let (moff, msize) = (2048 * 512, 40 * MIB);
+    let before = outside(&mbr, moff, msize);
+    let mut args = vec!["format", s(&mbr), "--partition", "1", "--key-file", s(&key)];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    // Noise is no known signature: no --force needed.
+    vd(&args).ok();
+    assert_eq!(
+        outside(&mbr, moff, msize),
+        before,
+        "bytes outside the MBR partition changed"
+    );
+    assert!(cryptsetup_accepts_at(&mbr, moff, msize, &key));
+
+    // A raw window of a file without a table.
+    let raw = t.path().join("raw.img");
+    write_file(&raw, &pattern(64 * MIB as usize, 6));
+    let (roff, rsize) = (4 * MIB, 32 * MIB);
+    let before = outside(&raw, roff, rsize);
+    let (o, z) = (roff.to_string(), rsize.to_string());
+    let mut args = vec![
+        "format",
+        s(&raw),
+        "--device-offset",
+        &o,
+        "--device-size",
+        &z,
+        "--size",
+        "12M",
+        "--key-file",
+        s(&key),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    assert_eq!(
+        outside(&raw, roff, rsize),
+        before,
+        "bytes outside the window changed"
+    );
+    assert!(cryptsetup_accepts_at(&raw, roff, rsize, &key));
+    let cj = cryptsetup_json_at(&raw, roff, rsize);
+    assert_eq!(cj["segments"]["0"]["size"], (12 * MIB).to_string(), "{cj}");
+    // More than the window holds: exit 1, nothing written.
+    let whole = sha256_file(&raw);
+    let mut big = args.clone();
+    big[7] = "17M";
+    big.push("--force");
+    vd(&big).fails_with(1);
+    assert_eq!(sha256_file(&raw), whole);
+    // A detached header for the data in the window: nothing of the file is written, and
+    // cryptsetup opens it with --header over the window's loop device.
+    let hdr = t.path().join("hdr");
+    let mut args = vec![
+        "format",
+        s(&raw),
+        "--header",
+        s(&hdr),
+        "--device-offset",
+        &o,
+        "--device-size",
+        &z,
+        "--key-file",
+        s(&key),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    assert_eq!(
+        sha256_file(&raw),
+        whole,
+        "format --header wrote to the data"
+    );
+    let lo = Loop::attach(&raw, Some((roff, rsize)));
+    let out = sys(
+        "cryptsetup",
+        &[
+            "open",
+            "--test-passphrase",
+            "--header",
+            s(&hdr),
+            "--key-file",
+            s(&key),
+            s(lo.path()),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    drop(lo);
+    vd(&[
+        "test-key",
+        s(&raw),
+        "--header",
+        s(&hdr),
+        "--device-offset",
+        &o,
+        "--key-file",
+        s(&key),
+    ])
+    .ok();
+}
+
+/// The header-writing verbs on partition 2 of a GPT image whose volume cryptsetup made:
+/// add-key, change-key, add-recovery-key, remove-key, header backup and restore, repair and
+/// erase, each with `--partition 2`; after each, cryptsetup (through `losetup -o/--sizelimit`)
+/// sees the expected keys, and no byte outside the partition changed.
+#[test]
+fn header_verbs_on_a_partition() {
+    if !require(
+        "devices::header_verbs_on_a_partition",
+        &["loop", "sgdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let k2 = write_key(t.path(), "k2", b"second key");
+    let k3 = write_key(t.path(), "k3", b"third key");
+    let (img, off, size) = gpt_with_luks_partition(t.path(), &key);
+    let before = outside(&img, off, size);
+    let unchanged = |what: &str| assert_eq!(outside(&img, off, size), before, "{what}");
+    let accepts = |k: &Path| cryptsetup_accepts_at(&img, off, size, k);
+    let p2 = |verb: &[&str]| {
+        let mut a: Vec<String> = verb.iter().map(|x| x.to_string()).collect();
+        a.extend(["--partition".to_string(), "2".to_string()]);
+        a
+    };
+    let mut add = p2(&[
+        "add-key",
+        s(&img),
+        "--key-file",
+        s(&key),
+        "--new-key-file",
+        s(&k2),
+    ]);
+    add.extend(CHEAP_PBKDF2.iter().map(|x| x.to_string()));
+    vd(&add).ok();
+    unchanged("add-key");
+    assert!(accepts(&k2) && accepts(&key));
+    // Backup (cryptsetup's own backup of the partition holds the same header area).
+    let ours = t.path().join("hdr.bak");
+    vd(&p2(&["header", "backup", s(&img), s(&ours)])).ok();
+    let theirs = t.path().join("cs.bak");
+    {
+        let lo = Loop::attach(&img, Some((off, size)));
+        sys(
+            "cryptsetup",
+            &[
+                "luksHeaderBackup",
+                s(lo.path()),
+                "--header-backup-file",
+                s(&theirs),
+            ],
+        )
+        .ok();
+    }
+    assert_eq!(sha256_file(&ours), sha256_file(&theirs));
+    let mut change = p2(&[
+        "change-key",
+        s(&img),
+        "--key-file",
+        s(&k2),
+        "--new-key-file",
+        s(&k3),
+    ]);
+    change.extend(CHEAP_PBKDF2.iter().map(|x| x.to_string()));
+    vd(&change).ok();
+    unchanged("change-key");
+    assert!(accepts(&k3) && !accepts(&k2));
+    let out = vd(&p2(&["add-recovery-key", s(&img), "--key-file", s(&key)])).ok();
+    unchanged("add-recovery-key");
+    let recovery = write_key(t.path(), "rk", out.stdout.trim().as_bytes());
+    vd(&p2(&[
+        "test-key",
+        s(&img),
+        "--recovery-key",
+        "--key-file",
+        s(&recovery),
+    ]))
+    .ok();
+    vd(&p2(&["remove-key", s(&img), "--key-file", s(&k3)])).ok();
+    unchanged("remove-key");
+    assert!(!accepts(&k3) && accepts(&key));
+    // Restore the backup: k2 opens again, k3 never did in it.
+    vd(&p2(&["header", "restore", s(&img), s(&ours)])).ok();
+    unchanged("header restore");
+    assert!(accepts(&k2) && accepts(&key));
+    // Repair: the secondary copy's magic zeroed, then rewritten from the primary.
+    poke(&img, off + 16 * KIB, &[0u8; 8]);
+    let out = vd(&p2(&["repair", s(&img)])).ok();
+    assert!(
+        out.stdout.contains("rewrote the secondary"),
+        "{}",
+        out.describe()
+    );
+    unchanged("repair");
+    // The repaired secondary alone (primary wiped) still opens in cryptsetup.
+    let saved = read_range(&img, off, 4096);
+    poke(&img, off, &[0u8; 4096]);
+    assert!(accepts(&key), "the repaired secondary copy does not open");
+    poke(&img, off, &saved);
+    // A crash mid-update (fault injection) leaves the partition opening with the old key.
+    // Every crash point of add-key --partition 2, in both modes: the hook sees the writes
+    // through the window (absolute offsets inside the partition only).
+    if require_fault_injection("devices::header_verbs_on_a_partition") {
+        let mut args = add.clone();
+        args[5] = s(&k3).to_string();
+        for mode in CrashMode::BOTH {
+            for k in 1..30 {
+                let out = std::process::Command::new(BIN)
+                    .args(&args)
+                    .envs(mode.env(k))
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("run vaultdisk");
+                let code = out.status.code().unwrap_or(-1);
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert!(
+                    code == 0 || code == 86,
+                    "k={k} {}: exit {code}: {stderr}",
+                    mode.name()
+                );
+                if mode == CrashMode::Power && code == 86 {
+                    assert!(undone_writes(&stderr).is_some_and(|n| n <= 1), "{stderr}");
+                }
+                unchanged("crashed add-key");
+                assert!(
+                    accepts(&key),
+                    "k={k} {}: the old key no longer opens",
+                    mode.name()
+                );
+                if code == 0 {
+                    assert!(k > 1, "{}: add-key never crashed", mode.name());
+                    break;
+                }
+            }
+        }
+    }
+    // Erase: the partition's header area is wiped, nothing else.
+    vd(&p2(&["erase", s(&img), "--batch"])).ok();
+    unchanged("erase");
+    let lo = Loop::attach(&img, Some((off, size)));
+    assert_ne!(sys("cryptsetup", &["isLuks", s(lo.path())]).code, 0);
+}
+
+/// `resize --partition 2`: a fixed segment grows within the partition (the file's length and
+/// the bytes outside never change), never past it (exit 1, nothing written), and after sgdisk
+/// grows the partition the volume grows to the partition's new size.
+#[test]
+fn resize_in_a_partition() {
+    if !require(
+        "devices::resize_in_a_partition",
+        &["loop", "sgdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let img = t.path().join("disk.img");
+    set_len(&img, 96 * MIB);
+    sys("sgdisk", &["-n", "1:2048:+8M", "-n", "2:0:+40M", s(&img)]).ok();
+    let (off, size) = (2048 * 512 + 8 * MIB, 40 * MIB);
+    write_at(&img, 2048 * 512, &pattern(8 * MIB as usize, 3)).unwrap();
+    let mut args = vec![
+        "format",
+        s(&img),
+        "--partition",
+        "2",
+        "--size",
+        "8M",
+        "--key-file",
+        s(&key),
+    ];
+    args.extend_from_slice(CHEAP_PBKDF2);
+    vd(&args).ok();
+    let before = outside(&img, off, size);
+    vd(&["resize", s(&img), "--partition", "2", "--size", "20M"]).ok();
+    assert_eq!(outside(&img, off, size), before);
+    let cj = cryptsetup_json_at(&img, off, size);
+    assert_eq!(cj["segments"]["0"]["size"], (20 * MIB).to_string(), "{cj}");
+    let whole = sha256_file(&img);
+    let out = vd(&["resize", s(&img), "--partition", "2", "--size", "25M"]).fails_with(1);
+    one_error_line(&out.stderr).unwrap();
+    assert!(
+        out.stderr.contains("grow the partition first"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(sha256_file(&img), whole);
+    // The partition grown to 72 MiB (same start): the volume grows to fill it.
+    sys(
+        "sgdisk",
+        &["-d", "2", "-n", &format!("2:{}:+72M", off / 512), s(&img)],
+    )
+    .ok();
+    let full = 72 * MIB - 16 * MIB;
+    vd(&[
+        "resize",
+        s(&img),
+        "--partition",
+        "2",
+        "--size",
+        &full.to_string(),
+    ])
+    .ok();
+    let cj = cryptsetup_json_at(&img, off, 72 * MIB);
+    assert_eq!(cj["segments"]["0"]["size"], full.to_string(), "{cj}");
+    assert!(cryptsetup_accepts_at(&img, off, 72 * MIB, &key));
+    assert_eq!(fs::metadata(&img).unwrap().len(), 96 * MIB);
+    // sgdisk rewrote the tables; partition 1 is as it was.
+    assert_eq!(
+        sha256_range(&img, 2048 * 512, 8 * MIB),
+        sha256(&pattern(8 * MIB as usize, 3))
+    );
+}
+
+/// `open --partition 2 --allow-discards --persistent` stores the flag in the partition's
+/// header (cryptsetup shows it), nothing outside the partition written.
+#[test]
+fn persistent_discards_in_a_partition() {
+    if !require(
+        "devices::persistent_discards_in_a_partition",
+        &["loop", "fuse", "sgdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let (img, off, size) = gpt_with_luks_partition(t.path(), &key);
+    let before = outside(&img, off, size);
+    let plain = t.path().join("plain");
+    let m = open_volume(
+        &img,
+        &plain,
+        &key,
+        &["--partition", "2", "--allow-discards", "--persistent"],
+    );
+    m.close();
+    assert_eq!(outside(&img, off, size), before);
+    let cj = cryptsetup_json_at(&img, off, size);
+    assert_eq!(
+        cj["config"]["flags"],
+        serde_json::json!(["allow-discards"]),
+        "{cj}"
+    );
+}
+
+/// Two volumes of one image: while partition 2 is open read-write, opening it again, opening
+/// partition 1 and updating partition 1's header are all refused (exit 5, one line saying
+/// the lock covers the whole image) and change nothing; after close both work.
+#[test]
+fn partitions_of_one_image_are_open_one_at_a_time() {
+    if !require(
+        "devices::partitions_of_one_image_are_open_one_at_a_time",
+        &["loop", "fuse", "sgdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let k2 = write_key(t.path(), "k2", b"second key");
+    let (img, _, _) = gpt_with_luks_partition(t.path(), &key);
+    // Partition 1 gets a volume of its own (cryptsetup, through a loop device).
+    let p1 = Loop::attach(&img, Some((2048 * 512, 8 * MIB)));
+    let mut args = vec![
+        "luksFormat",
+        "-q",
+        "--type",
+        "luks2",
+        "--luks2-keyslots-size",
+        "1M",
+    ];
+    args.extend_from_slice(&["--luks2-metadata-size", "16k", "--key-file", s(&key)]);
+    args.extend_from_slice(CHEAP_PBKDF2);
+    args.push(s(p1.path()));
+    sys("cryptsetup", &args).ok();
+    drop(p1);
+    vd(&[
+        "test-key",
+        s(&img),
+        "--partition",
+        "1",
+        "--key-file",
+        s(&key),
+    ])
+    .ok();
+    let plain = t.path().join("plain");
+    let plain1 = t.path().join("plain1");
+    let m = open_volume(&img, &plain, &key, &["--partition", "2"]);
+    let whole = sha256_file(&img);
+    let refused = |args: &[&str], plain: Option<&Path>| {
+        let out = match plain {
+            Some(p) => open_fails(args, None, p, 5),
+            None => vd(args).fails_with(5),
+        };
+        one_error_line(&out.stderr).unwrap();
+        assert!(
+            out.stderr.contains("the lock covers all of"),
+            "{}",
+            out.describe()
+        );
+    };
+    let open1 = [
+        "open",
+        s(&img),
+        s(&plain1),
+        "--partition",
+        "1",
+        "--key-file",
+        s(&key),
+    ];
+    refused(&open1, Some(&plain1));
+    let open2 = [
+        "open",
+        s(&img),
+        s(&plain1),
+        "--partition",
+        "2",
+        "--key-file",
+        s(&key),
+    ];
+    refused(&open2, Some(&plain1));
+    let mut add1 = vec![
+        "add-key",
+        s(&img),
+        "--partition",
+        "1",
+        "--key-file",
+        s(&key),
+    ];
+    add1.extend_from_slice(&["--new-key-file", s(&k2)]);
+    add1.extend_from_slice(CHEAP_PBKDF2);
+    refused(&add1, None);
+    m.close();
+    assert_eq!(
+        sha256_file(&img),
+        whole,
+        "a refused verb wrote to the image"
+    );
+    vd(&add1).ok();
+    // Read-only opens of the two partitions share the lock.
+    let m1 = open_volume(&img, &plain1, &k2, &["--partition", "1", "--read-only"]);
+    let m2 = open_volume(&img, &plain, &key, &["--partition", "2", "--read-only"]);
+    m2.close();
+    m1.close();
+}

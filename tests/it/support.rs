@@ -1123,3 +1123,101 @@ pub fn check_golden(rel: &str, actual: &str, how: &str) {
         new_lines.get(at).copied().unwrap_or("<end of file>"),
     );
 }
+
+/// An OpenBao dev server of one test's own on 127.0.0.1 (plain HTTP, transit enabled), killed
+/// by PID on drop. tests/it/vault.rs has a fuller one (TLS, AppRole); this is for tests of
+/// other modules that need a vault (tests/it/detached.rs).
+pub struct BaoDev {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    /// The root token.
+    pub token: String,
+    dir: tempfile::TempDir,
+}
+
+impl BaoDev {
+    /// None (test skipped loudly) when `bao` is not installed.
+    pub fn start(test: &str) -> Option<BaoDev> {
+        if !require(test, &["bao"]) {
+            return None;
+        }
+        let dir = temp();
+        let home = dir.path().join("home");
+        fs::create_dir(&home).expect("home");
+        fs::create_dir(dir.path().join("vd-home")).expect("vd home");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let token = format!("root-{}", &sha256(test.as_bytes())[..16]);
+        let log = File::create(dir.path().join("server.log")).expect("log");
+        let child = Command::new(tool("bao"))
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            // The dev server writes ~/.vault-token: keep it in the test's own home.
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start bao server -dev");
+        let bao = BaoDev {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            token,
+            dir,
+        };
+        let up = wait_until(Duration::from_secs(30), || bao.cli(&["status"]).code == 0);
+        let log = fs::read_to_string(bao.dir.path().join("server.log")).unwrap_or_default();
+        assert!(up, "bao dev server did not come up:\n{log}");
+        bao.cli(&["secrets", "enable", "transit"]).ok();
+        Some(bao)
+    }
+
+    /// The bao CLI against this server as root.
+    pub fn cli(&self, args: &[&str]) -> Out {
+        let mut all = vec![
+            format!("HOME={}", s(&self.dir.path().join("home"))),
+            format!("VAULT_ADDR={}", self.addr),
+            format!("VAULT_TOKEN={}", self.token),
+            s(&tool("bao")).to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run("env", &all, None)
+    }
+
+    /// vaultdisk with only this server's address and token in a clean vault environment
+    /// (HOME without a token file).
+    pub fn vd(&self, args: &[&str]) -> Out {
+        let mut all: Vec<String> = [
+            "VAULT_TOKEN",
+            "BAO_TOKEN",
+            "VAULT_ADDR",
+            "BAO_ADDR",
+            "VAULT_CACERT",
+            "BAO_CACERT",
+            "VAULT_NAMESPACE",
+        ]
+        .iter()
+        .flat_map(|v| ["-u".to_string(), v.to_string()])
+        .collect();
+        all.push(format!("HOME={}", s(&self.dir.path().join("vd-home"))));
+        all.push(format!("VAULT_ADDR={}", self.addr));
+        all.push(format!("VAULT_TOKEN={}", self.token));
+        all.push(BIN.to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        run("env", &all, None)
+    }
+}
+
+impl Drop for BaoDev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
