@@ -299,6 +299,9 @@ pub struct VaultEnrollArgs {
     /// Put the vault keyslot in this keyslot (default: the lowest free one).
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the keyslot and token are added to FILE.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -312,6 +315,9 @@ pub struct VaultListArgs {
     /// An array of objects for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to read the tokens from.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -332,6 +338,9 @@ pub struct VaultRewrapArgs {
     /// is the token's `vault_addr`), checked by unwrapping through them.
     #[arg(long, value_name = "URL[,URL]")]
     pub set_addr: Option<String>,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`): the tokens in FILE are rewrapped.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
@@ -348,6 +357,9 @@ pub struct VaultRemoveArgs {
     /// Allow removing the last keyslot (all access to the data is lost).
     #[arg(long)]
     pub force: bool,
+    /// Where in BACKING the volume lives (--partition, --device-offset/--device-size).
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// A detached header (as `cryptsetup --header`) to remove the token from.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,

@@ -16,8 +16,9 @@ pub fn enroll(args: &VaultEnrollArgs) -> Result<()> {
             "vault enroll needs --transit-key NAME or --kv-path PATH".into(),
         ));
     }
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let name = dev.name();
@@ -75,8 +76,10 @@ fn token_rows(meta: &Metadata) -> Vec<Value> {
 }
 
 pub fn list(args: &VaultListArgs) -> Result<()> {
-    let at = HeaderAt::from_option(args.header.as_deref());
-    let dev = Backing::open(at.path(&args.backing), false)?;
+    let dev = match &args.header {
+        Some(h) => Backing::open(h, false)?,
+        None => Backing::open_in(&args.backing, args.place.place(), false)?,
+    };
     let header = dev.luks2_header()?;
     device::warn_damaged_copy(&header, dev.path());
     let rows = token_rows(&header.metadata);
@@ -136,8 +139,9 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
         }
         None => None,
     };
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let done = keys::rewrap_vault_tokens_to(
@@ -190,8 +194,9 @@ pub fn rewrap(args: &VaultRewrapArgs) -> Result<()> {
 }
 
 pub fn remove(args: &VaultRemoveArgs) -> Result<()> {
-    let (dev, header) = device::open_for_update_at(
+    let (dev, header) = device::open_for_update_in(
         &args.backing,
+        args.place.place(),
         &HeaderAt::from_option(args.header.as_deref()),
     )?;
     let slots = keys::remove_vault_token(&dev, &header, args.token, args.force)?;

@@ -1052,3 +1052,84 @@ fn partitions_of_one_image_are_open_one_at_a_time() {
     m2.close();
     m1.close();
 }
+
+/// vault enroll / list / rewrap / remove with `--partition 2` of a GPT image: the header
+/// inside the partition changes (cryptsetup sees the token through a loop device over the
+/// window), nothing outside the partition does, and the vault keyslot opens the volume.
+#[test]
+fn vault_verbs_on_a_partition() {
+    if !require(
+        "devices::vault_verbs_on_a_partition",
+        &["loop", "sgdisk", "cryptsetup"],
+    ) {
+        return;
+    }
+    let Some(bao) = BaoDev::start("devices::vault_verbs_on_a_partition") else {
+        return;
+    };
+    let t = temp();
+    let key = write_key(t.path(), "k", PASS);
+    let (img, off, size) = gpt_with_luks_partition(t.path(), &key);
+    let len = fs::metadata(&img).unwrap().len();
+    let before = sha256_range(&img, 0, off);
+    let after = sha256_range(&img, off + size, len - off - size);
+    let i = s(&img);
+    let p2 = ["--partition", "2"];
+    let with = |verb: &[&str]| -> Vec<String> {
+        verb.iter()
+            .chain(p2.iter())
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let args = with(&[
+        "vault",
+        "enroll",
+        i,
+        "--key-file",
+        s(&key),
+        "--transit-key",
+        "disk",
+        "--create",
+    ]);
+    bao.vd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let args = with(&["vault", "list", i, "--json"]);
+    let listed = bao
+        .vd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let args = with(&["test-key", i, "--token-only"]);
+    let out = bao
+        .vd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    assert!(out.stdout.contains("keyslot 1 opens"), "{}", out.describe());
+    {
+        let lo = Loop::attach(&img, Some((off, size)));
+        let j = cryptsetup_json(lo.path());
+        assert_eq!(j["tokens"]["0"]["type"], "vaultdisk-vault", "{j}");
+    }
+    bao.cli(&["write", "-f", "transit/keys/disk/rotate"]).ok();
+    let args = with(&["vault", "rewrap", i]);
+    bao.vd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let args = with(&["vault", "remove", i, "--token", "0"]);
+    bao.vd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    {
+        let lo = Loop::attach(&img, Some((off, size)));
+        let j = cryptsetup_json(lo.path());
+        assert!(j["tokens"].as_object().unwrap().is_empty(), "{j}");
+        assert!(cryptsetup_accepts(lo.path(), &key));
+    }
+    assert_eq!(
+        sha256_range(&img, 0, off),
+        before,
+        "bytes before the partition changed"
+    );
+    assert_eq!(
+        sha256_range(&img, off + size, len - off - size),
+        after,
+        "bytes after the partition changed"
+    );
+}
