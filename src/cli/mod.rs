@@ -1,5 +1,6 @@
 //! Command line: clap types and one file per verb. Only this module prints.
 mod benchmark;
+mod bitlocker;
 mod close;
 pub mod dump;
 mod erase;
@@ -368,6 +369,10 @@ pub struct OpenArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk close`.
@@ -448,6 +453,10 @@ pub struct MountArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// `--allow-discards` and `--persistent` of open and mount.
@@ -551,6 +560,10 @@ pub struct VerifyArgs {
     /// header's digest, and use it for --digest and --fsck.
     #[arg(long, value_name = "FILE")]
     pub volume_key_file: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk digest`.
@@ -581,6 +594,10 @@ pub struct DigestArgs {
     /// the header's digest and used directly, no keyslot opened.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
@@ -687,6 +704,10 @@ pub struct TestKeyArgs {
     /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`) holding the keyslots.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header`.

@@ -7,6 +7,9 @@ use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::open(args);
+    }
     let unlocked = unlock::unlock(
         &args.backing,
         args.place.place(),
