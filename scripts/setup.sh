@@ -22,6 +22,9 @@ need_packages() {
     command -v sgdisk >/dev/null || missing+=(gdisk)
     command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
     command -v man >/dev/null || missing+=(man-db)
+    command -v bdeinfo >/dev/null || missing+=(libbde-utils)
+    command -v ntfsfix >/dev/null || missing+=(ntfs-3g)
+    command -v xz >/dev/null || missing+=(xz-utils)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
 }

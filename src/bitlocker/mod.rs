@@ -170,6 +170,13 @@ impl Info {
 
     /// Why this volume cannot be opened here (exit 4), or None.
     pub fn refusal(&self) -> Option<String> {
+        if self.header.identifier == format::GUID_EOW && self.has_clear_key() {
+            // What Windows leaves while it is still encrypting (cryptsetup's "partially
+            // encrypted" image): the encrypt-on-write identifier and a clear key.
+            return Some(
+                "it is partially encrypted (conversion in progress: encrypt-on-write identifier and a clear key still present); let Windows finish encrypting it first".into(),
+            );
+        }
         if self.header.identifier == format::GUID_EOW {
             return Some(
                 "it is a \"used disk space only\" (encrypt-on-write) volume, whose block map vaultdisk does not read; Windows can fully encrypt it (manage-bde -on), or decrypt it".into(),
@@ -402,10 +409,7 @@ impl Bitlocker {
             }
         }
         let Some((v, vmk)) = opened else {
-            for s in info.skipped() {
-                log::warn!("{s}");
-            }
-            let what = if tried.is_empty() {
+            let mut what = if tried.is_empty() {
                 format!("{name} has no {} protector", credential.name())
             } else {
                 format!(
@@ -414,6 +418,10 @@ impl Bitlocker {
                     tried.join(", ")
                 )
             };
+            for s in info.skipped() {
+                what.push_str("; ");
+                what.push_str(&s);
+            }
             return Err(no_protector(what));
         };
         let fvek_blob = info.metadata.fvek.as_ref().ok_or_else(|| {
