@@ -365,3 +365,15 @@ fn read_write_open_is_refused() {
     assert!(!plain.exists());
     assert_eq!(sha256_file(&img), before);
 }
+
+#[path = "../../fuzz/bitlocker_harness.rs"]
+mod bitlocker_harness;
+
+/// The fuzz target's corpus (seeds cut from the fixtures: boot sector + one metadata block)
+/// replayed through the very code the fuzzer runs.
+#[test]
+fn fuzz_corpus_replay() {
+    let targets: [(&str, crate::reliability::Target); 1] =
+        [("bitlocker_metadata", bitlocker_harness::bitlocker_metadata)];
+    crate::reliability::replay_corpora(&targets);
+}
