@@ -623,6 +623,55 @@ impl BitlockerVolume {
     }
 }
 
+impl crate::volume::Plaintext for BitlockerVolume {
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    fn read_at(&self, plain_offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        BitlockerVolume::read_at(self, plain_offset, buf)
+    }
+    fn write_at(&self, _: u64, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EROFS))
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, _: u64, _: u64, _: bool) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EROFS))
+    }
+}
+
+/// The daemon's side of `open` for BitLocker: the volume in `segment`'s window of `backing`
+/// (`data_offset_bytes`, `data_size_bytes`), its metadata read again and `key` the FVEK the
+/// parent unwrapped. Read-only only (exit 4 otherwise).
+pub fn serve(
+    backing: std::fs::File,
+    segment: crate::geometry::Segment,
+    key: &crate::secret::VolumeKey,
+    read_only: bool,
+    path: &std::path::Path,
+) -> Result<BitlockerVolume> {
+    let name = path.display().to_string();
+    if !read_only {
+        return Err(Error::Device(format!(
+            "{name}: BitLocker is read-only here"
+        )));
+    }
+    let window = crate::disk::Window::new(
+        Arc::new(backing),
+        segment.data_offset_bytes,
+        segment.data_size_bytes,
+    )
+    .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+    let reader: Reader = Arc::new(window);
+    let info = Info::read(&*reader, &name)?;
+    let fvek = SecretBytes::from_slice(key.expose_secret());
+    BitlockerVolume::new(reader, &info, &fvek, &name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

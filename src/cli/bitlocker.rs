@@ -596,8 +596,40 @@ pub fn open(args: &OpenArgs) -> Result<()> {
             args.backing.display()
         )));
     }
-    Err(Error::Device(format!(
-        "{}: serving BitLocker through FUSE is not built yet",
-        args.backing.display()
-    )))
+    let name = args.backing.display().to_string();
+    let located = device::locate(&args.backing, args.place.place(), false, false)?;
+    let window = located.window().clone();
+    let reader: Reader = Arc::new(window.clone());
+    let info = read_info(&reader, &name)?;
+    if let Some(why) = info.refusal() {
+        return Err(Error::Device(format!(
+            "cannot open BitLocker volume {name}: {why}"
+        )));
+    }
+    crate::safepath::check_plain_target(&args.plain)?;
+    crate::daemon::ensure_backing_free(&args.backing, true)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let (fvek, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    // Built once here so a bad map fails before the daemon starts.
+    BitlockerVolume::new(reader, &info, &fvek, &name)?;
+    crate::daemon::start(
+        crate::daemon::ServeSpec {
+            backing: args.backing.clone(),
+            plain: args.plain.clone(),
+            segment: crate::geometry::Segment {
+                data_offset_bytes: window.offset(),
+                data_size_bytes: window.len(),
+                sector_size: info.header.sector_size,
+                iv_tweak: 0,
+            },
+            read_only: true,
+            foreground: args.foreground,
+            allow_other: args.allow_other,
+            unlocked_by: by.to_string(),
+            grow_with_file: false,
+            allow_discards: false,
+            bitlocker: true,
+        },
+        crate::secret::VolumeKey::from_secret(fvek),
+    )
 }

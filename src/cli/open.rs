@@ -40,6 +40,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             unlocked_by: unlocked.unlocked_by.to_string(),
             grow_with_file: unlocked.grows_with_file,
             allow_discards,
+            bitlocker: false,
         },
         unlocked.volume_key,
     )

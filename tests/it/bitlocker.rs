@@ -377,3 +377,48 @@ fn fuzz_corpus_replay() {
         [("bitlocker_metadata", bitlocker_harness::bitlocker_metadata)];
     crate::reliability::replay_corpora(&targets);
 }
+
+/// `open --read-only` serves the plaintext Windows sees through FUSE (sha256sum of PLAIN =
+/// SHA256SUM), with a recovery password here; writes to PLAIN fail; close unmounts.
+#[test]
+fn open_read_only_serves_windows_plaintext() {
+    let test = "open_read_only_serves_windows_plaintext";
+    if !have_tools(test) || !require_fuse(test) {
+        return;
+    }
+    let t = temp();
+    let all = images(t.path());
+    let img = unpack(t.path(), "bitlk-aes-cbc-128.img");
+    let conf = &all["bitlk-aes-cbc-128"];
+    let rp = write_key(t.path(), "rp", conf["RP"].as_bytes());
+    let plain = t.path().join("plain.img");
+    let before = sha256_file(&img);
+    let out = vd(&[
+        "open",
+        "--read-only",
+        s(&img),
+        s(&plain),
+        "--recovery-key",
+        "--key-file",
+        s(&rp),
+    ])
+    .ok();
+    let mount = Mount::new(&plain);
+    assert!(out.stderr.is_empty(), "{}", out.describe());
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), 104857600);
+    assert_eq!(sha256_file(&plain), conf["SHA256SUM"]);
+    assert!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&plain)
+            .is_err()
+    );
+    let status = vd(&["status", "--json"]).ok();
+    assert!(
+        status.stdout.contains(&conf["RP_VMK_GUID"]),
+        "{}",
+        status.describe()
+    );
+    mount.close();
+    assert_eq!(sha256_file(&img), before);
+}
