@@ -269,6 +269,19 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// A key of unknown kind (a key chain's candidate, a verify key file): a startup key when
+    /// the bytes are a `.BEK` file or base64 of one, a recovery password when they have its
+    /// form, else a password.
+    pub fn from_key_bytes(bytes: &[u8]) -> Credential {
+        if keys::parse_bek(bytes).is_some() {
+            Credential::StartupKey(SecretBytes::from_slice(bytes))
+        } else if keys::recovery_password_key(bytes).is_ok() {
+            Credential::RecoveryPassword(Passphrase::from_slice(bytes))
+        } else {
+            Credential::Password(Passphrase::from_slice(bytes))
+        }
+    }
+
     /// What it is, for messages: `password`, `recovery password`, `startup key`, `clear key`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -710,5 +723,47 @@ mod tests {
         assert!(build_map(1 << 20, &[1 << 20, 0, 0], 0, 0, 512).is_err());
         assert!(build_map(1 << 20, &[4096, 65536 * 4, 65536 * 6], 0, 8192, 4096).is_ok());
         assert!(build_map(1 << 20, &[100, 65536 * 4, 65536 * 6], 0, 0, 512).is_err());
+    }
+
+    fn blob(hex: &str) -> format::CcmBlob {
+        let b = crate::hex::decode(hex).unwrap();
+        format::CcmBlob {
+            nonce: b[..12].try_into().unwrap(),
+            tag: b[12..28].try_into().unwrap(),
+            data: b[28..].to_vec(),
+        }
+    }
+
+    /// Windows-made values (bitlk-aes-cbc-elephant-128.img of tests/data/bitlk): the password
+    /// "anaconda" through the stretch KDF unwraps the password VMK (AES-CCM tag checks), the
+    /// VMK unwraps the 64-byte Elephant FVEK, and CBC + Elephant decryption of the relocated
+    /// boot sector (ciphertext at byte 44224512) gives an NTFS boot sector.
+    #[test]
+    fn kdf_ccm_and_elephant_against_a_windows_volume() {
+        let salt: [u8; 16] = crate::hex::decode("273cdf169a58c8b0d0960dd12b56e743")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let initial = keys::password_initial(b"anaconda").unwrap();
+        let key = keys::stretch(&initial, &salt);
+        let vmk = keys::unwrap(
+            key.expose_secret(),
+            &blob("107fa538dd51d5010900000071ddb7834a1bbdec2f57205903c5235c964726bb98b9f809cc11a087fa986e7e954902135355f5e2000c155f56fa91054a58cdfd163e868dc528e4c2"),
+        )
+        .expect("the password VMK unwraps");
+        assert_eq!(vmk.len(), 32);
+        let wrong = keys::stretch(&keys::password_initial(b"anaconda2").unwrap(), &salt);
+        assert!(keys::unwrap(wrong.expose_secret(), &blob("107fa538dd51d5010900000071ddb7834a1bbdec2f57205903c5235c964726bb98b9f809cc11a087fa986e7e954902135355f5e2000c155f56fa91054a58cdfd163e868dc528e4c2")).is_none());
+        let fvek = keys::unwrap(
+            vmk.expose_secret(),
+            &blob("70182b09d951d50106000000a60f6d2bd79b5433c4615cc13e0c0e0e3c55bc8ac05fe7b49a7b3cfb1d7e8bbc1d09544167e6cfb86d6f035b0952ce2210a6551be0b76fd2522e2c0c8954641ba63fcd97ca6f83967e09675ce2289e9f61c4795c05fd96024552369d"),
+        )
+        .expect("the FVEK unwraps");
+        assert_eq!(fvek.len(), 64);
+        let mut sector = crate::hex::decode("2175c8446934efd6c9602aeb990295e92143dfe7918377df463951b7e0d32116a2999ee8962ce8e07006e94d6c68fd4ecb7276654ca2768f6126db515c4dd868d49c07174237b9ff703d97580467ec7624f75fa4be17838e8ab51aedc49c9a6a80b188cfd52aa1616b0c147cab782503d7f437e276827d385c948601f8045dc362be605e9e6b2e4657842f43e75d0ea3efbe4b1b43936cc8256d4d7da06bc628ef1055309ebe575345464120c0d93ca0c7c09f1dc839a54a92ae074be5688149fd4b77b622b7b2042d6f07dd4d7a88e939feac607d871063165ad8e1e592b26d21e819f758d5a7191676bbb4e34be7ae57d04ef5008bc102f62080caca7e33de485bf6c03a949758ae4d763bd228042b5ef2983d48ab57ab8108026385144d7905027460b38b4ffdc55657975fd4a9f72205952e3690a500a589feb7f5e97fb2760b6822842b77161f434700f2dbae29e45f873cfc7657495c0bbc84bb687fa2c2467f2df8da9b3eacff1afb4a4bc3bbe2bc7115bd10f9772825b6643f25d47a447391b3c43adeb868fca7670a9e59194b1ca8be45bee55c5cb7b6a4cb68fe02386795eb8623f9f9c78e6ee964ed2d7dc14c3be6cd3fe6d92a5a26800751ac8c3019df834b5c2bcfd323b5149c8be75c01415482e84fd2216cd9781c18a1671fbbb1693bdca4391c58f8cdd67fe3e54cd414f7b67633cf927b31b4acb33dafbe").unwrap();
+        let c = Cipher::new(Method::CbcElephant(cipher::KeyBits::B128), &fvek, 512).unwrap();
+        c.decrypt(&mut sector, 44224512);
+        assert_eq!(&sector[3..11], b"NTFS    ");
+        assert_eq!(&sector[510..], &[0x55, 0xaa]);
     }
 }

@@ -95,18 +95,7 @@ fn credential(
 /// A key file of `verify`: a `.BEK` file, a recovery password, or a password.
 fn credential_of_file(path: &Path) -> Result<Credential> {
     let bytes = read_file(path)?;
-    let b = bytes.expose_secret();
-    if bitlocker::keys::parse_bek(b).is_some() {
-        return Ok(Credential::StartupKey(bytes));
-    }
-    if bitlocker::keys::recovery_password_key(b).is_ok() {
-        return Ok(Credential::RecoveryPassword(
-            crate::secret::Passphrase::from_slice(b),
-        ));
-    }
-    Ok(Credential::Password(crate::secret::Passphrase::from_slice(
-        b,
-    )))
+    Ok(Credential::from_key_bytes(bytes.expose_secret()))
 }
 
 fn open_with(
