@@ -422,3 +422,65 @@ fn open_read_only_serves_windows_plaintext() {
     mount.close();
     assert_eq!(sha256_file(&img), before);
 }
+
+/// verify: which key file opens which protector (a .BEK, a recovery password file, a wrong
+/// password), the digest against --expect-digest, and the filesystem check run on the
+/// plaintext (the fixtures' filesystems are not consistent, their ciphertext being mostly
+/// zeroed for compression, so the check's verdict is reported, whatever it is).
+#[test]
+fn verify_reports_each_key_file_digest_and_fsck() {
+    let test = "verify_reports_each_key_file_digest_and_fsck";
+    if !have_tools(test) || !require(test, &["ntfsfix"]) {
+        return;
+    }
+    let t = temp();
+    let all = images(t.path());
+    let conf = &all["bitlk-aes-xts-128-startup-key"];
+    let files = unpack_all(t.path(), &["bitlk-aes-xts-128-startup-key.img", BEK]);
+    let rp = write_key(t.path(), "rp.txt", conf["RP"].as_bytes());
+    let bad = write_key(t.path(), "bad", b"nope");
+    let out = vd(&[
+        "verify",
+        s(&files[0]),
+        "--key-file",
+        s(&files[1]),
+        "--key-file",
+        s(&rp),
+        "--key-file",
+        s(&bad),
+        "--expect-digest",
+        &conf["SHA256SUM"],
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["keys"][0]["opens"], conf["SK_VMK_GUID"].as_str());
+    assert_eq!(j["keys"][0]["type"], "startup-key");
+    assert_eq!(j["keys"][1]["opens"], conf["RP_VMK_GUID"].as_str());
+    assert!(j["keys"][2]["opens"].is_null());
+    assert_eq!(j["digest"], conf["SHA256SUM"].as_str());
+    assert_eq!(j["ok"], true);
+    let out = vd(&[
+        "verify",
+        s(&files[0]),
+        "--key-file",
+        s(&rp),
+        "--fsck",
+        "--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let verdict = j["fsck"]["result"].as_str().unwrap();
+    assert!(["clean", "errors"].contains(&verdict), "{j}");
+    assert!(
+        j["fsck"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("ntfsfix")
+    );
+    assert_eq!(
+        out.code,
+        if verdict == "clean" { 0 } else { 6 },
+        "{}",
+        out.describe()
+    );
+}
