@@ -210,12 +210,40 @@ pub fn read_copy(
         ));
     }
     let recorded = u64_at(&block, 32 + 8 * index).unwrap_or(0);
+    let _ = validation;
     if recorded != offset {
         return Err(format!(
             "it records itself at offset {recorded}, not {offset}"
         ));
     }
     Ok(block)
+}
+
+/// The validation structure's authentication of copy `index` at `offset` (block of `size`
+/// bytes): the AES-CCM blob (under the VMK) holding the SHA-256 of the block, when the
+/// structure has one (version 2, a nested entry of value type 5). None otherwise.
+pub fn read_authentication(
+    dev: &(impl ReadAt + ?Sized),
+    offset: u64,
+    size: usize,
+) -> Option<CcmBlob> {
+    let at = offset.checked_add(size as u64)?;
+    // size u16 (to the end of the area), version u16, CRC-32, then one nested entry
+    // (size, role, value type 5 = AES-CCM, flags) of at most 1 KiB.
+    let mut head = [0u8; 16];
+    dev.read_exact_at(&mut head, at).ok()?;
+    let vsize = usize::from(u16_at(&head, 0)?);
+    let nested = usize::from(u16_at(&head, 8)?);
+    if u16_at(&head, 2)? != 2
+        || u16_at(&head, 12)? != 0x0005
+        || !(8 + 28..=1024).contains(&nested)
+        || 8 + nested > vsize
+    {
+        return None;
+    }
+    let mut v = vec![0u8; nested - 8];
+    dev.read_exact_at(&mut v, at + 16).ok()?;
+    ccm_blob(&v)
 }
 
 /// An AES-CCM wrapped key as stored: nonce (FILETIME + counter), MAC, ciphertext.

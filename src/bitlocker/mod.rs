@@ -67,6 +67,9 @@ pub struct Info {
     pub used_copy: usize,
     /// Bytes of the volume (the reader's length).
     pub size: u64,
+    /// The copy in use's authentication: its SHA-256 wrapped under the VMK, and the SHA-256
+    /// of its bytes as read (checked once a VMK is open).
+    pub authentication: Option<(format::CcmBlob, [u8; 32])>,
 }
 
 /// Exit 2: no protector opened (the kind a wrong LUKS passphrase has; the message as it is).
@@ -131,12 +134,20 @@ impl Info {
             )));
         };
         let metadata = format::parse_metadata(&block).map_err(|e| device_error(name, e))?;
+        let authentication =
+            format::read_authentication(dev, header.metadata_offsets[used_copy], block.len()).map(
+                |blob| {
+                    use sha2::Digest;
+                    (blob, sha2::Sha256::digest(&block).into())
+                },
+            );
         Ok(Info {
             header,
             metadata,
             copies,
             used_copy,
             size,
+            authentication,
         })
     }
 
@@ -437,6 +448,20 @@ impl Bitlocker {
             }
             return Err(no_protector(what));
         };
+        // cryptsetup >= 2.8.2 checks this too: the copy's SHA-256, wrapped under the VMK.
+        if let Some((blob, hash)) = &info.authentication {
+            match keys::unwrap(vmk.expose_secret(), blob) {
+                Some(h) if h.expose_secret() == hash => {}
+                _ => {
+                    return Err(Error::Device(format!(
+                        "{name}: BitLocker metadata copy {} fails its authentication under the VMK (damaged or altered)",
+                        info.used_copy + 1
+                    )));
+                }
+            }
+        } else {
+            log::debug!("{name}: the metadata copy in use has no authentication to check");
+        }
         let fvek_blob = info.metadata.fvek.as_ref().ok_or_else(|| {
             Error::Device(format!("{name}: the BitLocker metadata has no FVEK entry"))
         })?;

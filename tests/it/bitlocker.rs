@@ -484,3 +484,34 @@ fn verify_reports_each_key_file_digest_and_fsck() {
         out.describe()
     );
 }
+
+/// A metadata copy altered with its CRC-32 made right still fails: its SHA-256, wrapped under
+/// the VMK in the validation structure, no longer matches (exit 4, naming the copy).
+#[test]
+fn altered_metadata_with_a_fixed_crc_fails_authentication() {
+    let test = "altered_metadata_with_a_fixed_crc_fails_authentication";
+    if !have_tools(test) {
+        return;
+    }
+    let t = temp();
+    let img = unpack(t.path(), "bitlk-aes-xts-128.img");
+    let pw = write_key(t.path(), "pw", b"anaconda");
+    let (at, size) = (35213312u64, 880u64);
+    // A byte of the description entry (the first entry, at +112).
+    flip(&img, at + 120);
+    let block = read_range(&img, at, size);
+    let crc = vaultdisk::bitlocker::format::crc32(&block);
+    write_at(&img, at + size + 4, &crc.to_le_bytes()).unwrap();
+    let out = vd(&["dump", "--json", s(&img)]).ok();
+    assert!(
+        out.stdout.contains("\"valid\":true,\"in_use\":true"),
+        "{}",
+        out.describe()
+    );
+    let out = vd(&["test-key", s(&img), "--key-file", s(&pw)]).fails_with(4);
+    assert!(
+        out.stderr.contains("copy 1 fails its authentication"),
+        "{}",
+        out.describe()
+    );
+}
