@@ -25,6 +25,9 @@ need_packages() {
     command -v man >/dev/null || missing+=(man-db)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+    command -v bdeinfo >/dev/null || missing+=(libbde-utils)
+    command -v ntfsfix >/dev/null || missing+=(ntfs-3g)
+    command -v xz >/dev/null || missing+=(xz-utils)
     python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     echo "${missing[@]:-}"
 }

@@ -2,7 +2,7 @@
 //!
 //! The mount point is itself a regular file (PLAIN), so the FUSE root (inode 1) is that file:
 //! no directory, no lookups. Its size is the volume's plaintext size and never changes.
-use crate::volume::{Volume, aligned_slice};
+use crate::volume::{Plaintext, aligned_slice};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig,
     LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry,
@@ -31,7 +31,7 @@ const REPLY_KEEP_BYTES: usize = 4 << 20;
 
 /// The filesystem: one regular file backed by a `Volume`.
 pub struct PlainFs {
-    volume: Arc<Volume>,
+    volume: Arc<dyn Plaintext>,
     perm: AtomicU32,
     uid: AtomicU32,
     gid: AtomicU32,
@@ -43,7 +43,7 @@ pub struct PlainFs {
 
 impl PlainFs {
     /// Serves `volume` as a file of mode 0600 owned by `uid`:`gid`.
-    pub fn new(volume: Arc<Volume>, uid: u32, gid: u32) -> PlainFs {
+    pub fn new(volume: Arc<dyn Plaintext>, uid: u32, gid: u32) -> PlainFs {
         let now = nanos(SystemTime::now());
         PlainFs {
             volume,

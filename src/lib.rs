@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod benchmark;
+pub mod bitlocker;
 pub mod cli;
 pub mod crypto;
 pub mod crypttab;

@@ -125,6 +125,7 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             // (or fstrim.timer) gives space back in batches, which costs far less through
             // FUSE than a discard per deleted extent.
             allow_discards: spec.allow_discards,
+            bitlocker: false,
         },
         key,
     )

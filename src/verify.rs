@@ -166,6 +166,7 @@ pub fn fsck(
             unlocked_by: unlocked_by.to_string(),
             grow_with_file: false,
             allow_discards: false,
+            bitlocker: false,
         },
         key,
     )?;

@@ -456,6 +456,45 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
+/// What FUSE serves as PLAIN: a LUKS [`Volume`], or a read-only BitLocker volume
+/// (`crate::bitlocker::BitlockerVolume`). One virtual call per request; the data is read and
+/// decrypted straight into the reply buffer as before.
+pub trait Plaintext: Send + Sync {
+    /// Plaintext size in bytes.
+    fn size_bytes(&self) -> u64;
+    /// Whether writes are refused (EROFS).
+    fn read_only(&self) -> bool;
+    /// Reads plaintext at `plain_offset` into `buf`; the bytes read (short at the end).
+    fn read_at(&self, plain_offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes plaintext at `plain_offset`; the bytes written.
+    fn write_at(&self, plain_offset: u64, data: &[u8]) -> io::Result<usize>;
+    /// Makes written data durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Discards (or zeroes) a plaintext range.
+    fn discard(&self, plain_offset: u64, len: u64, zero: bool) -> io::Result<()>;
+}
+
+impl Plaintext for Volume {
+    fn size_bytes(&self) -> u64 {
+        Volume::size_bytes(self)
+    }
+    fn read_only(&self) -> bool {
+        Volume::read_only(self)
+    }
+    fn read_at(&self, plain_offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        Volume::read_at(self, plain_offset, buf)
+    }
+    fn write_at(&self, plain_offset: u64, data: &[u8]) -> io::Result<usize> {
+        Volume::write_at(self, plain_offset, data)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Volume::flush(self)
+    }
+    fn discard(&self, plain_offset: u64, len: u64, zero: bool) -> io::Result<()> {
+        Volume::discard(self, plain_offset, len, zero)
+    }
+}
+
 /// `len` bytes of `v` from its first `DIRECT_ALIGN_BYTES` boundary, growing `v` as needed.
 pub fn aligned_slice(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
     if v.len() < len + DIRECT_ALIGN_BYTES {

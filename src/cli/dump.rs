@@ -10,6 +10,9 @@ use std::io::Write;
 
 /// Runs `vaultdisk dump`: prints the header of BACKING as text or JSON.
 pub fn run(args: &DumpArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::dump(args);
+    }
     let located = device::locate_with(
         &args.backing,
         args.place.place(),

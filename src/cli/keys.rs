@@ -180,6 +180,9 @@ pub fn change_key(args: &ChangeKeyArgs) -> Result<()> {
 }
 
 pub fn test_key(args: &TestKeyArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::test_key(args);
+    }
     let located = device::locate_with(
         &args.backing,
         args.place.place(),

@@ -1,5 +1,6 @@
 //! Command line: clap types and one file per verb. Only this module prints.
 mod benchmark;
+mod bitlocker;
 mod close;
 mod crypttab;
 pub mod dump;
@@ -456,6 +457,10 @@ pub struct OpenArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
     /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
     /// the --kek-* unwrap options): each resolved key is tried as the passphrase.
     #[command(flatten)]
@@ -540,6 +545,10 @@ pub struct MountArgs {
     /// read from FILE, the data is in BACKING from the segment's offset.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// `--allow-discards` and `--persistent` of open and mount.
@@ -643,6 +652,10 @@ pub struct VerifyArgs {
     /// header's digest, and use it for --digest and --fsck.
     #[arg(long, value_name = "FILE")]
     pub volume_key_file: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
     /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
     /// the --kek-* unwrap options): each resolved key is checked like a --key-file.
     #[command(flatten)]
@@ -785,6 +798,10 @@ pub struct DigestArgs {
     /// the header's digest and used directly, no keyslot opened.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Keyslot KDF options, as for `format` (cryptsetup's --pbkdf-* flags).
@@ -900,6 +917,10 @@ pub struct TestKeyArgs {
     /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`) holding the keyslots.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
+    /// secret holds it).
+    #[arg(long, value_name = "FILE")]
+    pub startup_key: Option<PathBuf>,
 }
 
 /// Arguments of `vaultdisk header`.

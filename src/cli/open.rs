@@ -7,6 +7,9 @@ use crate::safepath;
 use crate::unlock;
 
 pub fn run(args: &OpenArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::open(args);
+    }
     if args.key_chain.has_sources() {
         return run_with_key_chain(args);
     }
@@ -24,6 +27,11 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             daemon::ensure_backing_free_in(&args.backing, args.place.place(), args.read_only)
         },
     )?;
+    serve(args, unlocked)
+}
+
+/// Serves an unlocked volume as PLAIN (the daemon), then tells systemd (NOTIFY_SOCKET).
+fn serve(args: &OpenArgs, unlocked: unlock::Unlocked) -> Result<()> {
     let allow_discards = args.discard.allowed(
         &args.backing,
         args.place.place(),
@@ -40,6 +48,7 @@ pub fn run(args: &OpenArgs) -> Result<()> {
             unlocked_by: unlocked.unlocked_by.to_string(),
             grow_with_file: unlocked.grows_with_file,
             allow_discards,
+            bitlocker: false,
         },
         unlocked.volume_key,
     )?;
@@ -72,7 +81,7 @@ fn run_with_key_chain(args: &OpenArgs) -> Result<()> {
             &prompt,
             &mut || {
                 safepath::check_plain_target(&args.plain)?;
-                daemon::ensure_backing_free(&args.backing, args.read_only)
+                daemon::ensure_backing_free_in(&args.backing, args.place.place(), args.read_only)
             },
         );
         match opened {
@@ -90,23 +99,5 @@ fn run_with_key_chain(args: &OpenArgs) -> Result<()> {
             crate::error::Error::Usage("the key chain gave no key to try".into())
         }));
     };
-    let allow_discards = args.discard.allowed(
-        &args.backing,
-        args.place.place(),
-        &HeaderAt::from_option(args.header.as_deref()),
-    )?;
-    daemon::start(
-        ServeSpec {
-            backing: args.backing.clone(),
-            plain: args.plain.clone(),
-            segment: unlocked.segment,
-            read_only: args.read_only,
-            foreground: args.foreground,
-            allow_other: args.allow_other,
-            unlocked_by: unlocked.unlocked_by.to_string(),
-            grow_with_file: unlocked.grows_with_file,
-            allow_discards,
-        },
-        unlocked.volume_key,
-    )
+    serve(args, unlocked)
 }

@@ -121,6 +121,9 @@ fn digest_of(
 }
 
 pub fn run(args: &VerifyArgs) -> Result<i32> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::verify(args);
+    }
     let expected = args
         .expect_digest
         .as_deref()
@@ -283,6 +286,9 @@ pub fn run(args: &VerifyArgs) -> Result<i32> {
 }
 
 pub fn run_digest(args: &DigestArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::digest(args);
+    }
     let opened = open_read_only(&args.backing, args.place.place(), args.header.as_deref())?;
     let (_, vk) = try_key(
         &opened,

@@ -1,6 +1,7 @@
 //! Pure cryptographic functions on bytes: no JSON, no files, no logging of data.
 pub mod af;
 pub mod digest;
+pub mod elephant;
 pub mod hash;
 pub mod kdf;
 pub mod kek;

@@ -41,6 +41,10 @@ pub struct ServeSpec {
     /// false they are refused with EOPNOTSUPP.
     #[serde(default)]
     pub allow_discards: bool,
+    /// The segment is a BitLocker volume (its window in `backing`), served read-only; the
+    /// key is its FVEK (`crate::bitlocker`).
+    #[serde(default)]
+    pub bitlocker: bool,
 }
 
 /// Writes the request: the spec as one JSON line, then the key as a little-endian u32
@@ -200,6 +204,7 @@ mod tests {
             unlocked_by: "test".into(),
             grow_with_file: false,
             allow_discards: false,
+            bitlocker: false,
         }
     }
 

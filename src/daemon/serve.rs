@@ -7,7 +7,7 @@ use crate::fusefs::{self, PlainFs};
 use crate::safepath;
 use crate::secret::VolumeKey;
 use crate::sys::procfs;
-use crate::volume::Volume;
+use crate::volume::{Plaintext, Volume};
 use log::{debug, info, warn};
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -104,7 +104,7 @@ pub(super) fn serve_until_unmounted(
     let _ = std::env::set_current_dir("/");
     let signals = spawn_signal_thread(
         &serving.plain,
-        spec.grow_with_file.then(|| serving.volume.clone()),
+        serving.grow.clone().filter(|_| spec.grow_with_file),
     )?;
     if let Some(r) = ready {
         if !r.send("ok") {
@@ -126,7 +126,9 @@ pub(super) fn serve_until_unmounted(
 struct Serving {
     // Field order is drop order: unmount (session) before removing the file under it.
     session: fuser::Session<PlainFs>,
-    volume: Arc<Volume>,
+    volume: Arc<dyn Plaintext>,
+    /// The LUKS volume again, for SIGUSR1 growth (None for BitLocker).
+    grow: Option<Arc<Volume>>,
     plain: PathBuf,
     created: CreatedPlain,
 }
@@ -163,9 +165,24 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
         .canonicalize()
         .map_err(|e| Error::io(format!("cannot resolve {}", spec.backing.display()), e))?;
     let (plain, created) = prepare_plain(&spec.plain, &backing_canon)?;
-    let volume = Arc::new(
-        Volume::new(backing, spec.segment, key, spec.read_only)?.with_discards(spec.allow_discards),
-    );
+    let (volume, grow): (Arc<dyn Plaintext>, Option<Arc<Volume>>) = if spec.bitlocker {
+        (
+            Arc::new(crate::bitlocker::serve(
+                backing,
+                spec.segment,
+                key,
+                spec.read_only,
+                &spec.backing,
+            )?),
+            None,
+        )
+    } else {
+        let v = Arc::new(
+            Volume::new(backing, spec.segment, key, spec.read_only)?
+                .with_discards(spec.allow_discards),
+        );
+        (v.clone(), Some(v))
+    };
     let fs = PlainFs::new(
         Arc::clone(&volume),
         nix::unistd::getuid().as_raw(),
@@ -193,6 +210,7 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
     Ok(Serving {
         session,
         volume,
+        grow,
         plain,
         created,
     })
@@ -384,6 +402,7 @@ fn run(
     let Serving {
         session,
         volume,
+        grow,
         plain,
         created,
     } = serving;
@@ -395,6 +414,7 @@ fn run(
     // file (and its flock) is closed.
     let flushed = volume.flush();
     drop(volume);
+    drop(grow);
     let result = res
         .map_err(|e| Error::Device(format!("serving {} failed: {e}", plain.display())))
         .and(flushed.map_err(|e| {

@@ -80,6 +80,7 @@ fn fixture(size: u64, sector_size: u32, data_offset: u64, read_only: bool) -> Fi
         unlocked_by: "test key".into(),
         grow_with_file: false,
         allow_discards: false,
+        bitlocker: false,
     };
     Fixture { dir, spec }
 }

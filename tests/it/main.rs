@@ -5,6 +5,7 @@
 
 mod badinputs;
 mod bench;
+mod bitlocker;
 mod cli;
 mod cluster;
 mod cluster_support;

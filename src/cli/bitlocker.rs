@@ -1,0 +1,624 @@
+//! BitLocker behind the verbs (a helper module, not a verb): dump, test-key, digest, verify
+//! and open dispatch here when BACKING (or its `--partition`) holds a BitLocker volume.
+//! Everything is read-only.
+use super::{DigestArgs, DumpArgs, KeyArgs, OpenArgs, TestKeyArgs, VerifyArgs, output, passphrase};
+use crate::bitlocker::format::{Flavour, Protection, guid_string};
+use crate::bitlocker::{self, Bitlocker, BitlockerVolume, Credential, Info, OpenedBy, Reader};
+use crate::device::{self, Place};
+use crate::error::{Error, Result, exit};
+use crate::secret::SecretBytes;
+use crate::unlock::{self, Key, KeySource, Prompt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Whether BACKING at `place` is a BitLocker volume (never with a detached LUKS header).
+/// Any error here is left for the LUKS path to report as it always has.
+pub fn detected(backing: &Path, place: Place, header: Option<&Path>) -> bool {
+    if header.is_some() {
+        return false;
+    }
+    device::locate(backing, place, false, false)
+        .ok()
+        .and_then(|l| bitlocker::probe(l.window()).ok())
+        .unwrap_or(false)
+}
+
+fn locate(backing: &Path, place: Place) -> Result<Reader> {
+    let located = device::locate(backing, place, false, false)?;
+    Ok(Arc::new(located.window().clone()))
+}
+
+fn read_info(reader: &Reader, name: &str) -> Result<Info> {
+    let info = Info::read(&**reader, name)?;
+    for w in info.warnings(name) {
+        log::warn!("{w}");
+    }
+    Ok(info)
+}
+
+/// Reads the file at `path` (a startup key) into locked memory, at most 64 KiB.
+fn read_file(path: &Path) -> Result<SecretBytes> {
+    let pass = unlock::read_key(
+        &Key::new(KeySource::KeyFile {
+            path: path.to_path_buf(),
+            offset: 0,
+            size: None,
+        }),
+        &passphrase::Terminal,
+        &path.display().to_string(),
+        false,
+    )?;
+    Ok(SecretBytes::from_slice(pass.expose_secret()))
+}
+
+/// The credential the flags give: `--startup-key FILE`; `--recovery-key` (terminal, stdin
+/// or `--key-file`); a `--key-file` that is a `.BEK` file is a startup key, else its bytes
+/// are the password; without any of these, the clear key when the volume has one, else a
+/// password from the terminal or stdin as for LUKS.
+fn credential(
+    key: &KeyArgs,
+    startup_key: Option<&Path>,
+    info: &Info,
+    name: &str,
+) -> Result<Credential> {
+    if let Some(p) = startup_key {
+        return Ok(Credential::StartupKey(read_file(p)?));
+    }
+    let explicit = key.key_file.is_some() || key.recovery_key;
+    if !explicit && info.has_clear_key() {
+        log::warn!("{name}: BitLocker protection is suspended (clear key); no credential needed");
+        return Ok(Credential::ClearKey);
+    }
+    let k = Key {
+        source: passphrase::source(key),
+        recovery_key: false,
+    };
+    let what = format!("BitLocker volume {name}");
+    let pass = if key.recovery_key && matches!(k.source, KeySource::Terminal) {
+        passphrase::Terminal.recovery_key(&what)?
+    } else {
+        unlock::read_key(&k, &passphrase::Terminal, &what, false)?
+    };
+    if key.recovery_key {
+        return Ok(Credential::RecoveryPassword(pass));
+    }
+    if key.key_file.is_some() && bitlocker::keys::parse_bek(pass.expose_secret()).is_some() {
+        return Ok(Credential::StartupKey(SecretBytes::from_slice(
+            pass.expose_secret(),
+        )));
+    }
+    Ok(Credential::Password(pass))
+}
+
+/// A key file of `verify`: a `.BEK` file, a recovery password, or a password.
+fn credential_of_file(path: &Path) -> Result<Credential> {
+    let bytes = read_file(path)?;
+    Ok(Credential::from_key_bytes(bytes.expose_secret()))
+}
+
+fn open_with(
+    reader: Reader,
+    info: &Info,
+    cred: &Credential,
+    name: &str,
+) -> Result<(BitlockerVolume, OpenedBy)> {
+    let (fvek, by) = Bitlocker::unlock(info, cred, name)?;
+    let vol = BitlockerVolume::new(reader, info, &fvek, name)?;
+    Ok((vol, by))
+}
+
+fn flavour_name(f: Flavour) -> &'static str {
+    match f {
+        Flavour::Windows7 => "windows7",
+        Flavour::Vista => "vista",
+        Flavour::ToGo => "to-go",
+    }
+}
+
+/// FILETIME (100 ns since 1601) as seconds since the Unix epoch.
+fn unix_time(filetime: u64) -> i64 {
+    (filetime / 10_000_000) as i64 - 11_644_473_600
+}
+
+fn dump_json(info: &Info, name: &str) -> serde_json::Value {
+    let md = &info.metadata;
+    let copies: Vec<_> = info
+        .copies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"copy": i + 1, "offset": c.offset, "size": bitlocker::format::METADATA_AREA_BYTES,
+                   "valid": c.error.is_none(), "in_use": i == info.used_copy, "error": c.error})
+        })
+        .collect();
+    let protectors: Vec<_> = md
+        .vmks
+        .iter()
+        .map(|v| {
+            let kdf = v.salt.map(|s| {
+                json!({"type": "stretch-sha256", "rounds": bitlocker::keys::STRETCH_ROUNDS,
+                       "salt": crate::hex::encode(&s)})
+            });
+            json!({"guid": guid_string(&v.guid), "type": v.protection.name(), "name": v.name,
+                   "kdf": kdf, "usable": !matches!(v.protection,
+                        Protection::Tpm | Protection::TpmPin | Protection::SmartCard | Protection::Other(_))})
+        })
+        .collect();
+    let (vh_offset, vh_size) = md.volume_header.unwrap_or((
+        md.volume_header_offset,
+        u64::from(md.volume_header_sectors) * u64::from(info.header.sector_size),
+    ));
+    json!({
+        "device": name,
+        "format": "bitlocker",
+        "version": 2,
+        "flavour": flavour_name(info.header.flavour),
+        "guid": info.guid(),
+        "identifier": guid_string(&info.header.identifier),
+        "sector_size": info.header.sector_size,
+        "size": info.size,
+        "encrypted_size": md.encrypted_size,
+        "encryption": info.method().map(|m| m.name()).unwrap_or_else(|| "unknown".into()),
+        "method": format!("0x{:04x}", md.method),
+        "state": [md.state.0, md.state.1],
+        "created": unix_time(md.created),
+        "description": md.description,
+        "metadata": copies,
+        "volume_header": {"offset": vh_offset, "size": vh_size},
+        "protectors": protectors,
+        "refused": info.refusal(),
+    })
+}
+
+/// `dump` of a BitLocker volume: version, GUID, method, metadata copies, protectors.
+pub fn dump(args: &DumpArgs) -> Result<()> {
+    let name = args.backing.display().to_string();
+    let reader = locate(&args.backing, args.place.place())?;
+    let info = read_info(&reader, &name)?;
+    if args.dump_volume_key {
+        return Err(Error::Usage(
+            "--dump-volume-key is for LUKS volumes; BitLocker's FVEK is not dumped".into(),
+        ));
+    }
+    let j = dump_json(&info, &name);
+    if args.json {
+        return output::emit(&j.to_string());
+    }
+    let mut t = String::new();
+    let s = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    t.push_str(&format!("BitLocker volume {name}\n"));
+    for k in [
+        "flavour",
+        "version",
+        "guid",
+        "encryption",
+        "method",
+        "sector_size",
+        "size",
+        "encrypted_size",
+        "description",
+    ] {
+        t.push_str(&format!("{:<16}{}\n", format!("{k}:"), s(&j[k])));
+    }
+    if let Some(why) = info.refusal() {
+        t.push_str(&format!("{:<16}{why}\n", "refused:"));
+    }
+    t.push_str("Metadata copies:\n");
+    for c in j["metadata"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "  {}: offset {} ({} bytes) {}{}\n",
+            c["copy"],
+            c["offset"],
+            c["size"],
+            if c["valid"] == true {
+                "valid"
+            } else {
+                "DAMAGED: "
+            },
+            if c["valid"] == true {
+                if c["in_use"] == true {
+                    " (in use)".to_string()
+                } else {
+                    String::new()
+                }
+            } else {
+                s(&c["error"])
+            }
+        ));
+    }
+    t.push_str(&format!(
+        "Volume header copy: offset {} ({} bytes)\nProtectors:\n",
+        j["volume_header"]["offset"], j["volume_header"]["size"]
+    ));
+    for p in j["protectors"].as_array().into_iter().flatten() {
+        let kdf = if p["kdf"].is_null() {
+            "no KDF".to_string()
+        } else {
+            format!(
+                "stretch-sha256 x{} salt {}",
+                p["kdf"]["rounds"],
+                s(&p["kdf"]["salt"])
+            )
+        };
+        t.push_str(&format!("  {} {} ({kdf})\n", s(&p["guid"]), s(&p["type"])));
+    }
+    output::emit(t.trim_end())
+}
+
+/// `test-key` of a BitLocker volume: names the protector the credential opens.
+pub fn test_key(args: &TestKeyArgs) -> Result<()> {
+    let name = args.backing.display().to_string();
+    let reader = locate(&args.backing, args.place.place())?;
+    let info = read_info(&reader, &name)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let (_, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    output::emit(&format!("{by} opens {name}"))
+}
+
+/// SHA-256 of the whole plaintext, 4 MiB at a time; decryption of the next chunk overlaps
+/// hashing of the last (two threads).
+fn plaintext_sha256(vol: &BitlockerVolume) -> Result<String> {
+    const CHUNK: usize = 4 << 20;
+    let size = vol.size();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let hasher = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        for buf in rx {
+            h.update(&buf);
+            let _ = back_tx.send(buf);
+        }
+        crate::hex::encode(&h.finalize())
+    });
+    let mut offset = 0u64;
+    let mut err = None;
+    while offset < size {
+        let want = (size - offset).min(CHUNK as u64) as usize;
+        let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        buf.resize(want, 0);
+        match vol.read_at(offset, &mut buf) {
+            Ok(n) if n == want => {}
+            Ok(n) => {
+                err = Some(Error::Device(format!(
+                    "plaintext ends early at byte {}",
+                    offset + n as u64
+                )));
+                break;
+            }
+            Err(e) => {
+                err = Some(Error::Device(format!(
+                    "cannot read plaintext at byte {offset}: {e}"
+                )));
+                break;
+            }
+        }
+        if tx.send(buf).is_err() {
+            break;
+        }
+        offset += want as u64;
+    }
+    drop(tx);
+    let digest = hasher
+        .join()
+        .map_err(|_| Error::Device("the digest thread failed".into()))?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(digest),
+    }
+}
+
+/// `digest` of a BitLocker volume: `<sha256>  <backing>` of the plaintext Windows sees.
+pub fn digest(args: &DigestArgs) -> Result<()> {
+    let name = args.backing.display().to_string();
+    let reader = locate(&args.backing, args.place.place())?;
+    let info = read_info(&reader, &name)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let (vol, by) = open_with(reader, &info, &cred, &name)?;
+    log::info!("{name}: opened by {by}");
+    let d = plaintext_sha256(&vol)?;
+    output::emit(&format!("{d}  {name}"))
+}
+
+/// `verify` of a BitLocker volume: metadata copies, which credential opens which protector,
+/// the plaintext digest (and `--expect-digest`), a filesystem check of the plaintext. Exit 6
+/// when damage is found, 2 when nothing opened.
+pub fn verify(args: &VerifyArgs) -> Result<i32> {
+    let name = args.backing.display().to_string();
+    let expected = args
+        .expect_digest
+        .as_deref()
+        .map(crate::verify::parse_digest)
+        .transpose()?;
+    let want_digest = args.digest || expected.is_some();
+    let reader = locate(&args.backing, args.place.place())?;
+    let info = read_info(&reader, &name)?;
+    let mut damage: Vec<String> = info
+        .copies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            c.error
+                .as_ref()
+                .map(|e| format!("metadata copy {} damaged ({e})", i + 1))
+        })
+        .collect();
+    if let Some(why) = info.refusal() {
+        return Err(Error::Device(format!(
+            "cannot open BitLocker volume {name}: {why}"
+        )));
+    }
+    let mut sources: Vec<(String, Credential)> = Vec::new();
+    for p in &args.key_file {
+        sources.push((p.display().to_string(), credential_of_file(p)?));
+    }
+    if let Some(p) = &args.startup_key {
+        sources.push((
+            p.display().to_string(),
+            Credential::StartupKey(read_file(p)?),
+        ));
+    }
+    if sources.is_empty() {
+        if info.has_clear_key() {
+            sources.push(("clear key".into(), Credential::ClearKey));
+        } else if want_digest || args.fsck {
+            let c = credential(&KeyArgs::default(), None, &info, &name)?;
+            sources.push(("password".into(), c));
+        }
+    }
+    let mut checks = Vec::new();
+    let mut opened: Option<(bitlocker::format::Protection, SecretBytes)> = None;
+    let mut last_error = None;
+    for (label, cred) in &sources {
+        match Bitlocker::unlock(&info, cred, &name) {
+            Ok((fvek, by)) => {
+                checks.push(json!({"key": label, "opens": by.guid, "type": by.protection.name()}));
+                if opened.is_none() {
+                    opened = Some((by.protection, fvek));
+                }
+            }
+            Err(e) if e.exit_code() == exit::NO_KEY => {
+                checks.push(json!({"key": label, "opens": null, "error": e.to_string()}));
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let skipped = info.skipped();
+    let mut digest = None;
+    let mut fsck = None;
+    if let Some((_, fvek)) = &opened {
+        let vol = BitlockerVolume::new(reader.clone(), &info, fvek, &name)?;
+        if want_digest {
+            let d = plaintext_sha256(&vol)?;
+            if let Some(exp) = &expected
+                && *exp != d
+            {
+                damage.push(format!(
+                    "plaintext digest {d} differs from the expected {exp}"
+                ));
+            }
+            digest = Some(d);
+        }
+        if args.fsck {
+            let (verdict, text) = filesystem_check(&vol, &name)?;
+            if verdict == "errors" {
+                damage.push(format!("filesystem check found errors: {text}"));
+            }
+            fsck = Some(json!({"result": verdict, "summary": text}));
+        }
+    }
+    let ok = damage.is_empty() && opened.is_some();
+    let report = json!({
+        "device": name,
+        "format": "bitlocker",
+        "guid": info.guid(),
+        "encryption": info.method().map(|m| m.name()),
+        "metadata": info.copies.iter().enumerate().map(|(i, c)| json!({"copy": i + 1, "offset": c.offset, "valid": c.error.is_none(), "error": c.error})).collect::<Vec<_>>(),
+        "keys": checks,
+        "skipped_protectors": skipped,
+        "digest": digest,
+        "expected_digest": expected,
+        "fsck": fsck,
+        "damage": damage,
+        "ok": ok,
+    });
+    if args.json {
+        output::emit(&report.to_string())?;
+    } else {
+        let mut t = format!(
+            "BitLocker volume {name} ({}, {})\n",
+            info.guid(),
+            report["encryption"].as_str().unwrap_or("?")
+        );
+        for c in report["metadata"].as_array().into_iter().flatten() {
+            t.push_str(&format!(
+                "metadata copy {} at {}: {}\n",
+                c["copy"],
+                c["offset"],
+                c["error"]
+                    .as_str()
+                    .map(|e| format!("DAMAGED ({e})"))
+                    .unwrap_or_else(|| "ok".into())
+            ));
+        }
+        for k in report["keys"].as_array().into_iter().flatten() {
+            let key = k["key"].as_str().unwrap_or("?");
+            match k["opens"].as_str() {
+                Some(g) => t.push_str(&format!(
+                    "{key}: opens {} protector {g}\n",
+                    k["type"].as_str().unwrap_or("?")
+                )),
+                None => t.push_str(&format!(
+                    "{key}: opens nothing ({})\n",
+                    k["error"].as_str().unwrap_or("?")
+                )),
+            }
+        }
+        for s in &skipped {
+            t.push_str(&format!("{s}\n"));
+        }
+        if let Some(d) = report["digest"].as_str() {
+            t.push_str(&format!("plaintext sha256: {d}\n"));
+        }
+        if let Some(f) = report["fsck"].as_object() {
+            t.push_str(&format!(
+                "filesystem check: {} ({})\n",
+                f["result"].as_str().unwrap_or("?"),
+                f["summary"].as_str().unwrap_or("")
+            ));
+        }
+        output::emit(t.trim_end())?;
+    }
+    if opened.is_none() {
+        return Err(last_error.unwrap_or_else(|| {
+            Error::Usage(format!(
+                "{name}: give a --key-file or --startup-key to check"
+            ))
+        }));
+    }
+    if ok {
+        return Ok(exit::OK);
+    }
+    eprintln!("vaultdisk: damage found in {name}: {}", damage.join("; "));
+    Ok(exit::DAMAGE)
+}
+
+/// A filesystem check of the plaintext, without writing: the plaintext is copied to a
+/// private temporary file (sparse, zeros skipped) and checked there with `ntfsfix
+/// --no-action` (NTFS) or `fsck.vfat -n` (FAT). ("clean" | "errors" | "skipped", summary).
+fn filesystem_check(vol: &BitlockerVolume, name: &str) -> Result<(&'static str, String)> {
+    let mut boot = [0u8; 512];
+    vol.read_at(0, &mut boot)
+        .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
+    let (tool, args): (&str, &[&str]) = if &boot[3..11] == b"NTFS    " {
+        ("ntfsfix", &["--no-action"])
+    } else if &boot[82..87] == b"FAT32" || &boot[54..57] == b"FAT" {
+        ("fsck.vfat", &["-n"])
+    } else {
+        return Ok((
+            "skipped",
+            "no NTFS or FAT filesystem in the plaintext".into(),
+        ));
+    };
+    let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file());
+    let Some(exe) = found else {
+        return Ok(("skipped", format!("{tool} is not installed")));
+    };
+    let dir = tempfile_dir()?;
+    let img = dir.join("plain.img");
+    let res = (|| -> Result<std::process::Output> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&img)
+            .map_err(|e| Error::io(format!("cannot create {}", img.display()), e))?;
+        f.set_len(vol.size())
+            .map_err(|e| Error::io(format!("cannot size {}", img.display()), e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < vol.size() {
+            let n = vol
+                .read_at(off, &mut buf)
+                .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if buf[..n].iter().any(|&b| b != 0) {
+                f.write_all_at(&buf[..n], off)
+                    .map_err(|e| Error::io(format!("cannot write {}", img.display()), e))?;
+            }
+            off += n as u64;
+        }
+        std::process::Command::new(&exe)
+            .args(args)
+            .arg(&img)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::io(format!("cannot run {tool}"), e))
+    })();
+    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::remove_dir(&dir);
+    let out = res?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string();
+    Ok(if out.status.success() {
+        ("clean", format!("{tool}: {summary}"))
+    } else {
+        (
+            "errors",
+            format!("{tool} exit {:?}: {summary}", out.status.code()),
+        )
+    })
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let base = crate::daemon::runtime_dir();
+    std::fs::create_dir_all(&base)
+        .map_err(|e| Error::io(format!("cannot create {}", base.display()), e))?;
+    let dir = base.join(format!("bitlocker-fsck-{}", std::process::id()));
+    std::fs::create_dir(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+/// `open` of a BitLocker volume: read-only only.
+pub fn open(args: &OpenArgs) -> Result<()> {
+    if !args.read_only {
+        return Err(Error::Device(format!(
+            "{}: BitLocker is read-only here: add --read-only",
+            args.backing.display()
+        )));
+    }
+    let name = args.backing.display().to_string();
+    let located = device::locate(&args.backing, args.place.place(), false, false)?;
+    let window = located.window().clone();
+    let reader: Reader = Arc::new(window.clone());
+    let info = read_info(&reader, &name)?;
+    if let Some(why) = info.refusal() {
+        return Err(Error::Device(format!(
+            "cannot open BitLocker volume {name}: {why}"
+        )));
+    }
+    crate::safepath::check_plain_target(&args.plain)?;
+    crate::daemon::ensure_backing_free(&args.backing, true)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let (fvek, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    // Built once here so a bad map fails before the daemon starts.
+    BitlockerVolume::new(reader, &info, &fvek, &name)?;
+    crate::daemon::start(
+        crate::daemon::ServeSpec {
+            backing: args.backing.clone(),
+            plain: args.plain.clone(),
+            segment: crate::geometry::Segment {
+                data_offset_bytes: window.offset(),
+                data_size_bytes: window.len(),
+                sector_size: info.header.sector_size,
+                iv_tweak: 0,
+            },
+            read_only: true,
+            foreground: args.foreground,
+            allow_other: args.allow_other,
+            unlocked_by: by.to_string(),
+            grow_with_file: false,
+            allow_discards: false,
+            bitlocker: true,
+        },
+        crate::secret::VolumeKey::from_secret(fvek),
+    )
+}
