@@ -197,6 +197,9 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
         located.segment(&header)?;
     }
     let shown = located.header_path();
+    if args.key_chain.has_sources() {
+        return test_key_chain(args, &header, file, shown);
+    }
     // An explicit key is tested alone; without one, vault tokens are tried as by open.
     let explicit = args.key.key_file.is_some() || args.key.recovery_key;
     if let VolumeHeader::Luks2(h) = &header {
@@ -230,6 +233,47 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
         shown.display()
     );
     Ok(())
+}
+
+/// test-key with key-chain sources (--bek-volume, --keyvault-secret, ...): each candidate
+/// alone, as verify checks them; the first that opens a keyslot is named with its label.
+fn test_key_chain(
+    args: &TestKeyArgs,
+    header: &VolumeHeader,
+    file: &(impl crate::luks2::ReadAt + ?Sized),
+    shown: &std::path::Path,
+) -> Result<()> {
+    use crate::keychain::CandidatePrompt;
+    let key_files: Vec<std::path::PathBuf> = args.key.key_file.iter().cloned().collect();
+    let chain = args
+        .key_chain
+        .key_chain(&key_files)
+        .with_vault(args.key.vault.config());
+    let mut last = None;
+    for c in crate::keychain::resolve(&chain)? {
+        match unlock::unlock_header(
+            header,
+            file,
+            &CandidatePrompt::key(),
+            None,
+            args.key_slot,
+            shown,
+            &CandidatePrompt::new(&c),
+        ) {
+            Ok(opened) => {
+                println!(
+                    "keyslot {} opens {} ({})",
+                    opened.by.keyslot().unwrap_or_default(),
+                    shown.display(),
+                    crate::escape::escape_line(&c.label)
+                );
+                return Ok(());
+            }
+            Err(e @ Error::NoKey { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Usage("the key chain gave no key to try".into())))
 }
 
 pub fn repair(args: &RepairArgs) -> Result<()> {

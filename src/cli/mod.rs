@@ -917,6 +917,10 @@ pub struct TestKeyArgs {
     /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`) holding the keyslots.
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Azure Disk Encryption key sources (--bek-volume, --keyvault-secret, --restore-config,
+    /// the --kek-* unwrap options): each resolved key is tested alone.
+    #[command(flatten)]
+    pub key_chain: KeyChainArgs,
     /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
     /// secret holds it).
     #[arg(long, value_name = "FILE")]

@@ -232,6 +232,23 @@ fn bek_file_and_bek_secret_open_the_volume() {
             Some(0)
         )]
     );
+    // test-key takes the same sources and names the one that opened.
+    let out = vd(&["test-key", s(&f.vol), "--keyvault-secret", s(&secret)]).ok();
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "keyslot 0 opens {} (keyvault-secret {} (BEK))",
+            s(&f.vol),
+            s(&secret)
+        )
+    );
+    let wrong = f.secret("w.json", "BEK", &base64_of(b"not the key"), json!({}));
+    vd(&["test-key", s(&f.vol), "--keyvault-secret", s(&wrong)]).fails_with(2);
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]
