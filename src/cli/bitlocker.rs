@@ -392,7 +392,7 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
     let skipped = info.skipped();
     let mut digest = None;
     let mut fsck = None;
-    if let Some((_, fvek)) = &opened {
+    if let Some((protection, fvek)) = &opened {
         let vol = BitlockerVolume::new(reader.clone(), &info, fvek, &name)?;
         if want_digest {
             let d = plaintext_sha256(&vol)?;
@@ -406,7 +406,14 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
             digest = Some(d);
         }
         if args.fsck {
-            let (verdict, text) = filesystem_check(&vol, &name)?;
+            let served = Served {
+                backing: &args.backing,
+                place: args.place.place(),
+                info: &info,
+                fvek,
+                by: protection.name().to_string(),
+            };
+            let (verdict, text) = filesystem_check(&vol, &name, &served)?;
             if verdict == "errors" {
                 damage.push(format!("filesystem check found errors: {text}"));
             }
@@ -489,10 +496,25 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
     Ok(exit::DAMAGE)
 }
 
-/// A filesystem check of the plaintext, without writing: the plaintext is copied to a
-/// private temporary file (sparse, zeros skipped) and checked there with `ntfsfix
-/// --no-action` (NTFS) or `fsck.vfat -n` (FAT). ("clean" | "errors" | "skipped", summary).
-fn filesystem_check(vol: &BitlockerVolume, name: &str) -> Result<(&'static str, String)> {
+/// What a filesystem check needs to serve the plaintext read-only for the checker: where the
+/// volume is, its geometry and the FVEK.
+struct Served<'a> {
+    backing: &'a Path,
+    place: Place,
+    info: &'a Info,
+    fvek: &'a SecretBytes,
+    by: String,
+}
+
+/// A filesystem check of the plaintext, without writing: the plaintext is served read-only
+/// through FUSE by a daemon in the runtime directory (as `verify --fsck` does for LUKS) and
+/// checked there with `ntfsfix --no-action` (NTFS) or `fsck.vfat -n` (FAT); nothing is copied.
+/// ("clean" | "errors" | "skipped", summary).
+fn filesystem_check(
+    vol: &BitlockerVolume,
+    name: &str,
+    served: &Served<'_>,
+) -> Result<(&'static str, String)> {
     let mut boot = [0u8; 512];
     vol.read_at(0, &mut boot)
         .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
@@ -513,43 +535,40 @@ fn filesystem_check(vol: &BitlockerVolume, name: &str) -> Result<(&'static str, 
     let Some(exe) = found else {
         return Ok(("skipped", format!("{tool} is not installed")));
     };
-    let dir = tempfile_dir()?;
-    let img = dir.join("plain.img");
-    let res = (|| -> Result<std::process::Output> {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&img)
-            .map_err(|e| Error::io(format!("cannot create {}", img.display()), e))?;
-        f.set_len(vol.size())
-            .map_err(|e| Error::io(format!("cannot size {}", img.display()), e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        while off < vol.size() {
-            let n = vol
-                .read_at(off, &mut buf)
-                .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if buf[..n].iter().any(|&b| b != 0) {
-                f.write_all_at(&buf[..n], off)
-                    .map_err(|e| Error::io(format!("cannot write {}", img.display()), e))?;
-            }
-            off += n as u64;
-        }
-        std::process::Command::new(&exe)
-            .args(args)
-            .arg(&img)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| Error::io(format!("cannot run {tool}"), e))
-    })();
-    let _ = std::fs::remove_file(&img);
-    let _ = std::fs::remove_dir(&dir);
-    let out = res?;
+    let located = device::locate(served.backing, served.place, false, false)?;
+    let window = located.window().clone();
+    drop(located);
+    crate::daemon::ensure_backing_free(served.backing, true)?;
+    crate::daemon::ensure_runtime_dir()?;
+    let plain = crate::daemon::runtime_dir().join(format!("verify-{}.img", std::process::id()));
+    crate::daemon::start(
+        crate::daemon::ServeSpec {
+            backing: served.backing.to_path_buf(),
+            plain: plain.clone(),
+            segment: crate::geometry::Segment {
+                data_offset_bytes: window.offset(),
+                data_size_bytes: window.len(),
+                sector_size: served.info.header.sector_size,
+                iv_tweak: 0,
+            },
+            read_only: true,
+            foreground: false,
+            allow_other: false,
+            unlocked_by: served.by.clone(),
+            grow_with_file: false,
+            allow_discards: false,
+            bitlocker: true,
+        },
+        crate::secret::VolumeKey::from_secret(SecretBytes::from_slice(served.fvek.expose_secret())),
+    )?;
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .arg(&plain)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let closed = crate::daemon::close(&plain);
+    let out = out.map_err(|e| Error::io(format!("cannot run {tool}"), e))?;
+    closed?;
     let text = String::from_utf8_lossy(&out.stdout);
     let summary = text
         .lines()
@@ -565,16 +584,6 @@ fn filesystem_check(vol: &BitlockerVolume, name: &str) -> Result<(&'static str, 
             format!("{tool} exit {:?}: {summary}", out.status.code()),
         )
     })
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let base = crate::daemon::runtime_dir();
-    std::fs::create_dir_all(&base)
-        .map_err(|e| Error::io(format!("cannot create {}", base.display()), e))?;
-    let dir = base.join(format!("bitlocker-fsck-{}", std::process::id()));
-    std::fs::create_dir(&dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    Ok(dir)
 }
 
 /// `open` of a BitLocker volume: read-only only.
