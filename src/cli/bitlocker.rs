@@ -363,6 +363,20 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
             Credential::StartupKey(read_file(p)?),
         ));
     }
+    // Key-chain candidates (a Windows `.BEK` from a Key Vault secret, wrapped or not, a BEK
+    // VOLUME's *.BEK files): each tried as a startup key, recovery password or password.
+    if args.key_chain.has_sources() {
+        let chain = args
+            .key_chain
+            .key_chain(&[])
+            .with_vault(args.vault_args.config());
+        for c in crate::keychain::resolve(&chain)? {
+            sources.push((
+                c.label.clone(),
+                Credential::from_key_bytes(c.bytes.expose_secret()),
+            ));
+        }
+    }
     if sources.is_empty() {
         if info.has_clear_key() {
             sources.push(("clear key".into(), Credential::ClearKey));

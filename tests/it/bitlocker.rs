@@ -515,3 +515,91 @@ fn altered_metadata_with_a_fixed_crc_fails_authentication() {
         out.describe()
     );
 }
+
+/// The Azure Disk Encryption shape for Windows: the startup key (.BEK) in a Key Vault secret
+/// JSON, as it is (contentType BEK: base64 of the file) and wrapped by an RSA KEK (openssl
+/// OAEP SHA-1, ADE's default); `verify` opens the startup-key protector with each and names
+/// the secret it came from.
+#[test]
+fn a_bek_from_a_key_vault_secret_opens_the_startup_key_protector() {
+    let test = "a_bek_from_a_key_vault_secret_opens_the_startup_key_protector";
+    if !have_tools(test) || !require(test, &["openssl"]) {
+        return;
+    }
+    use base64::Engine;
+    let t = temp();
+    let files = unpack_all(t.path(), &["bitlk-aes-xts-128-startup-key.img", BEK]);
+    let (img, bek) = (&files[0], &files[1]);
+    let secret = |name: &str, content_type: &str, value: String, tags: serde_json::Value| {
+        let p = t.path().join(name);
+        let v = serde_json::json!({
+            "contentType": content_type, "value": value, "tags": tags,
+            "id": format!("https://kv1.vault.azure.net/secrets/{name}/01"),
+        });
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        p
+    };
+    let plain = secret(
+        "plain.json",
+        "BEK",
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(bek).unwrap()),
+        serde_json::json!({"DiskEncryptionKeyFileName": BEK, "MachineName": "win1"}),
+    );
+    let kek = t.path().join("kek.pem");
+    sys("openssl", &["genrsa", "-out", s(&kek), "2048"]).ok();
+    let ct = t.path().join("ct.bin");
+    sys(
+        "openssl",
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-inkey",
+            s(&kek),
+            "-in",
+            s(bek),
+            "-out",
+            s(&ct),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+        ],
+    )
+    .ok();
+    let wrapped = secret(
+        "wrapped.json",
+        "Wrapped BEK",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(std::fs::read(&ct).unwrap()),
+        serde_json::json!({
+            "DiskEncryptionKeyEncryptionAlgorithm": "RSA-OAEP",
+            "DiskEncryptionKeyEncryptionKeyURL": "https://kv1.vault.azure.net/keys/kek/02",
+            "DiskEncryptionKeyFileName": BEK, "MachineName": "win1"}),
+    );
+    for (args, label) in [
+        (
+            vec!["--keyvault-secret", s(&plain)],
+            format!("keyvault-secret {} (BEK)", s(&plain)),
+        ),
+        (
+            vec!["--keyvault-secret", s(&wrapped), "--kek-pem", s(&kek)],
+            format!(
+                "keyvault-secret {} (Wrapped BEK, kek-pem {})",
+                s(&wrapped),
+                s(&kek)
+            ),
+        ),
+    ] {
+        let mut a = vec!["verify", s(img), "--json"];
+        a.extend(args);
+        let out = vd(&a).ok();
+        let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(j["keys"][0]["key"], label.as_str(), "{j}");
+        assert_eq!(
+            j["keys"][0]["opens"], "4381f759-c4f8-4de0-bb61-fc33a831bda5",
+            "{j}"
+        );
+        assert_eq!(j["ok"], true, "{j}");
+    }
+    // A wrapped BEK without its KEK is one line, exit 1.
+    vd(&["verify", s(img), "--keyvault-secret", s(&wrapped)]).fails_with(1);
+}
