@@ -724,7 +724,7 @@ pub fn verify_disks(
         }
         let what = match &c.opened {
             Some(_) => "no partition given decrypts to a filesystem with it",
-            None => "no key opened it and no partition without a signature fits it",
+            None => "no supplied key opens it, and no partition without a signature is left for it",
         };
         if c.explicit {
             return Err(Error::Usage(format!(
@@ -777,10 +777,11 @@ pub fn verify_disks(
                             total_bytes: 0,
                         });
                         let (k, o) = try_keys(&header, &s.window, &name, keys, opts.key_slot);
+                        let source = name.display().to_string();
                         let enc = Encrypted {
                             header: &header,
                             dev: &s.window,
-                            source: "attached",
+                            source: &source,
                             detached: false,
                             keys: k,
                             opened: o,

@@ -31,3 +31,4 @@ mod unlock;
 mod validity;
 mod vault;
 mod verify;
+mod vm;

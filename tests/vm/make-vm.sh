@@ -34,6 +34,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 head -c127 /dev/urandom | base64 -w0 > os.bek
 head -c127 /dev/urandom | base64 -w0 > other.bek
 head -c 64 /dev/urandom > old.key
+chmod 600 os.bek other.bek old.key
 
 # A plaintext ext4 image of SIZE MiB (or bytes with B suffix) holding some files.
 mkfs_with_files() { # IMG BYTES LABEL
