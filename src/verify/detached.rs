@@ -50,10 +50,10 @@ impl ReadAt for MemBytes {
     }
 }
 
-/// A partition window read by ext4-view.
-struct WindowReader(Window<Arc<File>>);
+/// A partition read by ext4-view.
+struct Reader<R>(R);
 
-impl ext4_view::Ext4Read for WindowReader {
+impl<R: ReadAt> ext4_view::Ext4Read for Reader<R> {
     fn read(
         &mut self,
         start_byte: u64,
@@ -87,10 +87,12 @@ pub fn find_in_ext(
     }
 }
 
-fn find_with_ext4_view(
-    window: Window<Arc<File>>,
+/// [`find_in_ext`] without the debugfs fallback, over any reader of the partition's bytes
+/// (the fuzz target `boot_header` feeds it hostile filesystems).
+pub fn find_with_ext4_view<R: ReadAt + 'static>(
+    partition: R,
 ) -> Result<Option<(&'static str, Vec<u8>)>, String> {
-    let fs = ext4_view::Ext4::load(Box::new(WindowReader(window)))
+    let fs = ext4_view::Ext4::load(Box::new(Reader(partition)))
         .map_err(|e| format!("cannot read the filesystem: {e}"))?;
     for path in BOOT_HEADER_PATHS {
         let found = fs

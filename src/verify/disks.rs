@@ -406,11 +406,7 @@ fn check_encrypted(
     p.header = Some(info);
     let Some((label, keyslot, vk)) = enc.opened else {
         p.findings
-            .push(if enc.detached && keys_were_empty(&p.keys) {
-                "no key given".to_string()
-            } else {
-                "no supplied key opened a keyslot".to_string()
-            });
+            .push("no supplied key opened a keyslot".to_string());
         if p.verdict != Verdict::Damage {
             p.verdict = Verdict::NoKey;
         }
@@ -499,10 +495,6 @@ fn check_encrypted(
     }
     p.verdict = if damage { Verdict::Damage } else { Verdict::Ok };
     Ok(())
-}
-
-fn keys_were_empty(keys: &[KeyCheck]) -> bool {
-    keys.is_empty()
 }
 
 /// A data segment that cannot be used, as a finding: a header caught mid-reencryption says so.

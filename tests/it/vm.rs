@@ -327,51 +327,6 @@ fn vm_boot_without_header_is_a_finding() {
 }
 
 #[test]
-fn vm_header_bad_inputs() {
-    let Some(dir) = vm("vm_header_bad_inputs") else {
-        return;
-    };
-    let t = temp();
-    let copy_hdr = t.path().join("copy.hdr");
-    fs::copy(dir.join("osluksheader"), &copy_hdr).unwrap();
-    let os = dir.join("os.vhd");
-    let bek = dir.join("os.bek");
-    let hdr = dir.join("osluksheader");
-    let out = verify(
-        &[&os],
-        &[
-            "--key-file",
-            s(&bek),
-            "--header",
-            s(&hdr),
-            "--header",
-            s(&copy_hdr),
-        ],
-    )
-    .fails_with(1);
-    assert!(
-        out.stderr.contains("two detached headers fit it"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.is_empty());
-    // A header of another disk: opens with its key, decrypts nothing here.
-    let other = dir.join("other.hdr");
-    for keys in [vec![s(&bek)], vec![s(&bek), s(&dir.join("other.bek"))]] {
-        let mut args = vec!["--header", s(&other)];
-        for k in keys {
-            args.extend(["--key-file", k]);
-        }
-        let out = verify(&[&os], &args).fails_with(1);
-        assert!(
-            out.stderr.contains("header of another disk"),
-            "{}",
-            out.stderr
-        );
-    }
-}
-
-#[test]
 fn vm_vhd_truncated_or_with_a_bad_checksum() {
     let Some(dir) = vm("vm_vhd_truncated_or_with_a_bad_checksum") else {
         return;
@@ -388,14 +343,193 @@ fn vm_vhd_truncated_or_with_a_bad_checksum() {
     assert!(f.contains("checksum is wrong"), "{f}");
     assert_eq!(r["disks"][0]["vhd"]["checksum_ok"], false);
     assert_eq!(r["disks"][0]["partitions"][0]["verdict"], "ok");
-    // Truncated: into the footer, and into the last partition.
-    for cut in [100, 4 << 20] {
-        let f = fs::OpenOptions::new().write(true).open(&os).unwrap();
-        f.set_len(len - cut).unwrap();
-        drop(f);
-        let out = verify(&[&os], &["--key-file", s(&bek)]).fails_with(4);
-        assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// The bad inputs of whole-disk verify (docs/bad-inputs.md): one line, the exit code, no
+/// file changed. Unchanged fixture files are hard links into the VM; the changed ones are
+/// small copies (data2 as a fixed VHD for the truncations).
+#[test]
+fn vm_bad_inputs() {
+    use crate::cli::{row_says, run_table};
+    let Some(vm) = vm("vm_bad_inputs") else {
+        return;
+    };
+    let o = oracle(vm);
+    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = t.path();
+    for f in [
+        "os.vhd",
+        "data1.img",
+        "data2.img",
+        "os.bek",
+        "other.bek",
+        "other.hdr",
+        "osluksheader",
+    ] {
+        fs::hard_link(vm.join(f), d.join(f)).unwrap();
     }
+    fs::copy(vm.join("osluksheader"), d.join("copy.hdr")).unwrap();
+    fs::copy(vm.join("os.vhd"), d.join("os-noboot.vhd")).unwrap();
+    poke(
+        &d.join("os-noboot.vhd"),
+        u(&o["os"]["boot_start"]),
+        &fs::read(vm.join("boot-empty.img")).unwrap(),
+    );
+    let vhd = d.join("data2.vhd");
+    sys(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vpc",
+            "-o",
+            "subformat=fixed,force_size",
+            s(&d.join("data2.img")),
+            s(&vhd),
+        ],
+    )
+    .ok();
+    let len = fs::metadata(&vhd).unwrap().len();
+    for (name, cut) in [("cut-footer.vhd", 100), ("cut-data.vhd", 4 << 20)] {
+        fs::copy(&vhd, d.join(name)).unwrap();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(d.join(name))
+            .unwrap();
+        f.set_len(len - cut).unwrap();
+    }
+    fs::copy(&vhd, d.join("badsum.vhd")).unwrap();
+    poke(&d.join("badsum.vhd"), len - 512 + 70, &[0x5a]);
+    let rows = [
+        row_says(
+            "wrong key",
+            &[
+                "verify",
+                "@os.vhd",
+                "@data1.img",
+                "--key-file",
+                "@other.bek",
+            ],
+            &[2],
+            "no supplied key opened",
+        ),
+        row_says(
+            "OS disk whose /boot has no header",
+            &["verify", "@os-noboot.vhd", "--key-file", "@os.bek"],
+            &[6],
+            "no detached header fits it",
+        ),
+        row_says(
+            "two headers that both fit",
+            &[
+                "verify",
+                "@os.vhd",
+                "--key-file",
+                "@os.bek",
+                "--header",
+                "@osluksheader",
+                "--header",
+                "@copy.hdr",
+            ],
+            &[1],
+            "two detached headers fit it",
+        ),
+        row_says(
+            "a header for another disk",
+            &[
+                "verify",
+                "@os.vhd",
+                "--key-file",
+                "@os.bek",
+                "--key-file",
+                "@other.bek",
+                "--header",
+                "@other.hdr",
+            ],
+            &[1],
+            "header of another disk",
+        ),
+        row_says(
+            "a header no key opens, for another disk",
+            &[
+                "verify",
+                "@os.vhd",
+                "--key-file",
+                "@os.bek",
+                "--header",
+                "@other.hdr",
+            ],
+            &[1],
+            "header of another disk",
+        ),
+        row_says(
+            "fixed VHD truncated into its footer",
+            &["verify", "@cut-footer.vhd", "--key-file", "@os.bek"],
+            &[4],
+            "truncated fixed VHD",
+        ),
+        row_says(
+            "fixed VHD truncated into a partition",
+            &["verify", "@cut-data.vhd", "--key-file", "@os.bek"],
+            &[4],
+            "outside",
+        ),
+        row_says(
+            "fixed VHD footer with a wrong checksum",
+            &["verify", "@badsum.vhd", "--key-file", "@os.bek"],
+            &[6],
+            "checksum is wrong",
+        ),
+        row_says(
+            "--expect-digest naming no partition",
+            &[
+                "verify",
+                "@data1.img",
+                "--key-file",
+                "@os.bek",
+                "--expect-digest",
+                "7=0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+            &[1],
+            "no such partition",
+        ),
+        row_says(
+            "--expect-digest ambiguous over two disks",
+            &[
+                "verify",
+                "@data1.img",
+                "@data2.img",
+                "--key-file",
+                "@os.bek",
+                "--expect-digest",
+                "1=0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+            &[1],
+            "name the disk",
+        ),
+        row_says(
+            "--expect-digest without a partition",
+            &[
+                "verify",
+                "@data1.img",
+                "--key-file",
+                "@os.bek",
+                "--expect-digest",
+                "abcd",
+            ],
+            &[1],
+            "[DISK:]N=HEX",
+        ),
+        row_says(
+            "--vault with whole disks",
+            &["verify", "@data1.img", "--key-file", "@os.bek", "--vault"],
+            &[1],
+            "one volume",
+        ),
+    ];
+    run_table(d, &rows);
 }
 
 /// A data disk caught mid-`cryptsetup reencrypt --encrypt` (ADE's online shape, 8 MiB
