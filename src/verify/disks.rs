@@ -716,6 +716,9 @@ pub fn verify_disks(
         }
         let what = match &c.opened {
             Some(_) => "no partition given decrypts to a filesystem with it",
+            None if detached_targets.is_empty() => {
+                "every partition given has a signature of its own"
+            }
             None => "no supplied key opens it, and no partition without a signature is left for it",
         };
         if c.explicit {
