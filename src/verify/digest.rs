@@ -260,3 +260,61 @@ pub fn digest_pass(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretBytes;
+
+    #[test]
+    fn one_pass_counts_zero_extents_across_chunks_and_gives_both_views() {
+        let len = CHUNK_BYTES * 2 + 8192;
+        let mut plain: Vec<u8> = (0..len).map(|i| (i * 7 + i / 512) as u8).collect();
+        let key = VolumeKey::from_secret(SecretBytes::from_slice(&[0x5c; 64][..]));
+        let cipher = SectorCipher::new(key.expose_secret()).unwrap();
+        let mut ct = plain.clone();
+        cipher.encrypt_sectors(&mut ct, 512, 0, 1);
+        // Zero ciphertext: 2 sectors at the start, 2 across the first chunk boundary, the last.
+        let runs = [
+            (0, 1024),
+            (CHUNK_BYTES - 512, CHUNK_BYTES + 512),
+            (len - 512, len),
+        ];
+        for (a, b) in runs {
+            ct[a..b].fill(0);
+            plain[a..b].fill(0);
+        }
+        let mut dm = ct.clone();
+        cipher.decrypt_sectors(&mut dm, 512, 0, 1);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &[0xee; 4096]).unwrap();
+        std::io::Write::write_all(&mut file, &ct).unwrap();
+        let segment = Segment {
+            data_offset_bytes: 4096,
+            data_size_bytes: len as u64,
+            sector_size: 512,
+            iv_tweak: 0,
+        };
+        let mut last = 0;
+        let pass = digest_pass(&file, &segment, &key, true, |d| last = d).unwrap();
+        assert_eq!(last, len as u64);
+        assert_eq!(pass.digest, hex(&Sha256::digest(&plain)));
+        assert_eq!(pass.dm_crypt_view, Some(hex(&Sha256::digest(&dm))));
+        assert_eq!(
+            pass.zero_extents,
+            ZeroExtents {
+                count: 3,
+                bytes: 2560
+            }
+        );
+        let pass = digest_pass(&file, &segment, &key, false, |_| {}).unwrap();
+        assert_eq!(pass.digest, hex(&Sha256::digest(&plain)));
+        assert_eq!(pass.dm_crypt_view, None);
+        // A segment past the end of the file is an error, not a short digest.
+        let long = Segment {
+            data_size_bytes: len as u64 + 4096,
+            ..segment
+        };
+        assert!(digest_pass(&file, &long, &key, false, |_| {}).is_err());
+    }
+}
