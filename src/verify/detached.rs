@@ -50,6 +50,51 @@ impl ReadAt for MemBytes {
     }
 }
 
+/// Most block groups a boot filesystem may declare: ext4-view allocates one descriptor per
+/// group before it checks anything (found by the `boot_header` fuzz target); 2^18 groups of
+/// 128 MiB are 32 TiB.
+pub const MAX_BLOCK_GROUPS: u64 = 1 << 18;
+
+fn le32(sb: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&sb[at..at + 4]);
+    u64::from(u32::from_le_bytes(b))
+}
+
+/// Refuses, before ext4-view allocates for it, a superblock whose filesystem is larger than
+/// its partition or has more than [`MAX_BLOCK_GROUPS`] groups.
+fn check_superblock(partition: &dyn ReadAt) -> Result<(), String> {
+    let mut sb = [0u8; 1024];
+    partition
+        .read_exact_at(&mut sb, 1024)
+        .map_err(|e| format!("cannot read the superblock: {e}"))?;
+    let incompat = le32(&sb, 0x60);
+    let mut blocks = le32(&sb, 0x04);
+    if incompat & 0x80 != 0 {
+        blocks |= le32(&sb, 0x150) << 32;
+    }
+    let log = le32(&sb, 0x18);
+    let per_group = le32(&sb, 0x20);
+    if log > 6 || per_group == 0 {
+        return Err("not an ext2/3/4 superblock (block size or group size)".into());
+    }
+    let block_size = 1024u64 << log;
+    let len = partition
+        .len_bytes()
+        .map_err(|e| format!("cannot size the partition: {e}"))?;
+    if blocks.checked_mul(block_size).is_none_or(|b| b > len) {
+        return Err(format!(
+            "the superblock declares {blocks} blocks of {block_size} bytes, more than the partition's {len} bytes"
+        ));
+    }
+    if blocks.div_ceil(per_group) > MAX_BLOCK_GROUPS {
+        return Err(format!(
+            "the superblock declares more than {MAX_BLOCK_GROUPS} block groups"
+        ));
+    }
+    Ok(())
+}
+
 /// A partition read by ext4-view.
 struct Reader<R>(R);
 
@@ -92,6 +137,7 @@ pub fn find_in_ext(
 pub fn find_with_ext4_view<R: ReadAt + 'static>(
     partition: R,
 ) -> Result<Option<(&'static str, Vec<u8>)>, String> {
+    check_superblock(&partition)?;
     let fs = ext4_view::Ext4::load(Box::new(Reader(partition)))
         .map_err(|e| format!("cannot read the filesystem: {e}"))?;
     for path in BOOT_HEADER_PATHS {
@@ -169,4 +215,38 @@ fn find_with_debugfs(disk: &Path, offset: u64) -> Result<Option<(&'static str, V
         return Ok(Some((path, bytes)));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> MemBytes {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/boot_header/ext2-mkfs-d-luks1"
+        );
+        MemBytes(std::fs::read(p).unwrap())
+    }
+
+    #[test]
+    fn reads_the_header_out_of_mkfs_ext2_d() {
+        let (path, bytes) = find_with_ext4_view(seed()).unwrap().unwrap();
+        assert_eq!(path, "/luks/osluksheader");
+        assert_eq!(bytes.len(), 1024);
+        assert_eq!(&bytes[..6], b"LUKS\xba\xbe");
+    }
+
+    #[test]
+    fn a_superblock_larger_than_its_partition_is_refused_before_allocating() {
+        let mut m = seed();
+        // s_blocks_count_lo: 2^32 - 1 blocks (the fuzzer's 256 MiB descriptor table).
+        m.0[1024 + 4..1024 + 8].copy_from_slice(&[0xff; 4]);
+        let e = find_with_ext4_view(m).unwrap_err();
+        assert!(e.contains("more than the partition"), "{e}");
+        let mut m = seed();
+        m.0[1024 + 0x18..1024 + 0x1c].copy_from_slice(&40u32.to_le_bytes());
+        assert!(find_with_ext4_view(m).is_err());
+        assert!(find_with_ext4_view(MemBytes(vec![0u8; 1500])).is_err());
+    }
 }
