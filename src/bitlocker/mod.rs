@@ -14,6 +14,7 @@
 //! exit 4 (one line naming why): Vista (version 1) metadata, "used disk space only"
 //! (encrypt-on-write) volumes, volumes whose conversion is not finished, unknown methods.
 pub mod cipher;
+mod digest;
 pub mod format;
 pub mod keys;
 

@@ -9,7 +9,6 @@ use crate::error::{Error, Result, exit};
 use crate::secret::SecretBytes;
 use crate::unlock::{self, Key, KeySource, Prompt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -261,58 +260,6 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     output::emit(&format!("{by} opens {name}"))
 }
 
-/// SHA-256 of the whole plaintext, 4 MiB at a time; decryption of the next chunk overlaps
-/// hashing of the last (two threads).
-fn plaintext_sha256(vol: &BitlockerVolume) -> Result<String> {
-    const CHUNK: usize = 4 << 20;
-    let size = vol.size();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let hasher = std::thread::spawn(move || {
-        let mut h = Sha256::new();
-        for buf in rx {
-            h.update(&buf);
-            let _ = back_tx.send(buf);
-        }
-        crate::hex::encode(&h.finalize())
-    });
-    let mut offset = 0u64;
-    let mut err = None;
-    while offset < size {
-        let want = (size - offset).min(CHUNK as u64) as usize;
-        let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-        buf.resize(want, 0);
-        match vol.read_at(offset, &mut buf) {
-            Ok(n) if n == want => {}
-            Ok(n) => {
-                err = Some(Error::Device(format!(
-                    "plaintext ends early at byte {}",
-                    offset + n as u64
-                )));
-                break;
-            }
-            Err(e) => {
-                err = Some(Error::Device(format!(
-                    "cannot read plaintext at byte {offset}: {e}"
-                )));
-                break;
-            }
-        }
-        if tx.send(buf).is_err() {
-            break;
-        }
-        offset += want as u64;
-    }
-    drop(tx);
-    let digest = hasher
-        .join()
-        .map_err(|_| Error::Device("the digest thread failed".into()))?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(digest),
-    }
-}
-
 /// `digest` of a BitLocker volume: `<sha256>  <backing>` of the plaintext Windows sees.
 pub fn digest(args: &DigestArgs) -> Result<()> {
     let name = args.backing.display().to_string();
@@ -321,7 +268,7 @@ pub fn digest(args: &DigestArgs) -> Result<()> {
     let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
     let (vol, by) = open_with(reader, &info, &cred, &name)?;
     log::info!("{name}: opened by {by}");
-    let d = plaintext_sha256(&vol)?;
+    let d = vol.sha256(|_| {})?;
     output::emit(&format!("{d}  {name}"))
 }
 
@@ -332,8 +279,8 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
     let name = args.backing.display().to_string();
     let expected = args
         .expect_digest
-        .as_deref()
-        .map(crate::verify::parse_digest)
+        .first()
+        .map(|d| crate::verify::parse_digest(d))
         .transpose()?;
     let want_digest = args.digest || expected.is_some();
     let reader = locate(&args.backing, args.place.place())?;
@@ -409,7 +356,7 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
     if let Some((protection, fvek)) = &opened {
         let vol = BitlockerVolume::new(reader.clone(), &info, fvek, &name)?;
         if want_digest {
-            let d = plaintext_sha256(&vol)?;
+            let d = vol.sha256(|_| {})?;
             if let Some(exp) = &expected
                 && *exp != d
             {
@@ -520,83 +467,54 @@ struct Served<'a> {
     by: String,
 }
 
-/// A filesystem check of the plaintext, without writing: the plaintext is served read-only
-/// through FUSE by a daemon in the runtime directory (as `verify --fsck` does for LUKS) and
-/// checked there with `ntfsfix --no-action` (NTFS) or `fsck.vfat -n` (FAT); nothing is copied.
-/// ("clean" | "errors" | "skipped", summary).
+/// A filesystem check of the plaintext, without writing: served read-only through FUSE for
+/// `ntfsfix --no-action` (NTFS) or `fsck.vfat -n` (FAT) (`verify::fsck::fsck_bitlocker`);
+/// nothing is copied. ("clean" | "errors" | "skipped", summary).
 fn filesystem_check(
     vol: &BitlockerVolume,
     name: &str,
     served: &Served<'_>,
 ) -> Result<(&'static str, String)> {
-    let mut boot = [0u8; 512];
-    vol.read_at(0, &mut boot)
+    use crate::verify::fsck::{FsTool, FsckVerdict};
+    let mut boot = [0u8; 4096];
+    let n = vol
+        .read_at(0, &mut boot)
         .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
-    let (tool, args): (&str, &[&str]) = if &boot[3..11] == b"NTFS    " {
-        ("ntfsfix", &["--no-action"])
-    } else if &boot[82..87] == b"FAT32" || &boot[54..57] == b"FAT" {
-        ("fsck.vfat", &["-n"])
-    } else {
+    let kind = crate::signature::identify(&boot[..n]).kind;
+    let Some(tool) =
+        FsTool::for_kind(kind).filter(|t| matches!(t, FsTool::Ntfsfix | FsTool::FsckVfat))
+    else {
         return Ok((
             "skipped",
             "no NTFS or FAT filesystem in the plaintext".into(),
         ));
     };
-    let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file());
-    let Some(exe) = found else {
-        return Ok(("skipped", format!("{tool} is not installed")));
-    };
     let located = device::locate(served.backing, served.place, false, false)?;
     let window = located.window().clone();
     drop(located);
-    crate::daemon::ensure_backing_free(served.backing, true)?;
-    crate::daemon::ensure_runtime_dir()?;
-    let plain = crate::daemon::runtime_dir().join(format!("verify-{}.img", std::process::id()));
-    crate::daemon::start(
-        crate::daemon::ServeSpec {
-            backing: served.backing.to_path_buf(),
-            plain: plain.clone(),
-            segment: crate::geometry::Segment {
-                data_offset_bytes: window.offset(),
-                data_size_bytes: window.len(),
-                sector_size: served.info.header.sector_size,
-                iv_tweak: 0,
-            },
-            read_only: true,
-            foreground: false,
-            allow_other: false,
-            unlocked_by: served.by.clone(),
-            grow_with_file: false,
-            allow_discards: false,
-            bitlocker: true,
+    let check = crate::verify::fsck::fsck_bitlocker(
+        tool,
+        served.backing,
+        crate::geometry::Segment {
+            data_offset_bytes: window.offset(),
+            data_size_bytes: window.len(),
+            sector_size: served.info.header.sector_size,
+            iv_tweak: 0,
         },
         crate::secret::VolumeKey::from_secret(SecretBytes::from_slice(served.fvek.expose_secret())),
+        &served.by,
     )?;
-    let out = std::process::Command::new(&exe)
-        .args(args)
-        .arg(&plain)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let closed = crate::daemon::close(&plain);
-    let out = out.map_err(|e| Error::io(format!("cannot run {tool}"), e))?;
-    closed?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string();
-    Ok(if out.status.success() {
-        ("clean", format!("{tool}: {summary}"))
-    } else {
-        (
+    Ok(match check.verdict {
+        FsckVerdict::Clean => ("clean", format!("{}: {}", tool.name(), check.summary)),
+        _ => (
             "errors",
-            format!("{tool} exit {:?}: {summary}", out.status.code()),
-        )
+            format!(
+                "{} {}: {}",
+                tool.name(),
+                check.verdict.name(),
+                check.summary
+            ),
+        ),
     })
 }
 

@@ -608,8 +608,13 @@ pub struct StatusArgs {
 /// Arguments of `vaultdisk verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The LUKS2 or LUKS1 backing file (opened read-only, never written).
+    /// The LUKS2 or LUKS1 backing file, or the first whole disk (a raw image, fixed VHD or
+    /// block device with a partition table); opened read-only, never written.
     pub backing: PathBuf,
+    /// More whole disks of the same machine, checked in one report (README "verify of whole
+    /// disks"): partitions, detached headers found in /boot, filesystem checks, digests.
+    #[arg(value_name = "DISK")]
+    pub more_disks: Vec<PathBuf>,
     /// A key file to check (bytes taken exactly); may repeat. Without one, --digest and
     /// --fsck read a passphrase from stdin or the terminal.
     #[arg(long, value_name = "PATH")]
@@ -618,17 +623,19 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
     /// A detached header (LUKS2 or LUKS1) to read header and keyslots from; data stays in BACKING.
+    /// With whole disks: may repeat, each matched to the partition it fits.
     #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
+    pub header: Vec<PathBuf>,
     /// Run `e2fsck -fn` on the plaintext (served read-only for the check).
     #[arg(long)]
     pub fsck: bool,
     /// SHA-256 of the whole plaintext.
     #[arg(long)]
     pub digest: bool,
-    /// Compare the plaintext SHA-256 with this one (implies --digest).
+    /// Compare the plaintext SHA-256 with this one (implies --digest). With whole disks:
+    /// `[DISK:]N=HEX` for partition N (`whole` for a disk without a table); may repeat.
     #[arg(long, value_name = "HEX")]
-    pub expect_digest: Option<String>,
+    pub expect_digest: Vec<String>,
     /// Digest every sector as dm-crypt decrypts it, never-written ones too (vaultdisk serves
     /// those as zeros): equals `sha256sum /dev/mapper/NAME` of the source.
     #[arg(long)]

@@ -4,8 +4,10 @@ use crate::device::{self, HeaderAt, Place, VolumeHeader};
 use crate::disk::Window;
 use crate::error::{Error, Result, exit};
 use crate::geometry::Segment;
+use crate::keychain::CandidateKey;
 use crate::secret::VolumeKey;
 use crate::unlock::{self, UnlockedBy, vault};
+use crate::verify::disks::{self, DisksOptions, Progress};
 use crate::verify::{self, DataCheck, HeaderCheck, KeyCheck, VerifyReport};
 use crate::volume::Volume;
 use serde_json::json;
@@ -121,16 +123,34 @@ fn digest_of(
 }
 
 pub fn run(args: &VerifyArgs) -> Result<i32> {
-    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+    if whole_disks(args)? {
+        return run_disks(args);
+    }
+    let header = match args.header.as_slice() {
+        [] => None,
+        [one] => Some(one.as_path()),
+        _ => {
+            return Err(Error::Usage(
+                "--header may repeat only for whole disks (a partition table or a VHD); this is one volume"
+                    .into(),
+            ));
+        }
+    };
+    if super::bitlocker::detected(&args.backing, args.place.place(), header) {
         return super::bitlocker::verify(args);
     }
-    let expected = args
-        .expect_digest
-        .as_deref()
-        .map(verify::parse_digest)
-        .transpose()?;
+    let expected = match args.expect_digest.as_slice() {
+        [] => None,
+        [one] => Some(verify::parse_digest(one)?),
+        _ => {
+            return Err(Error::Usage(
+                "--expect-digest may repeat only for whole disks (a partition table or a VHD); this is one volume"
+                    .into(),
+            ));
+        }
+    };
     let want_digest = args.digest || expected.is_some();
-    let opened = open_read_only(&args.backing, args.place.place(), args.header.as_deref())?;
+    let opened = open_read_only(&args.backing, args.place.place(), header)?;
 
     let header = HeaderCheck::new(&opened.header, &opened.header_path);
 
@@ -303,4 +323,117 @@ pub fn run_digest(args: &DigestArgs) -> Result<()> {
     };
     let digest = digest_of(&args.backing, opened.segment, &vk, mode)?;
     output::emit(&format!("{digest}  {}", args.backing.display()))
+}
+
+/// Whether this run is the whole-disk report: several inputs, or one with a partition table
+/// or a fixed VHD footer. One LUKS volume (whole-file, or picked by --partition or a raw
+/// window) keeps the single-volume report users already depend on.
+fn whole_disks(args: &VerifyArgs) -> Result<bool> {
+    if !args.more_disks.is_empty() {
+        return Ok(true);
+    }
+    if args.place.place() != Place::Whole {
+        return Ok(false);
+    }
+    let Ok(file) = File::open(&args.backing) else {
+        return Ok(false);
+    };
+    let mut magic = [0u8; 6];
+    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
+        && &magic == b"LUKS\xba\xbe"
+    {
+        return Ok(false);
+    }
+    drop(file);
+    // An image that cannot be read as a disk (a table reaching past its end, another
+    // container format) is reported by the disk walk, which says why.
+    Ok(match crate::disk::Disk::open(&args.backing) {
+        Ok(d) => d.table().is_some() || d.vhd().is_some(),
+        Err(_) => true,
+    })
+}
+
+/// The keys the walk tries: the key chain (--bek-volume, --keyvault-secret, ... with the
+/// --key-file files, as `keychain::resolve` gives them), else every --key-file (label
+/// "key-file PATH"), else one passphrase from stdin or the terminal.
+fn candidates(args: &VerifyArgs) -> Result<Vec<CandidateKey>> {
+    if args.key_chain.has_sources() {
+        let chain = args.key_chain.key_chain(&args.key_file);
+        return crate::keychain::resolve(&chain.with_vault(args.vault_args.config()));
+    }
+    let keys: Vec<(String, KeyArgs)> = if args.key_file.is_empty() {
+        vec![("passphrase".into(), KeyArgs::default())]
+    } else {
+        args.key_file
+            .iter()
+            .map(|p| {
+                (
+                    format!("key-file {}", p.display()),
+                    KeyArgs {
+                        key_file: Some(p.clone()),
+                        ..KeyArgs::default()
+                    },
+                )
+            })
+            .collect()
+    };
+    keys.into_iter()
+        .map(|(label, k)| {
+            let pass =
+                unlock::read_key(&passphrase::key(&k), &passphrase::Terminal, &label, false)?;
+            Ok(CandidateKey {
+                label,
+                bytes: pass.0,
+            })
+        })
+        .collect()
+}
+
+fn run_disks(args: &VerifyArgs) -> Result<i32> {
+    if args.vault || args.volume_key_file.is_some() {
+        return Err(Error::Usage(
+            "--vault and --volume-key-file check one volume: give the volume (or --partition N) instead of whole disks"
+                .into(),
+        ));
+    }
+    let mut paths = vec![args.backing.clone()];
+    paths.extend(args.more_disks.iter().cloned());
+    let expected = args
+        .expect_digest
+        .iter()
+        .map(|e| disks::parse_expect(e))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = candidates(args)?;
+    let opts = DisksOptions {
+        headers: args.header.clone(),
+        key_slot: args.key_slot,
+        dm_crypt_view: args.dm_crypt_view,
+        fsck: true,
+        expected,
+    };
+    let progress_json = args.progress_json;
+    let mut progress = |p: &Progress| {
+        if progress_json {
+            eprintln!(
+                "{}",
+                json!({"event": "progress", "step": p.step, "disk": p.disk,
+                       "partition": p.partition, "done_bytes": p.done_bytes,
+                       "total_bytes": p.total_bytes})
+            );
+        }
+    };
+    let report = disks::verify_disks(&paths, &keys, &opts, &mut progress)?;
+    output::print(&report, args.json)?;
+    let problems = report.problems().join("; ");
+    Ok(match report.verdict {
+        verify::report::Verdict::Damage => {
+            eprintln!("vaultdisk: damage found: {problems}");
+            exit::DAMAGE
+        }
+        verify::report::Verdict::NoKey => {
+            eprintln!("vaultdisk: no supplied key opened: {problems}");
+            exit::NO_KEY
+        }
+        _ => exit::OK,
+    })
 }

@@ -603,3 +603,91 @@ fn a_bek_from_a_key_vault_secret_opens_the_startup_key_protector() {
     // A wrapped BEK without its KEK is one line, exit 1.
     vd(&["verify", s(img), "--keyvault-secret", s(&wrapped)]).fails_with(1);
 }
+
+/// A restored Windows disk: a GPT image (sgdisk) whose partition 2 holds the Windows-made
+/// BitLocker volume. `verify DISK` reports it as one more partition kind: the protector the
+/// key opened, the digest (equal to images.conf's SHA256SUM, through the partition window) and
+/// ntfsfix on the plaintext served read-only. The fixtures' NTFS is not consistent (their
+/// ciphertext was zeroed to compress), so ntfsfix reports errors and the verdict is damage;
+/// a wrong key is no-key (exit 2), an encrypt-on-write volume is reported as not verified.
+#[test]
+fn a_bitlocker_partition_of_a_whole_disk_is_verified() {
+    let test = "a_bitlocker_partition_of_a_whole_disk_is_verified";
+    if !have_tools(test) || !require(test, &["sgdisk", "ntfsfix", "fuse"]) {
+        return;
+    }
+    let t = temp();
+    let conf = images(t.path());
+    let want = conf["bitlk-aes-xts-128"]["SHA256SUM"].clone();
+    let pw_guid = conf["bitlk-aes-xts-128"]["PW_VMK_GUID"].clone();
+    let files = unpack_all(
+        t.path(),
+        &["bitlk-aes-xts-128.img", "bitlk-aes-xts-128-eow.img"],
+    );
+    let disk_with = |vol: &Path, name: &str| -> PathBuf {
+        let disk = t.path().join(name);
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(120 * MIB)
+            .unwrap();
+        sys(
+            "sgdisk",
+            &[
+                "-n",
+                "1:2048:+8M",
+                "-n",
+                "2:0:+100M",
+                "-t",
+                "2:0700",
+                s(&disk),
+            ],
+        )
+        .ok();
+        let data = std::fs::read(vol).unwrap();
+        write_at(&disk, (2048 + 8 * 2048) * 512, &data).unwrap();
+        disk
+    };
+    let disk = disk_with(&files[0], "win.img");
+    let pw = write_key(t.path(), "pw", b"anaconda");
+    let before = sha256_file(&disk);
+    let expect = format!("2={want}");
+    let out = vd(&[
+        "verify",
+        s(&disk),
+        "--key-file",
+        s(&pw),
+        "--expect-digest",
+        &expect,
+        "--json",
+    ]);
+    assert_eq!(out.code, 6, "{}", out.describe());
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let p = &j["disks"][0]["partitions"][1];
+    assert_eq!(p["kind"], "bitlocker", "{p}");
+    assert_eq!(p["key"], format!("key-file {}", s(&pw)).as_str(), "{p}");
+    assert!(p["protector"].as_str().unwrap().contains(&pw_guid), "{p}");
+    assert_eq!(p["digest"], want.as_str(), "{p}");
+    assert_eq!(p["digest_match"], true, "{p}");
+    assert_eq!(p["fs"], "ntfs", "{p}");
+    assert_eq!(p["fsck"]["tool"], "ntfsfix", "{p}");
+    assert_eq!(sha256_file(&disk), before, "verify wrote to the disk");
+
+    let wrong = write_key(t.path(), "wrong", b"not the password");
+    let out = vd(&["verify", s(&disk), "--key-file", s(&wrong), "--json"]);
+    assert_eq!(out.code, 2, "{}", out.describe());
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["disks"][0]["partitions"][1]["verdict"], "no-key");
+
+    let eow = disk_with(&files[1], "eow.img");
+    let out = vd(&["verify", s(&eow), "--key-file", s(&pw), "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let p = &j["disks"][0]["partitions"][1];
+    assert_eq!(p["verdict"], "unchecked", "{p}");
+    assert!(
+        p["findings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("not verified:"),
+        "{p}"
+    );
+}

@@ -38,3 +38,4 @@ mod unlock;
 mod validity;
 mod vault;
 mod verify;
+mod vm;

@@ -1,93 +1,21 @@
 //! Restore verification: read-only checks of a volume (header copies, keys, plaintext digest,
-//! e2fsck) and the typed report of what they found, with its verdict. Never writes the
-//! backing file.
-use crate::crypto::xts::SectorCipher;
-use crate::daemon::{self, ServeSpec};
+//! e2fsck) and the typed report of what they found, with its verdict; and of whole disks
+//! (`disks`: the walk over partition tables, detached headers found in /boot, the per-partition
+//! report). Never writes a backing file.
+pub mod detached;
+pub mod digest;
+pub mod disks;
+pub mod fsck;
+pub mod report;
+
+pub use digest::{dm_crypt_view_digest, plaintext_digest};
+pub use fsck::{FsckCheck, FsckVerdict, fsck};
+
 use crate::device::VolumeHeader;
 use crate::error::{Error, Result};
-use crate::geometry::Segment;
 use crate::report::{CopyReport, Report};
-use crate::secret::VolumeKey;
-use crate::volume::Volume;
 use serde::{Serialize, Serializer};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-/// Bytes read per step of the digest.
-const CHUNK_BYTES: usize = 4 << 20;
-
-/// SHA-256 of the whole plaintext of `volume` (hex), calling `progress(done_bytes)` after
-/// every chunk. Reads through the volume's sector decryption; no FUSE, no writes.
-pub fn plaintext_digest(volume: &Volume, mut progress: impl FnMut(u64)) -> Result<String> {
-    let size = volume.size_bytes();
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from((size - offset).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
-        let chunk = &mut buf[..want];
-        let mut filled = 0;
-        while filled < want {
-            let n = volume
-                .read_at(offset + filled as u64, &mut chunk[filled..])
-                .map_err(|e| {
-                    Error::Device(format!(
-                        "cannot read plaintext at byte {}: {e}",
-                        offset + filled as u64
-                    ))
-                })?;
-            if n == 0 {
-                return Err(Error::Device(format!(
-                    "plaintext ends early at byte {} of {size}",
-                    offset + filled as u64
-                )));
-            }
-            filled += n;
-        }
-        hasher.update(&chunk[..]);
-        offset += want as u64;
-        progress(offset);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// SHA-256 of the plaintext exactly as dm-crypt shows it: every sector read from `backing`
-/// and decrypted, also never-written ones (all-zero ciphertext), which `Volume` serves as
-/// zeros. This equals `sha256sum /dev/mapper/NAME` of the same volume opened by cryptsetup.
-pub fn dm_crypt_view_digest(
-    backing: &std::fs::File,
-    segment: &Segment,
-    key: &VolumeKey,
-    mut progress: impl FnMut(u64),
-) -> Result<String> {
-    use std::os::unix::fs::FileExt;
-    let cipher = SectorCipher::new(key.expose_secret())
-        .map_err(|e| Error::Device(format!("volume key: {e}")))?;
-    let sector = segment.sector_size_bytes();
-    let chunk_bytes = CHUNK_BYTES / sector * sector;
-    let size = segment.data_size_bytes;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; chunk_bytes];
-    let mut plain_offset = 0u64;
-    while plain_offset < size {
-        let want =
-            usize::try_from((size - plain_offset).min(chunk_bytes as u64)).unwrap_or(chunk_bytes);
-        let chunk = &mut buf[..want];
-        let backing_offset = segment.data_offset_bytes + plain_offset;
-        backing.read_exact_at(chunk, backing_offset).map_err(|e| {
-            Error::Device(format!(
-                "cannot read ciphertext at byte {backing_offset}: {e}"
-            ))
-        })?;
-        let first_iv = segment.iv_sector(segment.sector_of(plain_offset));
-        cipher.decrypt_sectors(chunk, sector, first_iv, segment.iv_step());
-        hasher.update(&chunk[..]);
-        plain_offset += want as u64;
-        progress(plain_offset);
-    }
-    Ok(hex(&hasher.finalize()))
-}
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -105,94 +33,6 @@ pub fn parse_digest(s: &str) -> Result<String> {
             s
         )))
     }
-}
-
-/// What `e2fsck -fn` said, by its exit code (e2fsck(8)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsckVerdict {
-    /// No errors.
-    Clean,
-    /// Errors found (and, with -n, left uncorrected).
-    Errors,
-    /// e2fsck could not check (usage or operational error, no filesystem).
-    Failed,
-}
-
-impl FsckVerdict {
-    /// The verdict of e2fsck's exit code (`None`: killed by a signal).
-    pub fn from_exit(code: Option<i32>) -> FsckVerdict {
-        match code {
-            Some(0) => FsckVerdict::Clean,
-            Some(c) if c & 8 != 0 || c & 16 != 0 || c & 32 != 0 => FsckVerdict::Failed,
-            Some(_) => FsckVerdict::Errors,
-            None => FsckVerdict::Failed,
-        }
-    }
-
-    /// "clean", "errors" or "failed" (the JSON's `data.fsck.verdict`).
-    pub fn name(self) -> &'static str {
-        match self {
-            FsckVerdict::Clean => "clean",
-            FsckVerdict::Errors => "errors",
-            FsckVerdict::Failed => "failed",
-        }
-    }
-}
-
-impl Serialize for FsckVerdict {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-/// Runs `e2fsck -fn` on the plaintext of `backing`, served read-only by a daemon in the
-/// runtime directory for the length of the check, and closes it again.
-pub fn fsck(
-    backing: &Path,
-    segment: Segment,
-    key: VolumeKey,
-    unlocked_by: crate::unlock::UnlockedBy,
-) -> Result<FsckCheck> {
-    daemon::ensure_backing_free(backing, true)?;
-    let plain = daemon::runtime_dir().join(format!("verify-{}.img", std::process::id()));
-    daemon::start(
-        ServeSpec {
-            backing: backing.to_path_buf(),
-            plain: plain.clone(),
-            segment,
-            read_only: true,
-            foreground: false,
-            allow_other: false,
-            unlocked_by: unlocked_by.to_string(),
-            grow_with_file: false,
-            allow_discards: false,
-            bitlocker: false,
-        },
-        key,
-    )?;
-    let e2fsck = ["/usr/sbin/e2fsck", "/sbin/e2fsck"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("e2fsck"));
-    let out = Command::new(e2fsck)
-        .args(["-f", "-n"])
-        .arg(&plain)
-        .stdin(Stdio::null())
-        .output();
-    let closed = daemon::close(&plain);
-    let out = out.map_err(|e| Error::io("cannot run e2fsck", e))?;
-    closed?;
-    let verdict = FsckVerdict::from_exit(out.status.code());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string();
-    Ok(FsckCheck { verdict, summary })
 }
 
 /// A path as a JSON string (lossy where it is not UTF-8).
@@ -310,15 +150,6 @@ pub struct DataCheck {
     pub matches: Option<bool>,
     /// What e2fsck said.
     pub fsck: Option<FsckCheck>,
-}
-
-/// What `e2fsck -fn` said about the plaintext.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FsckCheck {
-    /// Its verdict.
-    pub verdict: FsckVerdict,
-    /// Its last line of output.
-    pub summary: String,
 }
 
 impl VerifyReport {
