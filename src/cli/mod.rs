@@ -674,7 +674,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct KeyChainArgs {
     /// A FAT "BEK VOLUME" image (or a disk image whose partition holds one): its
-    /// LinuxPassPhraseFileName[_C_L] and *.BEK files are keys; read without mounting. May repeat.
+    /// `LinuxPassPhraseFileName[_C_L]` and *.BEK files are keys; read without mounting. May repeat.
     #[arg(long, value_name = "IMAGE")]
     pub bek_volume: Vec<PathBuf>,
     /// The JSON of `az keyvault secret show` (contentType BEK, or Wrapped BEK with a --kek-*

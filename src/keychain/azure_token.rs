@@ -1,7 +1,7 @@
 //! Bearer tokens for Key Vault, where Azure SDKs look for credentials (ade-facts §3.1):
 //! client credentials from AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET (or
 //! `--azure-client-secret-file`) against `{AZURE_AUTHORITY_HOST}/{tenant}/oauth2/v2.0/token`
-//! (default authority https://login.microsoftonline.com), or with `--azure-managed-identity`
+//! (default authority `https://login.microsoftonline.com`), or with `--azure-managed-identity`
 //! the managed identity: IDENTITY_ENDPOINT + IDENTITY_HEADER (App Service, API 2019-08-01),
 //! else the VM's IMDS (API 2018-02-01, header `Metadata: true`); AZURE_CLIENT_ID picks a
 //! user-assigned identity. IMDS is never tried unasked. Secrets live in zeroizing memory and
