@@ -412,6 +412,16 @@ fn run_disks(args: &VerifyArgs) -> Result<i32> {
         expected,
     };
     let progress_json = args.progress_json;
+    // On a terminal: one bar per digest ("disk partition N: digest"), a line per step.
+    let bar = (!progress_json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
     let mut progress = |p: &Progress| {
         if progress_json {
             eprintln!(
@@ -420,9 +430,18 @@ fn run_disks(args: &VerifyArgs) -> Result<i32> {
                        "partition": p.partition, "done_bytes": p.done_bytes,
                        "total_bytes": p.total_bytes})
             );
+        } else if let Some(b) = &bar {
+            let place = p.partition.map_or("whole disk".into(), |n| format!("partition {n}"));
+            b.set_message(format!("{} {place}: {}", p.disk, p.step));
+            b.set_length(p.total_bytes);
+            b.set_position(p.done_bytes);
         }
     };
-    let report = disks::verify_disks(&paths, &keys, &opts, &mut progress)?;
+    let report = disks::verify_disks(&paths, &keys, &opts, &mut progress);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = report?;
     output::print(&report, args.json)?;
     let problems = report.problems().join("; ");
     Ok(match report.verdict {
