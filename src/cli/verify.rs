@@ -431,7 +431,9 @@ fn run_disks(args: &VerifyArgs) -> Result<i32> {
                        "total_bytes": p.total_bytes})
             );
         } else if let Some(b) = &bar {
-            let place = p.partition.map_or("whole disk".into(), |n| format!("partition {n}"));
+            let place = p
+                .partition
+                .map_or("whole disk".into(), |n| format!("partition {n}"));
             b.set_message(format!("{} {place}: {}", p.disk, p.step));
             b.set_length(p.total_bytes);
             b.set_position(p.done_bytes);

@@ -228,7 +228,10 @@ pub fn try_keys(
     keys: &[CandidateKey],
     key_slot: Option<u32>,
 ) -> (Vec<KeyCheck>, Option<(String, u32, VolumeKey)>) {
+    // Every key on every partition (issue: prove that each named key opens): the first that
+    // opens gives the volume key, the others are still tried and reported.
     let mut checks = Vec::new();
+    let mut first = None;
     for k in keys {
         let res: std::result::Result<(u32, VolumeKey), String> = match header {
             VolumeHeader::Luks2(h) => {
@@ -254,12 +257,14 @@ pub fn try_keys(
         match res {
             Ok((id, vk)) => {
                 checks.push(KeyCheck::opened(&k.label, id));
-                return (checks, Some((k.label.clone(), id, vk)));
+                if first.is_none() {
+                    first = Some((k.label.clone(), id, vk));
+                }
             }
             Err(why) => checks.push(KeyCheck::failed(&k.label, why)),
         }
     }
-    (checks, None)
+    (checks, first)
 }
 
 /// The data segment of `header` in `window` (offsets from the start of the file).
@@ -591,9 +596,6 @@ fn check_bitlocker(
     }
     let mut opened = None;
     for (label, cred) in &tried {
-        if opened.is_some() {
-            break;
-        }
         match Bitlocker::unlock(&info, cred, &name) {
             Ok((fvek, by)) => {
                 p.keys.push(KeyCheck {
@@ -601,8 +603,10 @@ fn check_bitlocker(
                     keyslot: None,
                     error: None,
                 });
-                p.protector = Some(by.to_string());
-                opened = Some((label.clone(), fvek, by.to_string()));
+                if opened.is_none() {
+                    p.protector = Some(by.to_string());
+                    opened = Some((label.clone(), fvek, by.to_string()));
+                }
             }
             Err(e) => p.keys.push(KeyCheck {
                 key: label.clone(),

@@ -585,3 +585,106 @@ fn vm_matrix_reencryption_in_progress() {
     assert!(f.starts_with("LUKS2 reencryption in progress"), "{f}");
     assert_eq!(p["digest"], Value::Null);
 }
+
+/// The "done when": one command verifies the restored three-disk VM whose key is a
+/// Key Vault secret wrapped by an RSA KEK (openssl OAEP SHA-1, ADE's default), with a wrong
+/// key file beside it: every key is tried on every encrypted partition, the wrapped secret
+/// opens each of them (named by where it came from), the wrong one opens none, exit 0.
+#[test]
+fn vm_verifies_with_a_kek_wrapped_key_vault_secret() {
+    let Some(dir) = vm("vm_verifies_with_a_kek_wrapped_key_vault_secret") else {
+        return;
+    };
+    if !require(
+        "vm::vm_verifies_with_a_kek_wrapped_key_vault_secret",
+        &["openssl"],
+    ) {
+        return;
+    }
+    use base64::Engine;
+    let t = temp();
+    let kek = t.path().join("kek.pem");
+    sys("openssl", &["genrsa", "-out", s(&kek), "2048"]).ok();
+    let ct = t.path().join("ct.bin");
+    sys(
+        "openssl",
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-inkey",
+            s(&kek),
+            "-in",
+            s(&dir.join("os.bek")),
+            "-out",
+            s(&ct),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+        ],
+    )
+    .ok();
+    let secret = t.path().join("secret.json");
+    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fs::read(&ct).unwrap());
+    fs::write(
+        &secret,
+        serde_json::to_vec(&serde_json::json!({
+            "contentType": "Wrapped BEK", "value": value,
+            "id": "https://kv1.vault.azure.net/secrets/vm1-bek/01",
+            "tags": {"DiskEncryptionKeyEncryptionAlgorithm": "RSA-OAEP",
+                     "DiskEncryptionKeyEncryptionKeyURL": "https://kv1.vault.azure.net/keys/kek/02",
+                     "DiskEncryptionKeyFileName": "LinuxPassPhraseFileName",
+                     "MachineName": "vm1"}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let (os, d1, d2) = (
+        dir.join("os.vhd"),
+        dir.join("data1.img"),
+        dir.join("data2.img"),
+    );
+    let other = dir.join("other.bek");
+    let out = verify(
+        &[&os, &d1, &d2],
+        &[
+            "--key-file",
+            s(&other),
+            "--keyvault-secret",
+            s(&secret),
+            "--kek-pem",
+            s(&kek),
+            "--json",
+        ],
+    )
+    .ok();
+    let r = json(&out);
+    assert_eq!(r["verdict"], "ok", "{r}");
+    let label = format!(
+        "keyvault-secret {} (Wrapped BEK, kek-pem {})",
+        s(&secret),
+        s(&kek)
+    );
+    let mut encrypted = 0;
+    for disk in r["disks"].as_array().unwrap() {
+        for p in disk["partitions"].as_array().unwrap() {
+            if !["luks1", "luks2", "detached-luks"].contains(&p["kind"].as_str().unwrap()) {
+                continue;
+            }
+            encrypted += 1;
+            assert_eq!(p["key"], label.as_str(), "{p}");
+            let keys = p["keys"].as_array().unwrap();
+            assert_eq!(keys.len(), 2, "both keys tried on {p}");
+            assert!(
+                keys.iter()
+                    .any(|k| k["key"] == label.as_str() && k["keyslot"].is_u64())
+            );
+            assert!(
+                keys.iter()
+                    .any(|k| k["key"] == format!("key-file {}", s(&other)).as_str()
+                        && k["keyslot"].is_null())
+            );
+            assert_eq!(p["verdict"], "ok", "{p}");
+        }
+    }
+    assert_eq!(encrypted, 3, "{r}");
+}
