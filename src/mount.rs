@@ -61,6 +61,9 @@ pub struct MountSpec {
     /// Let the filesystem's discards (`fstrim`, `mount -o discard`) through the loop device
     /// punch holes in the backing (`ServeSpec::allow_discards`).
     pub allow_discards: bool,
+    /// A BitLocker volume (read-only): `segment` is its window, the key its FVEK
+    /// (`ServeSpec::bitlocker`).
+    pub bitlocker: bool,
 }
 
 /// Checks MOUNTPOINT (an existing directory, not yet a mount point, not a symlink, in a
@@ -125,7 +128,7 @@ pub fn mount(spec: &MountSpec, key: VolumeKey) -> Result<MountRecord> {
             // (or fstrim.timer) gives space back in batches, which costs far less through
             // FUSE than a discard per deleted extent.
             allow_discards: spec.allow_discards,
-            bitlocker: false,
+            bitlocker: spec.bitlocker,
         },
         key,
     )

@@ -1,7 +1,9 @@
 //! BitLocker behind the verbs (a helper module, not a verb): dump, test-key, digest, verify
 //! and open dispatch here when BACKING (or its `--partition`) holds a BitLocker volume.
 //! Everything is read-only.
-use super::{DigestArgs, DumpArgs, KeyArgs, OpenArgs, TestKeyArgs, VerifyArgs, output, passphrase};
+use super::{
+    DigestArgs, DumpArgs, KeyArgs, MountArgs, OpenArgs, TestKeyArgs, VerifyArgs, output, passphrase,
+};
 use crate::bitlocker::format::{Flavour, Protection, guid_string};
 use crate::bitlocker::{self, Bitlocker, BitlockerVolume, Credential, Info, OpenedBy, Reader};
 use crate::device::{self, Place};
@@ -562,4 +564,87 @@ pub fn open(args: &OpenArgs) -> Result<()> {
         },
         crate::secret::VolumeKey::from_secret(fvek),
     )
+}
+
+/// `mount --read-only` of a BitLocker volume: served read-only, then mounted through a
+/// read-only loop device (root) with the filesystem found in the plaintext: NTFS through
+/// ntfs-3g (else the kernel's ntfs3), FAT through vfat, unless `--fs-type` names another.
+pub fn mount(args: &MountArgs) -> Result<()> {
+    let name = args.backing.display().to_string();
+    if !args.read_only {
+        return Err(Error::Device(format!(
+            "{name}: BitLocker is read-only here: add --read-only"
+        )));
+    }
+    if args.mkfs.is_some() {
+        return Err(Error::Usage(
+            "--mkfs cannot be combined with --read-only".into(),
+        ));
+    }
+    if crate::sys::geteuid() != 0 {
+        return Err(Error::Permission(format!(
+            "mounting BitLocker volume {name} needs root (a loop device); without root: `vaultdisk open --read-only` then `ntfs-3g -o ro PLAIN DIR`"
+        )));
+    }
+    let located = device::locate(&args.backing, args.place.place(), false, false)?;
+    let window = located.window().clone();
+    drop(located);
+    let reader: Reader = Arc::new(window.clone());
+    let info = read_info(&reader, &name)?;
+    if let Some(why) = info.refusal() {
+        return Err(Error::Device(format!(
+            "cannot open BitLocker volume {name}: {why}"
+        )));
+    }
+    crate::mount::check_mountpoint(&args.mountpoint)?;
+    crate::daemon::ensure_backing_free(&args.backing, true)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let (fvek, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    let vol = BitlockerVolume::new(reader, &info, &fvek, &name)?;
+    let mut head = [0u8; 4096];
+    let n = vol
+        .read_at(0, &mut head)
+        .map_err(|e| Error::Device(format!("{name}: cannot read the plaintext: {e}")))?;
+    // --fs-type's default is ext4 (LUKS volumes); for BitLocker it means "what is there".
+    let fs_type = if args.fs_type != "ext4" {
+        args.fs_type.clone()
+    } else {
+        match crate::signature::identify(&head[..n]).kind {
+            "ntfs"
+                if Path::new("/sbin/mount.ntfs-3g").exists()
+                    || Path::new("/usr/sbin/mount.ntfs-3g").exists()
+                    || Path::new("/bin/ntfs-3g").exists() =>
+            {
+                "ntfs-3g".to_string()
+            }
+            "ntfs" => "ntfs3".to_string(),
+            "vfat" => "vfat".to_string(),
+            other => {
+                return Err(Error::Usage(format!(
+                    "{name}: the plaintext holds {other}, not NTFS or FAT: give --fs-type"
+                )));
+            }
+        }
+    };
+    let record = crate::mount::mount(
+        &crate::mount::MountSpec {
+            backing: args.backing.clone(),
+            mountpoint: args.mountpoint.clone(),
+            segment: crate::geometry::Segment {
+                data_offset_bytes: window.offset(),
+                data_size_bytes: window.len(),
+                sector_size: info.header.sector_size,
+                iv_tweak: 0,
+            },
+            read_only: true,
+            fs_type,
+            mkfs: None,
+            unlocked_by: by.to_string(),
+            allow_discards: false,
+            bitlocker: true,
+        },
+        crate::secret::VolumeKey::from_secret(fvek),
+    )?;
+    crate::daemon::notify::ready_for_plain(&record.plain);
+    Ok(())
 }

@@ -7,6 +7,9 @@ use crate::mount::{self, MountSpec};
 use crate::unlock;
 
 pub fn run(args: &MountArgs) -> Result<()> {
+    if super::bitlocker::detected(&args.backing, args.place.place(), args.header.as_deref()) {
+        return super::bitlocker::mount(args);
+    }
     if args.read_only && args.mkfs.is_some() {
         return Err(Error::Usage(
             "--mkfs cannot be combined with --read-only".into(),
@@ -49,6 +52,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             mkfs: args.mkfs.clone(),
             unlocked_by: unlocked.unlocked_by.to_string(),
             allow_discards,
+            bitlocker: false,
         },
         unlocked.volume_key,
     )?;

@@ -691,3 +691,54 @@ fn a_bitlocker_partition_of_a_whole_disk_is_verified() {
         "{p}"
     );
 }
+
+/// `mount --read-only` of BitLocker: the plaintext is served and handed to ntfs-3g through a
+/// read-only loop device. The fixtures' NTFS cannot be mounted (their ciphertext was zeroed to
+/// compress, so ntfs-3g finds the MFT corrupt) and this kernel has no vfat module, so what is
+/// checked is the path up to mount(8): ntfs-3g is asked (its own refusal is the one error
+/// line), everything is undone (no daemon, no loop device left), the image is unchanged; and
+/// read-write is refused before anything happens. A mount that succeeds is not tested here.
+#[test]
+fn mount_read_only_hands_the_plaintext_to_ntfs_3g_and_undoes_a_failure() {
+    let test = "mount_read_only_hands_the_plaintext_to_ntfs_3g_and_undoes_a_failure";
+    if !have_tools(test) || !require(test, &["root", "loop", "fuse", "ntfs-3g"]) {
+        return;
+    }
+    let t = temp();
+    let img = unpack(t.path(), "bitlk-aes-xts-128.img");
+    let pw = write_key(t.path(), "pw", b"anaconda");
+    let dir = t.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let before = sha256_file(&img);
+    let out = vd(&["mount", s(&img), s(&dir), "--key-file", s(&pw)]).fails_with(4);
+    assert!(
+        out.stderr.contains("BitLocker is read-only here"),
+        "{}",
+        out.describe()
+    );
+    let out = vd(&[
+        "mount",
+        "--read-only",
+        s(&img),
+        s(&dir),
+        "--key-file",
+        s(&pw),
+    ])
+    .fails_with(4);
+    assert!(
+        out.stderr.contains("mount exited with") && out.stderr.contains("ntfs"),
+        "{}",
+        out.describe()
+    );
+    assert!(!is_mounted(&dir));
+    let status = vd(&["status", "--json"]).ok();
+    let canon = img.canonicalize().unwrap();
+    assert!(
+        !status.stdout.contains(s(&canon)),
+        "still served: {}",
+        status.stdout
+    );
+    let loops = sys("losetup", &["-a"]).ok().stdout;
+    assert!(!loops.contains("plain-"), "a loop device was left: {loops}");
+    assert_eq!(sha256_file(&img), before);
+}
