@@ -4,7 +4,7 @@
 use super::registry::open_volumes;
 use crate::error::{Error, Result};
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long a header update waits for another one to finish.
@@ -19,7 +19,51 @@ pub fn ensure_backing_free(backing: &Path, read_only: bool) -> Result<()> {
     lock_backing(&probe, backing, read_only)?;
     // Closing the probe releases the lock anyway; unlock explicitly for clarity.
     let _ = probe.unlock();
+    drop(lock_loop_backing(backing, read_only)?);
     Ok(())
+}
+
+/// The file a loop device serves (`/sys/block/loopN/loop/backing_file`), when `backing` is
+/// a loop device over a file that still exists; None for anything else.
+pub fn loop_backing_file(backing: &Path) -> Option<PathBuf> {
+    if !crate::device::path_is_block_device(backing) {
+        return None;
+    }
+    let canon = backing.canonicalize().ok()?;
+    let name = canon.file_name()?.to_str()?;
+    if !name.starts_with("loop") {
+        return None;
+    }
+    let text = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    let file = PathBuf::from(text.trim_end_matches('\n'));
+    file.is_file().then_some(file)
+}
+
+/// For a loop device as BACKING: the flock on the file under it, taken as [`lock_backing`]
+/// takes it on BACKING, and held while the returned file lives. The image and a loop device
+/// over it are different inodes, so without this a daemon on `/dev/loop0` and another on the
+/// image itself would both write the same bytes. None when BACKING is no loop device.
+pub(super) fn lock_loop_backing(backing: &Path, read_only: bool) -> Result<Option<File>> {
+    let Some(file_path) = loop_backing_file(backing) else {
+        return Ok(None);
+    };
+    let file = File::open(&file_path)
+        .map_err(|e| Error::io(format!("cannot open {}", file_path.display()), e))?;
+    lock_backing(&file, &file_path, read_only).map_err(|e| loop_busy(e, backing, &file_path))?;
+    Ok(Some(file))
+}
+
+/// A Busy refusal of loop device `backing` because of the lock on `file_path` under it.
+fn loop_busy(e: Error, backing: &Path, file_path: &Path) -> Error {
+    if e.kind() != crate::error::ErrorKind::Busy {
+        return e;
+    }
+    Error::Busy(format!(
+        "{} is a loop device over {}: {}",
+        backing.display(),
+        file_path.display(),
+        e.message()
+    ))
 }
 
 /// [`ensure_backing_free`] for a volume at `place` in `backing`: a refusal of a volume in a
@@ -72,6 +116,19 @@ pub(super) fn lock_backing(file: &File, backing: &Path, read_only: bool) -> Resu
 /// held by a serving daemon fails at once (exit 5); one held by another short-lived verb is
 /// waited for, up to `UPDATE_LOCK_WAIT`.
 pub fn lock_for_update(file: &File, backing: &Path) -> Result<()> {
+    lock_file_for_update(file, backing)?;
+    // A loop device as BACKING: its file must be free as well (no daemon on the image); the
+    // probe is dropped at once, the device's own lock (and O_EXCL) covers the update.
+    if let Some(file_path) = loop_backing_file(backing) {
+        let under = File::open(&file_path)
+            .map_err(|e| Error::io(format!("cannot open {}", file_path.display()), e))?;
+        lock_file_for_update(&under, &file_path).map_err(|e| loop_busy(e, backing, &file_path))?;
+    }
+    Ok(())
+}
+
+/// [`lock_for_update`] of one file.
+fn lock_file_for_update(file: &File, backing: &Path) -> Result<()> {
     let start = Instant::now();
     loop {
         match file.try_lock() {

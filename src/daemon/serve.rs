@@ -131,6 +131,8 @@ struct Serving {
     grow: Option<Arc<Volume>>,
     plain: PathBuf,
     created: CreatedPlain,
+    /// The flock on the file under a loop device as BACKING, held while serving.
+    loop_lock: Option<std::fs::File>,
 }
 
 /// Removes PLAIN on drop if we created it (the canonical path, so a later chdir cannot
@@ -160,6 +162,7 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
     // A block device is opened exclusively (O_EXCL): a mounted one is refused, exit 5.
     let backing = crate::device::open_exclusive(&spec.backing, !spec.read_only)?;
     super::lock::lock_backing(&backing, &spec.backing, spec.read_only)?;
+    let loop_lock = super::lock::lock_loop_backing(&spec.backing, spec.read_only)?;
     let backing_canon = spec
         .backing
         .canonicalize()
@@ -213,6 +216,7 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
         grow,
         plain,
         created,
+        loop_lock,
     })
 }
 
@@ -405,6 +409,7 @@ fn run(
         grow,
         plain,
         created,
+        loop_lock,
     } = serving;
     let res = session.run();
     if let Some(s) = signals {
@@ -415,6 +420,7 @@ fn run(
     let flushed = volume.flush();
     drop(volume);
     drop(grow);
+    drop(loop_lock);
     let result = res
         .map_err(|e| Error::Device(format!("serving {} failed: {e}", plain.display())))
         .and(flushed.map_err(|e| {

@@ -1133,3 +1133,65 @@ fn vault_verbs_on_a_partition() {
         "bytes after the partition changed"
     );
 }
+
+/// An image and a loop device over it are different inodes: a daemon on either holds the
+/// other off (exit 5, naming the loop device's file), and a header update through the loop
+/// device waits for no daemon on the image; nothing is written by a refused verb.
+#[test]
+fn an_image_and_a_loop_device_over_it_are_one_volume() {
+    if !require(
+        "devices::an_image_and_a_loop_device_over_it_are_one_volume",
+        &["loop", "fuse", "cryptsetup"],
+    ) {
+        return;
+    }
+    let t = temp();
+    let img = t.path().join("v.img");
+    let key = write_key(t.path(), "k", PASS);
+    let k2 = write_key(t.path(), "k2", b"second key");
+    set_len(&img, 32 * MIB);
+    luks_format(&img, &key);
+    let lo = Loop::attach(&img, None);
+    let dev = lo.path();
+    let plain = t.path().join("plain");
+    let plain2 = t.path().join("plain2");
+    let mut add = vec!["add-key", s(dev), "--key-file", s(&key)];
+    add.extend_from_slice(&["--new-key-file", s(&k2)]);
+    add.extend_from_slice(CHEAP_PBKDF2);
+    // A daemon on the image: the loop device over it is refused, for open and for an update.
+    let m = open_volume(&img, &plain, &key, &[]);
+    let before = sha256_file(&img);
+    let out = open_fails(
+        &["open", s(dev), s(&plain2), "--key-file", s(&key)],
+        None,
+        &plain2,
+        5,
+    );
+    one_error_line(&out.stderr).unwrap();
+    assert!(
+        out.stderr.contains("is a loop device over"),
+        "{}",
+        out.describe()
+    );
+    let out = vd(&add).fails_with(5);
+    one_error_line(&out.stderr).unwrap();
+    m.close();
+    assert_eq!(
+        sha256_file(&img),
+        before,
+        "a refused verb wrote to the image"
+    );
+    // A daemon on the loop device: the image itself is refused.
+    let m = open_volume(dev, &plain, &key, &[]);
+    let out = open_fails(
+        &["open", s(&img), s(&plain2), "--key-file", s(&key)],
+        None,
+        &plain2,
+        5,
+    );
+    one_error_line(&out.stderr).unwrap();
+    m.close();
+    // Nothing open: the update through the loop device goes ahead.
+    vd(&add).ok();
+    vd(&["test-key", s(&img), "--key-file", s(&k2)]).ok();
+}
