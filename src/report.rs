@@ -739,7 +739,7 @@ impl VolumeKeyDump<'_> {
 
     /// The "MK dump:" lines: 16 bytes a line, each byte followed by a space, continuation
     /// lines indented by two tabs.
-    fn mk_dump(key: &[u8]) -> zeroize::Zeroizing<String> {
+    pub fn mk_dump(key: &[u8]) -> zeroize::Zeroizing<String> {
         use std::fmt::Write;
         let mut s = zeroize::Zeroizing::new(String::with_capacity(16 + key.len() * 4));
         s.push_str("MK dump:\t");

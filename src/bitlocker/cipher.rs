@@ -40,6 +40,52 @@ impl KeyBits {
 }
 
 impl Method {
+    /// Bytes of the volume key in cryptsetup's layout (`bitlkDump --dump-volume-key`, the
+    /// `--volume-key-file` of `bitlkOpen`): XTS both halves, CBC the key, Elephant the key
+    /// followed by the tweak key.
+    pub fn volume_key_len(self) -> usize {
+        match self {
+            Method::Xts(b) | Method::CbcElephant(b) => 2 * b.bytes(),
+            Method::Cbc(b) => b.bytes(),
+        }
+    }
+
+    /// The volume key in cryptsetup's layout from the unwrapped FVEK entry's key bytes (the
+    /// Elephant tweak key sits at byte 32 of the entry whatever the key size); None when the
+    /// entry is too short for the method.
+    pub fn volume_key_of_fvek(self, fvek: &[u8]) -> Option<SecretBytes> {
+        match self {
+            Method::CbcElephant(b) => {
+                let n = b.bytes();
+                let mut vk = SecretBytes::zeroed(2 * n);
+                let out = vk.expose_secret_mut();
+                out[..n].copy_from_slice(fvek.get(..n)?);
+                out[n..].copy_from_slice(fvek.get(32..32 + n)?);
+                Some(vk)
+            }
+            _ => Some(SecretBytes::from_slice(fvek.get(..self.volume_key_len())?)),
+        }
+    }
+
+    /// The FVEK entry's layout (what [`Cipher::new`] takes) from a volume key in
+    /// cryptsetup's layout; None when its length is not the method's.
+    pub fn fvek_of_volume_key(self, vk: &[u8]) -> Option<SecretBytes> {
+        if vk.len() != self.volume_key_len() {
+            return None;
+        }
+        match self {
+            Method::CbcElephant(b) => {
+                let n = b.bytes();
+                let mut fvek = SecretBytes::zeroed(64);
+                let out = fvek.expose_secret_mut();
+                out[..n].copy_from_slice(&vk[..n]);
+                out[32..32 + n].copy_from_slice(&vk[n..]);
+                Some(fvek)
+            }
+            _ => Some(SecretBytes::from_slice(vk)),
+        }
+    }
+
     /// The method numbered `v`, if supported.
     pub fn from_u16(v: u16) -> Option<Method> {
         Some(match v {
@@ -179,5 +225,39 @@ impl Cipher {
                 b.0 = (u128::from_ne_bytes(b.0) ^ k).to_ne_bytes();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod volume_key_tests {
+    use super::*;
+
+    #[test]
+    fn volume_keys_round_trip_in_cryptsetups_layout() {
+        let entry: Vec<u8> = (0..64u8).collect();
+        for (m, len) in [
+            (Method::Xts(KeyBits::B128), 32),
+            (Method::Xts(KeyBits::B256), 64),
+            (Method::Cbc(KeyBits::B128), 16),
+            (Method::Cbc(KeyBits::B256), 32),
+            (Method::CbcElephant(KeyBits::B128), 32),
+            (Method::CbcElephant(KeyBits::B256), 64),
+        ] {
+            let vk = m.volume_key_of_fvek(&entry).unwrap();
+            assert_eq!(vk.len(), len, "{m:?}");
+            let back = m.fvek_of_volume_key(vk.expose_secret()).unwrap();
+            assert_eq!(
+                m.volume_key_of_fvek(back.expose_secret())
+                    .unwrap()
+                    .expose_secret(),
+                vk.expose_secret(),
+                "{m:?}"
+            );
+            assert!(m.fvek_of_volume_key(&entry[..len - 1]).is_none(), "{m:?}");
+        }
+        let e128 = Method::CbcElephant(KeyBits::B128)
+            .volume_key_of_fvek(&entry)
+            .unwrap();
+        assert_eq!(&e128.expose_secret()[16..], &entry[32..48]);
     }
 }

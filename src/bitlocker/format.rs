@@ -287,6 +287,8 @@ pub enum Protection {
     Password,
     /// Anything else, with its number.
     Other(u16),
+    /// No protector: the volume key (FVEK) itself, from a `--volume-key-file`.
+    VolumeKey,
 }
 
 impl Protection {
@@ -304,7 +306,7 @@ impl Protection {
     }
 
     /// A stable name for dump and messages: `password`, `recovery-password`, `startup-key`,
-    /// `clear-key`, `tpm`, `tpm+pin`, `smart-card`, `unknown`.
+    /// `clear-key`, `tpm`, `tpm+pin`, `smart-card`, `unknown`, `volume-key`.
     pub fn name(self) -> &'static str {
         match self {
             Protection::ClearKey => "clear-key",
@@ -315,6 +317,7 @@ impl Protection {
             Protection::SmartCard => "smart-card",
             Protection::Password => "password",
             Protection::Other(_) => "unknown",
+            Protection::VolumeKey => "volume-key",
         }
     }
 }

@@ -278,6 +278,9 @@ pub enum Credential {
     StartupKey(SecretBytes),
     /// No credential: the clear key protector (protection suspended).
     ClearKey,
+    /// The volume key itself in cryptsetup's layout (`bitlkDump --dump-volume-key
+    /// --volume-key-file`), from `--volume-key-file`: no protector is opened.
+    VolumeKey(SecretBytes),
 }
 
 impl Credential {
@@ -301,6 +304,7 @@ impl Credential {
             Credential::RecoveryPassword(_) => "recovery password",
             Credential::StartupKey(_) => "startup key",
             Credential::ClearKey => "clear key",
+            Credential::VolumeKey(_) => "volume key",
         }
     }
 }
@@ -316,6 +320,9 @@ pub struct OpenedBy {
 
 impl std::fmt::Display for OpenedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.protection == Protection::VolumeKey {
+            return write!(f, "the volume key file");
+        }
         write!(f, "{} protector {}", self.protection.name(), self.guid)
     }
 }
@@ -359,6 +366,9 @@ impl Bitlocker {
             return Err(Error::Device(format!(
                 "cannot open BitLocker volume {name}: {why}"
             )));
+        }
+        if let Credential::VolumeKey(vk) = credential {
+            return Self::fvek_of_volume_key(info, vk, name);
         }
         let vmks = &info.metadata.vmks;
         let mut tried = Vec::new();
@@ -421,6 +431,7 @@ impl Bitlocker {
                     )));
                 }
             }
+            Credential::VolumeKey(_) => {}
             Credential::ClearKey => {
                 for v in vmks.iter().filter(|v| v.protection == Protection::ClearKey) {
                     tried.push(guid_string(&v.guid));
@@ -477,6 +488,71 @@ impl Bitlocker {
             OpenedBy {
                 guid: guid_string(&v.guid),
                 protection: v.protection,
+            },
+        ))
+    }
+}
+
+impl Bitlocker {
+    /// [`Bitlocker::unlock`], and for a volume key (which no protector vouches for) a check
+    /// that it decrypts the volume's boot sector: a wrong key is exit 2, as a wrong LUKS
+    /// volume key is.
+    pub fn unlock_checked(
+        reader: &Reader,
+        info: &Info,
+        credential: &Credential,
+        name: &str,
+    ) -> Result<(SecretBytes, OpenedBy)> {
+        let (fvek, by) = Self::unlock(info, credential, name)?;
+        if let Credential::VolumeKey(_) = credential {
+            let vol = BitlockerVolume::new(reader.clone(), info, &fvek, name)?;
+            let mut boot = [0u8; 512];
+            let n = vol
+                .read_at(0, &mut boot)
+                .map_err(|e| device_error(name, format!("cannot read the boot sector: {e}")))?;
+            if n < 512 || boot[510..] != [0x55, 0xAA] || !matches!(boot[0], 0xEB | 0xE9) {
+                return Err(no_protector(format!(
+                    "the key in the volume key file is not the volume key of {name} (the boot sector does not decrypt)"
+                )));
+            }
+        }
+        Ok((fvek, by))
+    }
+
+    /// The volume key in cryptsetup's layout, as `bitlkDump --dump-volume-key` shows it,
+    /// from the FVEK [`Bitlocker::unlock`] gave.
+    pub fn volume_key(info: &Info, fvek: &SecretBytes, name: &str) -> Result<SecretBytes> {
+        let method = info
+            .method()
+            .ok_or_else(|| device_error(name, "unknown encryption method"))?;
+        method
+            .volume_key_of_fvek(fvek.expose_secret())
+            .ok_or_else(|| device_error(name, "the FVEK entry is too short for its method"))
+    }
+
+    fn fvek_of_volume_key(
+        info: &Info,
+        vk: &SecretBytes,
+        name: &str,
+    ) -> Result<(SecretBytes, OpenedBy)> {
+        let method = info
+            .method()
+            .ok_or_else(|| device_error(name, "unknown encryption method"))?;
+        let fvek = method
+            .fvek_of_volume_key(vk.expose_secret())
+            .ok_or_else(|| {
+                no_protector(format!(
+                    "the volume key file holds {} bytes; the volume key of {name} ({}) is {} bytes",
+                    vk.len(),
+                    method.name(),
+                    method.volume_key_len()
+                ))
+            })?;
+        Ok((
+            fvek,
+            OpenedBy {
+                guid: "volume-key".into(),
+                protection: Protection::VolumeKey,
             },
         ))
     }

@@ -61,9 +61,13 @@ fn read_file(path: &Path) -> Result<SecretBytes> {
 fn credential(
     key: &KeyArgs,
     startup_key: Option<&Path>,
+    volume_key_file: Option<&Path>,
     info: &Info,
     name: &str,
 ) -> Result<Credential> {
+    if let Some(p) = volume_key_file {
+        return volume_key_credential(p);
+    }
     if let Some(p) = startup_key {
         return Ok(Credential::StartupKey(read_file(p)?));
     }
@@ -93,6 +97,14 @@ fn credential(
     Ok(Credential::Password(pass))
 }
 
+/// The raw volume key of `--volume-key-file` (cryptsetup's bitlkDump layout).
+fn volume_key_credential(path: &Path) -> Result<Credential> {
+    let vk = crate::unlock::volume_key::read_volume_key_file(path)?;
+    Ok(Credential::VolumeKey(SecretBytes::from_slice(
+        vk.expose_secret(),
+    )))
+}
+
 /// A key file of `verify`: a `.BEK` file, a recovery password, or a password.
 fn credential_of_file(path: &Path) -> Result<Credential> {
     let bytes = read_file(path)?;
@@ -105,7 +117,7 @@ fn open_with(
     cred: &Credential,
     name: &str,
 ) -> Result<(BitlockerVolume, OpenedBy)> {
-    let (fvek, by) = Bitlocker::unlock(info, cred, name)?;
+    let (fvek, by) = Bitlocker::unlock_checked(&reader, info, cred, name)?;
     let vol = BitlockerVolume::new(reader, info, &fvek, name)?;
     Ok((vol, by))
 }
@@ -173,15 +185,63 @@ fn dump_json(info: &Info, name: &str) -> serde_json::Value {
     })
 }
 
+/// `dump --dump-volume-key [--volume-key-file F]` of a BitLocker volume: confirmation, an
+/// unlock, then the volume key in cryptsetup's `bitlkDump --dump-volume-key` layout on
+/// stdout, or its raw bytes in F (what `--volume-key-file` takes, here and in cryptsetup).
+fn dump_volume_key(args: &DumpArgs, reader: &Reader, info: &Info, name: &str) -> Result<()> {
+    use std::io::Write;
+    if let Some(f) = &args.volume_key_file
+        && std::fs::symlink_metadata(f).is_ok()
+    {
+        return Err(Error::Busy(format!(
+            "volume key file {} exists: give a new file name",
+            f.display()
+        )));
+    }
+    let method = info.method().ok_or_else(|| {
+        Error::Device(format!(
+            "{name}: unknown encryption method 0x{:04x}",
+            info.metadata.method
+        ))
+    })?;
+    if !args.batch {
+        super::dump::confirm()?;
+    }
+    let cred = credential(&args.key, None, None, info, name)?;
+    let (fvek, by) = Bitlocker::unlock_checked(reader, info, &cred, name)?;
+    log::info!("{name}: opened by {by}");
+    let vk = Bitlocker::volume_key(info, &fvek, name)?;
+    let key = crate::secret::VolumeKey::from_secret(vk);
+    if let Some(f) = &args.volume_key_file {
+        crate::unlock::volume_key::write_volume_key_file(f, &key)?;
+    }
+    let mode = match method {
+        bitlocker::cipher::Method::Xts(_) => "xts-plain64",
+        bitlocker::cipher::Method::Cbc(_) => "cbc-eboiv",
+        bitlocker::cipher::Method::CbcElephant(_) => "cbc-elephant",
+    };
+    let mut text = zeroize::Zeroizing::new(format!(
+        "BITLK header information for {name}\nCipher name:   \taes\nCipher mode:   \t{mode}\nUUID:          \t{}\nMK bits:       \t{}\n",
+        info.guid(),
+        key.expose_secret().len() * 8
+    ));
+    match &args.volume_key_file {
+        Some(f) => text.push_str(&format!("Key stored to file {}.\n", f.display())),
+        None => text.push_str(&crate::report::VolumeKeyDump::mk_dump(key.expose_secret())),
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write the volume key dump to stdout", e))
+}
+
 /// `dump` of a BitLocker volume: version, GUID, method, metadata copies, protectors.
 pub fn dump(args: &DumpArgs) -> Result<()> {
     let name = args.backing.display().to_string();
     let reader = locate(&args.backing, args.place.place())?;
     let info = read_info(&reader, &name)?;
     if args.dump_volume_key {
-        return Err(Error::Usage(
-            "--dump-volume-key is for LUKS volumes; BitLocker's FVEK is not dumped".into(),
-        ));
+        return dump_volume_key(args, &reader, &info, &name);
     }
     let j = dump_json(&info, &name);
     if args.json {
@@ -257,7 +317,7 @@ pub fn test_key(args: &TestKeyArgs) -> Result<()> {
     let name = args.backing.display().to_string();
     let reader = locate(&args.backing, args.place.place())?;
     let info = read_info(&reader, &name)?;
-    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let cred = credential(&args.key, args.startup_key.as_deref(), None, &info, &name)?;
     let (_, by) = Bitlocker::unlock(&info, &cred, &name)?;
     output::emit(&format!("{by} opens {name}"))
 }
@@ -267,7 +327,13 @@ pub fn digest(args: &DigestArgs) -> Result<()> {
     let name = args.backing.display().to_string();
     let reader = locate(&args.backing, args.place.place())?;
     let info = read_info(&reader, &name)?;
-    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
+    let cred = credential(
+        &args.key,
+        args.startup_key.as_deref(),
+        args.volume_key_file.as_deref(),
+        &info,
+        &name,
+    )?;
     let (vol, by) = open_with(reader, &info, &cred, &name)?;
     log::info!("{name}: opened by {by}");
     let d = vol.sha256(|_| {})?;
@@ -303,6 +369,9 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
         )));
     }
     let mut sources: Vec<(String, Credential)> = Vec::new();
+    if let Some(p) = &args.volume_key_file {
+        sources.push((p.display().to_string(), volume_key_credential(p)?));
+    }
     for p in &args.key_file {
         sources.push((p.display().to_string(), credential_of_file(p)?));
     }
@@ -330,7 +399,7 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
         if info.has_clear_key() {
             sources.push(("clear key".into(), Credential::ClearKey));
         } else if want_digest || args.fsck {
-            let c = credential(&KeyArgs::default(), None, &info, &name)?;
+            let c = credential(&KeyArgs::default(), None, None, &info, &name)?;
             sources.push(("password".into(), c));
         }
     }
@@ -338,7 +407,7 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
     let mut opened: Option<(bitlocker::format::Protection, SecretBytes)> = None;
     let mut last_error = None;
     for (label, cred) in &sources {
-        match Bitlocker::unlock(&info, cred, &name) {
+        match Bitlocker::unlock_checked(&reader, &info, cred, &name) {
             Ok((fvek, by)) => {
                 checks.push(json!({"key": label, "opens": by.guid, "type": by.protection.name()}));
                 if opened.is_none() {
@@ -420,6 +489,9 @@ pub fn verify(args: &VerifyArgs) -> Result<i32> {
         for k in report["keys"].as_array().into_iter().flatten() {
             let key = k["key"].as_str().unwrap_or("?");
             match k["opens"].as_str() {
+                Some("volume-key") => {
+                    t.push_str(&format!("{key}: is the volume key (no protector)\n"))
+                }
                 Some(g) => t.push_str(&format!(
                     "{key}: opens {} protector {g}\n",
                     k["type"].as_str().unwrap_or("?")
@@ -540,8 +612,14 @@ pub fn open(args: &OpenArgs) -> Result<()> {
     }
     crate::safepath::check_plain_target(&args.plain)?;
     crate::daemon::ensure_backing_free(&args.backing, true)?;
-    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
-    let (fvek, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    let cred = credential(
+        &args.key,
+        args.startup_key.as_deref(),
+        args.volume_key_file.as_deref(),
+        &info,
+        &name,
+    )?;
+    let (fvek, by) = Bitlocker::unlock_checked(&reader, &info, &cred, &name)?;
     // Built once here so a bad map fails before the daemon starts.
     BitlockerVolume::new(reader, &info, &fvek, &name)?;
     crate::daemon::start(
@@ -598,8 +676,14 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     }
     crate::mount::check_mountpoint(&args.mountpoint)?;
     crate::daemon::ensure_backing_free(&args.backing, true)?;
-    let cred = credential(&args.key, args.startup_key.as_deref(), &info, &name)?;
-    let (fvek, by) = Bitlocker::unlock(&info, &cred, &name)?;
+    let cred = credential(
+        &args.key,
+        args.startup_key.as_deref(),
+        args.volume_key_file.as_deref(),
+        &info,
+        &name,
+    )?;
+    let (fvek, by) = Bitlocker::unlock_checked(&reader, &info, &cred, &name)?;
     let vol = BitlockerVolume::new(reader, &info, &fvek, &name)?;
     let mut head = [0u8; 4096];
     let n = vol

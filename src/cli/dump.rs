@@ -81,7 +81,7 @@ fn dump_volume_key(
 
 /// cryptsetup's question before a volume key dump; YES on a terminal, else exit 1 (without a
 /// terminal, `--batch`).
-fn confirm() -> Result<()> {
+pub(super) fn confirm() -> Result<()> {
     passphrase::confirm_yes(
         "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): ",
         "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking"

@@ -450,7 +450,8 @@ pub struct OpenArgs {
     #[command(flatten)]
     pub discard: DiscardArgs,
     /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
-    /// the header's digest and used directly, no keyslot opened.
+    /// the header's digest and used directly, no keyslot opened. For BitLocker, the FVEK as
+    /// `cryptsetup bitlkDump --dump-volume-key --volume-key-file` writes it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
     /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
@@ -491,8 +492,8 @@ pub struct DumpArgs {
     /// Try only this keyslot (with --dump-volume-key).
     #[arg(long, value_name = "N")]
     pub key_slot: Option<u32>,
-    /// Unlock and print the volume key in cryptsetup's luksDump --dump-volume-key layout
-    /// ("MK dump:"). Anyone holding it can read the data without a passphrase: store it
+    /// Unlock and print the volume key in cryptsetup's luksDump (BitLocker: bitlkDump)
+    /// --dump-volume-key layout ("MK dump:"). Anyone holding it can read the data without a passphrase: store it
     /// encrypted. Asks for YES on a terminal unless --batch.
     #[arg(long, conflicts_with = "json")]
     pub dump_volume_key: bool,
@@ -538,7 +539,8 @@ pub struct MountArgs {
     #[command(flatten)]
     pub discard: DiscardArgs,
     /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
-    /// the header's digest and used directly, no keyslot opened.
+    /// the header's digest and used directly, no keyslot opened. For BitLocker, the FVEK as
+    /// `cryptsetup bitlkDump --dump-volume-key --volume-key-file` writes it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
     /// A detached header (LUKS2 or LUKS1, as `cryptsetup --header`): header and keyslots are
@@ -656,7 +658,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
     /// Check the raw volume key in this file (as cryptsetup's --volume-key-file) against the
-    /// header's digest, and use it for --digest and --fsck.
+    /// header's digest, and use it for --digest and --fsck (BitLocker: the FVEK in
+    /// cryptsetup's bitlkDump layout).
     #[arg(long, value_name = "FILE")]
     pub volume_key_file: Option<PathBuf>,
     /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault
@@ -802,7 +805,8 @@ pub struct DigestArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
     /// The raw volume key in this file (as cryptsetup's --volume-key-file): checked against
-    /// the header's digest and used directly, no keyslot opened.
+    /// the header's digest and used directly, no keyslot opened. For BitLocker, the FVEK as
+    /// `cryptsetup bitlkDump --dump-volume-key --volume-key-file` writes it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "recovery_key", "token_only"])]
     pub volume_key_file: Option<PathBuf>,
     /// BitLocker: a startup key, the `.BEK` file (or the base64 text of one, as a Key Vault

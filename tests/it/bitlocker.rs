@@ -742,3 +742,104 @@ fn mount_read_only_hands_the_plaintext_to_ntfs_3g_and_undoes_a_failure() {
     assert!(!loops.contains("plain-"), "a loop device was left: {loops}");
     assert_eq!(sha256_file(&img), before);
 }
+
+/// Volume-key escrow both ways with cryptsetup (`bitlkDump --dump-volume-key`): our
+/// `dump --dump-volume-key --volume-key-file` writes the bytes cryptsetup writes and prints
+/// its MK dump lines, for XTS-128/256, CBC and CBC+Elephant; cryptsetup's file then opens the
+/// volume with `--volume-key-file` (digest = Windows' SHA256SUM, verify, open --read-only);
+/// a wrong key or a key of the wrong length is exit 2; nothing is written to the image.
+#[test]
+fn volume_key_escrow_interoperates_with_cryptsetup() {
+    let test = "volume_key_escrow_interoperates_with_cryptsetup";
+    if !have_tools(test) || !require(test, &["cryptsetup"]) || !require_fuse(test) {
+        return;
+    }
+    let t = temp();
+    let all = images(t.path());
+    let names = [
+        "bitlk-aes-xts-128",
+        "bitlk-aes-xts-256",
+        "bitlk-aes-cbc-128",
+        "bitlk-aes-cbc-elephant-128",
+    ];
+    let files: Vec<String> = names.iter().map(|n| format!("{n}.img")).collect();
+    let members: Vec<&str> = files.iter().map(String::as_str).collect();
+    for (name, img) in names.iter().zip(unpack_all(t.path(), &members)) {
+        let conf = &all[*name];
+        let pw = write_key(t.path(), &format!("{name}.pw"), conf["PW"].as_bytes());
+        let before = sha256_file(&img);
+        let theirs = t.path().join(format!("{name}.cryptsetup.vk"));
+        let ours = t.path().join(format!("{name}.ours.vk"));
+        let cs = sys(
+            "cryptsetup",
+            &[
+                "bitlkDump",
+                "--dump-volume-key",
+                "--batch-mode",
+                "--key-file",
+                s(&pw),
+                s(&img),
+            ],
+        )
+        .ok();
+        sys(
+            "cryptsetup",
+            &[
+                "bitlkDump",
+                "--dump-volume-key",
+                "--batch-mode",
+                "--key-file",
+                s(&pw),
+                "--volume-key-file",
+                s(&theirs),
+                s(&img),
+            ],
+        )
+        .ok();
+        let dump = ["dump", s(&img), "--dump-volume-key", "--batch"];
+        let printed = vd(&[&dump[..], &["--key-file", s(&pw)]].concat()).ok();
+        let mk = |text: &str| -> String {
+            let at = text.find("MK bits:").expect("MK bits line");
+            text[at..].to_string()
+        };
+        assert_eq!(mk(&printed.stdout), mk(&cs.stdout), "{name}");
+        vd(&[
+            &dump[..],
+            &["--key-file", s(&pw), "--volume-key-file", s(&ours)],
+        ]
+        .concat())
+        .ok();
+        assert_eq!(
+            std::fs::read(&ours).unwrap(),
+            std::fs::read(&theirs).unwrap(),
+            "{name}: our volume key file differs from cryptsetup's"
+        );
+        let vk = ["--volume-key-file", s(&theirs)];
+        let out = vd(&[&["digest", s(&img)][..], &vk].concat()).ok();
+        assert_eq!(
+            out.stdout.split_whitespace().next(),
+            Some(conf["SHA256SUM"].as_str()),
+            "{name}"
+        );
+        // A key of the right length but wrong, and one byte short: exit 2, one line.
+        let len = std::fs::metadata(&theirs).unwrap().len() as usize;
+        let wrong = write_key(t.path(), &format!("{name}.wrong"), &pattern(len, 9));
+        let short = write_key(t.path(), &format!("{name}.short"), &pattern(len - 1, 9));
+        for bad in [&wrong, &short] {
+            let out = vd(&["digest", s(&img), "--volume-key-file", s(bad)]).fails_with(2);
+            one_error_line(&out.stderr).unwrap();
+        }
+        if *name == "bitlk-aes-xts-128" {
+            let out = vd(&[&["verify", s(&img), "--json"][..], &vk].concat()).ok();
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            assert_eq!(v["keys"][0]["type"], "volume-key", "{v}");
+            let plain = t.path().join("plain.img");
+            vd(&[&["open", "--read-only", s(&img), s(&plain)][..], &vk].concat()).ok();
+            let mount = Mount::new(&plain);
+            assert_eq!(sha256_file(&plain), conf["SHA256SUM"]);
+            mount.close();
+        }
+        assert_eq!(sha256_file(&img), before, "{name}: the image changed");
+        std::fs::remove_file(&img).unwrap();
+    }
+}
