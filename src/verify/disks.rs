@@ -514,9 +514,15 @@ fn check_encrypted(
 fn segment_problem(e: &Error) -> (String, Verdict) {
     let msg = e.to_string();
     if msg.contains("reencryption in progress") || msg.contains("online-reencrypt") {
+        // The header's requirement names it; the segment details of the error are noise here.
+        let why = msg
+            .split("; ")
+            .flat_map(|part| part.split(": "))
+            .find(|part| part.starts_with("requirements "))
+            .map_or_else(|| msg.clone(), |r| format!("header {r}"));
         (
             format!(
-                "LUKS2 reencryption in progress (not finished when this copy was taken): the data is partly in its old form, so it cannot be verified; finish it with `cryptsetup reencrypt --resume-only` on the source and take a new backup ({msg})"
+                "LUKS2 reencryption in progress (not finished when this copy was taken): the data is partly in its old form, so it cannot be verified; finish it with `cryptsetup reencrypt --resume-only` on the source and take a new backup ({why})"
             ),
             Verdict::ReencryptionInProgress,
         )
@@ -788,7 +794,7 @@ pub fn verify_disks(
             // RHEL/CentOS images keep /boot on xfs (ade-facts.md §2.3): named, so the finding
             // says where the header probably is and how to hand it over.
             looked.push(format!(
-                "{at} may hold luks/osluksheader, but vaultdisk does not read files from xfs: copy it out (mount -o ro,norecovery, or xfs_db) and give it with --header FILE"
+                "{at} may hold luks/osluksheader, but vaultdisk does not read files from xfs: copy it out where xfs mounts (mount -o ro,norecovery)"
             ));
             continue;
         }

@@ -425,7 +425,7 @@ fn vm_matrix_xfs_boot_is_named() {
     assert_eq!(p["verdict"], "damage");
     let f = p["findings"][0].as_str().unwrap();
     assert!(
-        f.contains("xfs-boot.img partition 2 (xfs) may hold luks/osluksheader, but vaultdisk does not read files from xfs")
+        f.contains("xfs-boot.img partition 2 (xfs) may hold luks/osluksheader, but vaultdisk does not read files from xfs: copy it out")
             && f.contains("--header FILE"),
         "{f}"
     );
@@ -440,4 +440,37 @@ fn vm_matrix_xfs_boot_is_named() {
     assert_eq!(p["kind"], "detached-luks");
     assert_eq!(p["digest"], o["xfs-boot"]["sha256"]);
     assert_eq!(p["verdict"], "ok");
+}
+
+/// The matrix's bad inputs in docs/bad-inputs.md: one line, the exit code, no file changed.
+#[test]
+fn vm_matrix_bad_inputs() {
+    use crate::cli::{row_says, run_table};
+    let test = "vm_matrix_bad_inputs";
+    if !require(test, &["mkfs.xfs"]) {
+        return;
+    }
+    let Some(m) = matrix(test) else {
+        return;
+    };
+    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = t.path();
+    for f in ["reencrypt.img", "xfs-boot.img", "os.bek"] {
+        fs::hard_link(m.join(f), d.join(f)).unwrap();
+    }
+    let rows = [
+        row_says(
+            "LUKS2 header mid-reencryption",
+            &["verify", "@reencrypt.img", "--key-file", "@os.bek"],
+            &[6],
+            "not verified, reencryption in progress",
+        ),
+        row_says(
+            "OS disk whose /boot is xfs",
+            &["verify", "@xfs-boot.img", "--key-file", "@os.bek"],
+            &[6],
+            "does not read files from xfs",
+        ),
+    ];
+    run_table(d, &rows);
 }
