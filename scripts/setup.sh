@@ -21,6 +21,7 @@ need_packages() {
     command -v sfdisk >/dev/null || missing+=(fdisk)
     command -v sgdisk >/dev/null || missing+=(gdisk)
     command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+    command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
     command -v mcopy >/dev/null || missing+=(mtools)
     command -v man >/dev/null || missing+=(man-db)
     command -v systemd-analyze >/dev/null || missing+=(systemd)

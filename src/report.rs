@@ -202,7 +202,8 @@ pub struct AreaReport {
     pub key_size: Option<Value>,
 }
 
-/// One token: its type and keyslots (never its other fields, which may be secret-adjacent).
+/// One token: its type and keyslots (never its other fields, which may be secret-adjacent),
+/// and for a known type the fields that locate its key without being it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenReport {
     /// Its id.
@@ -212,6 +213,44 @@ pub struct TokenReport {
     pub kind: Option<Value>,
     /// The keyslots it serves.
     pub keyslots: Vec<u64>,
+    /// An Azure Disk Encryption token (confidential VMs, type `Azure_Disk_Encryption`): the
+    /// members in [`ADE_TOKEN_FIELDS`] that it has, as written. Never `Passphrase` (the
+    /// wrapped protector); whether it has one is `has_passphrase`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure_disk_encryption: Option<serde_json::Map<String, Value>>,
+}
+
+/// LUKS2 token type Azure Disk Encryption writes on confidential VMs (ade-facts.md §1.3).
+pub const ADE_TOKEN_TYPE: &str = "Azure_Disk_Encryption";
+
+/// The members of an `Azure_Disk_Encryption` token that `dump` shows: where the key-encryption
+/// key and the secret live, never the wrapped passphrase itself.
+pub const ADE_TOKEN_FIELDS: [&str; 7] = [
+    "version",
+    "KeyVaultURL",
+    "KeyVaultResourceId",
+    "KeyEncryptionKeyURL",
+    "KekVaultResourceId",
+    "AttestationURL",
+    "PassphraseName",
+];
+
+/// The shown members of an Azure Disk Encryption token `t`, or None for another type.
+fn ade_token_fields(t: &Value) -> Option<serde_json::Map<String, Value>> {
+    if t.get("type").and_then(Value::as_str) != Some(ADE_TOKEN_TYPE) {
+        return None;
+    }
+    let mut m = serde_json::Map::new();
+    for f in ADE_TOKEN_FIELDS {
+        if let Some(v) = t.get(f) {
+            m.insert(f.to_string(), v.clone());
+        }
+    }
+    m.insert(
+        "has_passphrase".into(),
+        Value::Bool(t.get("Passphrase").is_some_and(|p| !p.is_null())),
+    );
+    Some(m)
 }
 
 /// One volume-key digest.
@@ -333,6 +372,7 @@ impl Luks2Dump {
                 id: id.parse::<u64>().unwrap_or(0),
                 kind: t.get("type").cloned(),
                 keyslots: ids(t, "keyslots"),
+                azure_disk_encryption: ade_token_fields(t),
             })
             .collect();
         let digests = wire
@@ -562,6 +602,17 @@ impl Report for Luks2Dump {
             line(format!("  {}: {}", t.id, text(t.kind.as_ref())));
             let slots: Vec<String> = t.keyslots.iter().map(u64::to_string).collect();
             line(format!("\tKeyslots:   {}", slots.join(", ")));
+            for (k, v) in t.azure_disk_encryption.iter().flatten() {
+                if k == "has_passphrase" {
+                    let has = v.as_bool() == Some(true);
+                    line(format!(
+                        "\tPassphrase: {}",
+                        if has { "(wrapped, not shown)" } else { "-" }
+                    ));
+                } else {
+                    line(format!("\t{k}: {}", text(Some(v))));
+                }
+            }
         }
         line("Digests:".into());
         for d in &self.digests {

@@ -455,6 +455,10 @@ fn run_disks(args: &VerifyArgs) -> Result<i32> {
             eprintln!("vaultdisk: no supplied key opened: {problems}");
             exit::NO_KEY
         }
+        verify::report::Verdict::ReencryptionInProgress => {
+            eprintln!("vaultdisk: not verified, reencryption in progress: {problems}");
+            exit::DAMAGE
+        }
         _ => exit::OK,
     })
 }

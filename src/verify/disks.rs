@@ -417,8 +417,11 @@ fn check_encrypted(
             p.verdict = Verdict::NoKey;
         }
         if let Err(e) = segment {
-            p.findings.push(segment_finding(&e));
-            p.verdict = Verdict::Damage;
+            let (finding, verdict) = segment_problem(&e);
+            p.findings.push(finding);
+            if p.verdict != Verdict::Damage {
+                p.verdict = verdict;
+            }
         }
         return Ok(());
     };
@@ -427,8 +430,11 @@ fn check_encrypted(
     let segment = match segment {
         Ok(s) => s,
         Err(e) => {
-            p.findings.push(segment_finding(&e));
-            p.verdict = Verdict::Damage;
+            let (finding, verdict) = segment_problem(&e);
+            p.findings.push(finding);
+            if p.verdict != Verdict::Damage {
+                p.verdict = verdict;
+            }
             return Ok(());
         }
     };
@@ -503,15 +509,28 @@ fn check_encrypted(
     Ok(())
 }
 
-/// A data segment that cannot be used, as a finding: a header caught mid-reencryption says so.
-fn segment_finding(e: &Error) -> String {
+/// A data segment that cannot be used, as a finding and its verdict: a header caught
+/// mid-reencryption says so (verdict `reencryption-in-progress`); anything else is damage.
+fn segment_problem(e: &Error) -> (String, Verdict) {
     let msg = e.to_string();
     if msg.contains("reencryption in progress") || msg.contains("online-reencrypt") {
-        format!(
-            "LUKS2 reencryption in progress (not finished when this copy was taken): the data is partly plaintext, so it cannot be verified; finish it with `cryptsetup reencrypt --resume-only` on the source and take a new backup ({msg})"
+        // The header's requirement names it; the segment details of the error are noise here.
+        let why = msg
+            .split("; ")
+            .flat_map(|part| part.split(": "))
+            .find(|part| part.starts_with("requirements "))
+            .map_or_else(|| msg.clone(), |r| format!("header {r}"));
+        (
+            format!(
+                "LUKS2 reencryption in progress (not finished when this copy was taken): the data is partly in its old form, so it cannot be verified; finish it with `cryptsetup reencrypt --resume-only` on the source and take a new backup ({why})"
+            ),
+            Verdict::ReencryptionInProgress,
         )
     } else {
-        format!("the data segment cannot be used: {msg}")
+        (
+            format!("the data segment cannot be used: {msg}"),
+            Verdict::Damage,
+        )
     }
 }
 
@@ -765,15 +784,23 @@ pub fn verify_disks(
     let mut notes: Vec<(usize, String)> = Vec::new();
     let mut looked: Vec<String> = Vec::new();
     for (i, s) in slots.iter().enumerate() {
-        if !matches!(s.content.kind, "ext2" | "ext3" | "ext4") {
-            continue;
-        }
         let at = format!(
             "{} {} ({})",
             disks[s.disk].name,
             super::report::place(s.number),
             s.content.kind
         );
+        if s.content.kind == "xfs" {
+            // RHEL/CentOS images keep /boot on xfs (ade-facts.md §2.3): named, so the finding
+            // says where the header probably is and how to hand it over.
+            looked.push(format!(
+                "{at} may hold luks/osluksheader, but vaultdisk does not read files from xfs: copy it out where xfs mounts (mount -o ro,norecovery)"
+            ));
+            continue;
+        }
+        if !matches!(s.content.kind, "ext2" | "ext3" | "ext4") {
+            continue;
+        }
         match detached::find_in_ext(s.window.clone(), &disks[s.disk].path) {
             Ok(None) => looked.push(format!("{at} has no luks/osluksheader")),
             Err(why) => {
@@ -990,7 +1017,7 @@ pub fn verify_disks(
                 None => {
                     p.kind = "none";
                     let looked_in = if looked.is_empty() {
-                        "no ext2/3/4 boot partition on the disks given".to_string()
+                        "no ext2/3/4 or xfs boot partition on the disks given".to_string()
                     } else {
                         looked.join("; ")
                     };

@@ -20,18 +20,23 @@ pub enum Verdict {
     Damage,
     /// Encrypted, and no key opened it.
     NoKey,
+    /// A LUKS2 header caught mid-reencryption (`cryptsetup reencrypt` not finished when the
+    /// copy was taken): the data is partly in the old form, so it cannot be verified. Not
+    /// damage: the source resumes the reencryption. Exit 6 like damage, as no check passed.
+    ReencryptionInProgress,
     /// Nothing to check here (an unencrypted filesystem, an empty or BIOS boot partition), or
     /// a kind not verified yet (BitLocker): not a failure.
     Unchecked,
 }
 
 impl Verdict {
-    /// "ok", "damage", "no-key", "unchecked".
+    /// "ok", "damage", "no-key", "reencryption-in-progress", "unchecked".
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
             Verdict::Damage => "damage",
             Verdict::NoKey => "no-key",
+            Verdict::ReencryptionInProgress => "reencryption-in-progress",
             Verdict::Unchecked => "unchecked",
         }
     }
@@ -144,7 +149,8 @@ pub struct DisksReport {
     pub disks: Vec<DiskCheck>,
     /// Findings about no disk in particular (a detached header that fits no partition).
     pub findings: Vec<String>,
-    /// "ok", "damage" or "no-key": damage anywhere wins over a partition no key opened.
+    /// "ok", "damage", "reencryption-in-progress" or "no-key", the first that applies to any
+    /// partition in that order (damage anywhere wins).
     pub verdict: Verdict,
     /// `verdict` is "ok".
     pub ok: bool,
@@ -159,6 +165,8 @@ impl DisksReport {
             || parts().any(|p| p.verdict == Verdict::Damage);
         let verdict = if damage {
             Verdict::Damage
+        } else if parts().any(|p| p.verdict == Verdict::ReencryptionInProgress) {
+            Verdict::ReencryptionInProgress
         } else if parts().any(|p| p.verdict == Verdict::NoKey) {
             Verdict::NoKey
         } else {
@@ -179,7 +187,10 @@ impl DisksReport {
         for d in &self.disks {
             out.extend(d.findings.iter().map(|f| format!("{}: {f}", d.path)));
             for p in &d.partitions {
-                if matches!(p.verdict, Verdict::Damage | Verdict::NoKey) {
+                if matches!(
+                    p.verdict,
+                    Verdict::Damage | Verdict::NoKey | Verdict::ReencryptionInProgress
+                ) {
                     let what = p
                         .findings
                         .last()
@@ -227,6 +238,9 @@ impl Report for DisksReport {
             Verdict::Ok | Verdict::Unchecked => "result: ok",
             Verdict::NoKey => "result: an encrypted partition that no supplied key opened",
             Verdict::Damage => "result: DAMAGE FOUND",
+            Verdict::ReencryptionInProgress => {
+                "result: NOT VERIFIED: a LUKS2 reencryption was in progress when the copy was taken"
+            }
         });
         out
     }

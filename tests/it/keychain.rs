@@ -947,6 +947,19 @@ fn bad_key_chain_table() {
             "give --kek-pem",
         ),
         row_says(
+            "wrapped BEK, KEK file missing",
+            &[
+                "verify",
+                "@vol.img",
+                "--keyvault-secret",
+                "@sha1.json",
+                "--kek-pem",
+                "@missing.pem",
+            ],
+            &[1],
+            "cannot open KEK file",
+        ),
+        row_says(
             "wrapped BEK, another KEK",
             &[
                 "verify",

@@ -10,6 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod matrix;
+
 const TOOLS: &[&str] = &[
     "fuse",
     "python3-cryptography",
@@ -535,55 +537,6 @@ fn vm_bad_inputs() {
         ),
     ];
     run_table(d, &rows);
-}
-
-/// A data disk caught mid-`cryptsetup reencrypt --encrypt` (ADE's online shape, 8 MiB
-/// offset, `--init-only`): reported as such, exit 6.
-#[test]
-fn vm_matrix_reencryption_in_progress() {
-    if !require(
-        "vm_matrix_reencryption_in_progress",
-        &["cryptsetup", "sgdisk", "mkfs.ext4"],
-    ) {
-        return;
-    }
-    let t = temp();
-    let d = t.path();
-    let key = write_key(d, "k.bek", b"0123456789abcdef0123456789abcdef");
-    let part = d.join("re.part");
-    let disk = d.join("re.img");
-    sys("truncate", &["-s", "24M", s(&part)]).ok();
-    sys("mkfs.ext4", &["-q", s(&part)]).ok();
-    sys(
-        "cryptsetup",
-        &[
-            "reencrypt",
-            "--encrypt",
-            "--init-only",
-            "--reduce-device-size",
-            "32768S",
-            "--type",
-            "luks2",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "-q",
-            "-d",
-            s(&key),
-            s(&part),
-        ],
-    )
-    .ok();
-    sys("truncate", &["-s", "32M", s(&disk)]).ok();
-    sys("sgdisk", &["-o", "-n", "1:2048:+49152", s(&disk)]).ok();
-    poke(&disk, 1 << 20, &fs::read(&part).unwrap());
-    let out = verify(&[&disk], &["--key-file", s(&key), "--json"]).fails_with(6);
-    let p = &json(&out)["disks"][0]["partitions"][0];
-    assert_eq!(p["kind"], "luks2");
-    let f = p["findings"][0].as_str().unwrap();
-    assert!(f.starts_with("LUKS2 reencryption in progress"), "{f}");
-    assert_eq!(p["digest"], Value::Null);
 }
 
 /// The "done when": one command verifies the restored three-disk VM whose key is a
