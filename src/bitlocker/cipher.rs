@@ -86,6 +86,15 @@ impl Method {
         }
     }
 
+    /// cryptsetup's cipher mode for it (`bitlkDump`'s "Cipher mode").
+    pub fn cryptsetup_mode(self) -> &'static str {
+        match self {
+            Method::Xts(_) => "xts-plain64",
+            Method::Cbc(_) => "cbc-eboiv",
+            Method::CbcElephant(_) => "cbc-elephant",
+        }
+    }
+
     /// The method numbered `v`, if supported.
     pub fn from_u16(v: u16) -> Option<Method> {
         Some(match v {

@@ -190,13 +190,8 @@ fn dump_json(info: &Info, name: &str) -> serde_json::Value {
 /// stdout, or its raw bytes in F (what `--volume-key-file` takes, here and in cryptsetup).
 fn dump_volume_key(args: &DumpArgs, reader: &Reader, info: &Info, name: &str) -> Result<()> {
     use std::io::Write;
-    if let Some(f) = &args.volume_key_file
-        && std::fs::symlink_metadata(f).is_ok()
-    {
-        return Err(Error::Busy(format!(
-            "volume key file {} exists: give a new file name",
-            f.display()
-        )));
+    if let Some(f) = &args.volume_key_file {
+        unlock::volume_key::refuse_existing_file(f)?;
     }
     let method = info.method().ok_or_else(|| {
         Error::Device(format!(
@@ -205,7 +200,7 @@ fn dump_volume_key(args: &DumpArgs, reader: &Reader, info: &Info, name: &str) ->
         ))
     })?;
     if !args.batch {
-        super::dump::confirm()?;
+        passphrase::confirm_volume_key_dump()?;
     }
     let cred = credential(&args.key, None, None, info, name)?;
     let (fvek, by) = Bitlocker::unlock_checked(reader, info, &cred, name)?;
@@ -215,11 +210,7 @@ fn dump_volume_key(args: &DumpArgs, reader: &Reader, info: &Info, name: &str) ->
     if let Some(f) = &args.volume_key_file {
         crate::unlock::volume_key::write_volume_key_file(f, &key)?;
     }
-    let mode = match method {
-        bitlocker::cipher::Method::Xts(_) => "xts-plain64",
-        bitlocker::cipher::Method::Cbc(_) => "cbc-eboiv",
-        bitlocker::cipher::Method::CbcElephant(_) => "cbc-elephant",
-    };
+    let mode = method.cryptsetup_mode();
     let mut text = zeroize::Zeroizing::new(format!(
         "BITLK header information for {name}\nCipher name:   \taes\nCipher mode:   \t{mode}\nUUID:          \t{}\nMK bits:       \t{}\n",
         info.guid(),
@@ -592,6 +583,26 @@ fn filesystem_check(
     })
 }
 
+/// The window of BACKING a volume to serve lives in, a reader over it and its metadata;
+/// a volume BitLocker support refuses (encrypt-on-write, conversion unfinished) is exit 4.
+fn servable(
+    backing: &Path,
+    place: Place,
+    name: &str,
+) -> Result<(crate::disk::Window<Arc<std::fs::File>>, Reader, Info)> {
+    let window = device::locate(backing, place, false, false)?
+        .window()
+        .clone();
+    let reader: Reader = Arc::new(window.clone());
+    let info = read_info(&reader, name)?;
+    if let Some(why) = info.refusal() {
+        return Err(Error::Device(format!(
+            "cannot open BitLocker volume {name}: {why}"
+        )));
+    }
+    Ok((window, reader, info))
+}
+
 /// `open` of a BitLocker volume: read-only only.
 pub fn open(args: &OpenArgs) -> Result<()> {
     if !args.read_only {
@@ -601,15 +612,7 @@ pub fn open(args: &OpenArgs) -> Result<()> {
         )));
     }
     let name = args.backing.display().to_string();
-    let located = device::locate(&args.backing, args.place.place(), false, false)?;
-    let window = located.window().clone();
-    let reader: Reader = Arc::new(window.clone());
-    let info = read_info(&reader, &name)?;
-    if let Some(why) = info.refusal() {
-        return Err(Error::Device(format!(
-            "cannot open BitLocker volume {name}: {why}"
-        )));
-    }
+    let (window, reader, info) = servable(&args.backing, args.place.place(), &name)?;
     crate::safepath::check_plain_target(&args.plain)?;
     crate::daemon::ensure_backing_free(&args.backing, true)?;
     let cred = credential(
@@ -664,16 +667,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
             "mounting BitLocker volume {name} needs root (a loop device); without root: `vaultdisk open --read-only` then `ntfs-3g -o ro PLAIN DIR`"
         )));
     }
-    let located = device::locate(&args.backing, args.place.place(), false, false)?;
-    let window = located.window().clone();
-    drop(located);
-    let reader: Reader = Arc::new(window.clone());
-    let info = read_info(&reader, &name)?;
-    if let Some(why) = info.refusal() {
-        return Err(Error::Device(format!(
-            "cannot open BitLocker volume {name}: {why}"
-        )));
-    }
+    let (window, reader, info) = servable(&args.backing, args.place.place(), &name)?;
     crate::mount::check_mountpoint(&args.mountpoint)?;
     crate::daemon::ensure_backing_free(&args.backing, true)?;
     let cred = credential(

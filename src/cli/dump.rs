@@ -43,16 +43,11 @@ fn dump_volume_key(
     dev: &(impl crate::luks2::ReadAt + ?Sized),
     header_path: &std::path::Path,
 ) -> Result<()> {
-    if let Some(f) = &args.volume_key_file
-        && std::fs::symlink_metadata(f).is_ok()
-    {
-        return Err(Error::Busy(format!(
-            "volume key file {} exists: give a new file name",
-            f.display()
-        )));
+    if let Some(f) = &args.volume_key_file {
+        unlock::volume_key::refuse_existing_file(f)?;
     }
     if !args.batch {
-        confirm()?;
+        passphrase::confirm_volume_key_dump()?;
     }
     let vault = args.key.vault.config();
     let opened = unlock::unlock_header(
@@ -77,15 +72,4 @@ fn dump_volume_key(
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("cannot write the volume key dump to stdout", e))
-}
-
-/// cryptsetup's question before a volume key dump; YES on a terminal, else exit 1 (without a
-/// terminal, `--batch`).
-pub(super) fn confirm() -> Result<()> {
-    passphrase::confirm_yes(
-        "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): ",
-        "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking"
-            .into(),
-        "volume key dump not confirmed".into(),
-    )
 }

@@ -114,3 +114,14 @@ pub fn confirm_yes(question: &str, no_terminal: String, refused: String) -> Resu
     }
     Ok(())
 }
+
+/// cryptsetup's question before a volume key dump; YES on a terminal, else exit 1 (without a
+/// terminal, `--batch`).
+pub fn confirm_volume_key_dump() -> Result<()> {
+    confirm_yes(
+        "\nWARNING!\n========\nThe header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in capital letters): ",
+        "dump --dump-volume-key needs confirmation on a terminal: --batch to dump without asking"
+            .into(),
+        "volume key dump not confirmed".into(),
+    )
+}

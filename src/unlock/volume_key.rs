@@ -51,6 +51,18 @@ pub fn read_volume_key_file(path: &Path) -> Result<VolumeKey> {
     )))
 }
 
+/// Refuses (exit 5) a `--volume-key-file` to write that already exists, before anything is
+/// unlocked: [`write_volume_key_file`] never overwrites one.
+pub fn refuse_existing_file(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::Busy(format!(
+            "volume key file {} exists: give a new file name",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the raw bytes of `key` to a new file `path` (mode 0400, never over an existing
 /// file: O_EXCL), synced, as `cryptsetup luksDump --dump-volume-key --volume-key-file` does.
 /// A file left half-written by a failed write is removed.
