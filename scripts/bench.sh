@@ -7,6 +7,8 @@
 #            through vaultdisk's PLAIN, qemu-storage-daemon's FUSE export of a LUKS1 image,
 #            gocryptfs, bindfs --multithreaded, and the store itself (buffered; O_DIRECT on disk);
 #            stores: a tmpfs (takes the disk out) and the root disk
+#   dd       (issue 17) `dd bs=1M conv=notrunc,fsync` of random data onto vaultdisk's PLAIN and
+#            the tmpfs store itself, read back with dd after dropping caches
 #   rand     fio 4 KiB random read/write IOPS, iodepth 16, O_DIRECT, inside ext4 on a loop
 #            device over PLAIN vs over the qemu-storage-daemon export, losetup --direct-io on/off
 #   res      daemon RSS (max while streaming), CPU seconds per GiB (from /proc/PID/stat)
@@ -105,7 +107,7 @@ pass=$work/pass
 printf 'bench-passphrase' > "$pass"
 tmpfs=$work/tmpfs
 mkdir -p "$tmpfs"
-mount -t tmpfs -o size=$(( (6 * size_mib + 2 * vol_mib + 512) ))m vaultdisk-bench "$tmpfs"
+mount -t tmpfs -o size=$(( (7 * size_mib + 2 * vol_mib + 512) ))m vaultdisk-bench "$tmpfs"
 disk=$work/disk
 mkdir -p "$disk"
 
@@ -130,6 +132,23 @@ seq_read() { # FILE -> MB/s
     drop_caches
     fio_json --name=r --filename="$1" --rw=read --bs=1M --size="${size_mib}M" --ioengine=psync --fallocate=none "${@:2}" |
         python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(round(r["bw_bytes"]/1e6,1))'
+}
+# dd as users copy images in (issue 17): a 1 MiB-block overwrite of random data with
+# conv=notrunc,fsync, then read back after dropping caches. Source: $tmpfs/dd.src (tmpfs).
+dd_write() { # FILE -> MB/s
+    local t0 t1
+    t0=$(now)
+    dd if="$tmpfs/dd.src" of="$1" bs=1M conv=notrunc,fsync status=none
+    t1=$(now)
+    calc "$size_mib * 1.048576 / ($t1 - $t0)"
+}
+dd_read() { # FILE -> MB/s
+    local t0 t1
+    drop_caches
+    t0=$(now)
+    dd if="$1" of=/dev/null bs=1M count="$size_mib" status=none
+    t1=$(now)
+    calc "$size_mib * 1.048576 / ($t1 - $t0)"
 }
 wait_size() { for _ in $(seq 100); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -gt 0 ] && return 0; sleep 0.1; done; return 1; }
 wait_mount() { for _ in $(seq 100); do mountpoint -q "$1" && return 0; sleep 0.1; done; return 1; }
@@ -225,6 +244,15 @@ seq_store() { # STORE_NAME DIR
             fi
             log "seq $store run $r $sys: write $w MB/s, read $rd MB/s"
         done
+        if [ "$store" = tmpfs ]; then
+            for sys in vaultdisk raw-buffered; do
+                w=$(dd_write "${file[$sys]}")
+                rd=$(dd_read "${file[$sys]}")
+                record dd "$store" "$sys" write_mbps "$w"
+                record dd "$store" "$sys" read_mbps "$rd"
+                log "dd $store run $r $sys: write $w MB/s, read $rd MB/s"
+            done
+        fi
     done
     stop_all
 }
@@ -383,6 +411,10 @@ else
     echo '{"reference": []}' > "$work/xts-mode.json"
 fi
 
+if phase seq; then
+    { openssl enc -aes-128-ctr -nosalt -pass pass:vaultdisk-dd -in /dev/zero 2>/dev/null || true; } |
+        head -c $(( size_mib * 1048576 )) > "$tmpfs/dd.src"
+fi
 phase seq && seq_store tmpfs "$tmpfs"
 phase seq && seq_store disk "$disk"
 phase rand && rand_store tmpfs "$tmpfs"

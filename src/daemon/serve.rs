@@ -190,7 +190,9 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
         Arc::clone(&volume),
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
-    );
+    )
+    .with_path(&plain);
+    let writeback = fs.uses_writeback_cache();
     let config = fusefs::mount_config(spec.read_only, spec.allow_other);
     let session = fuser::Session::new(fs, &plain, &config).map_err(|e| {
         // fuser opens /dev/fuse itself before trying fusermount3, so a /dev/fuse that this
@@ -208,6 +210,15 @@ fn mount_session(spec: &ServeSpec, key: &VolumeKey) -> Result<Serving> {
             spec.plain.display()
         ))
     })?;
+    if writeback {
+        // Before anyone opens PLAIN: the kernel must know its size (see fusefs).
+        fusefs::announce_size(&session.notifier(), volume.as_ref()).map_err(|e| {
+            Error::Device(format!(
+                "cannot tell the kernel the size of {}: {e}",
+                plain.display()
+            ))
+        })?;
+    }
     raise_readahead(&plain);
     info!("serving {} as {}", backing_canon.display(), plain.display());
     Ok(Serving {
@@ -467,7 +478,11 @@ fn spawn_signal_thread(plain: &Path, grow: Option<Arc<Volume>>) -> Result<Signal
                     // `vaultdisk resize` grew the backing file: serve the new sectors.
                     match grow.as_ref().map(|v| v.grow_to_backing()) {
                         Some(Ok((old, new))) => {
-                            info!("SIGUSR1: {} grew from {old} to {new} bytes", plain.display())
+                            info!("SIGUSR1: {} grew from {old} to {new} bytes", plain.display());
+                            // The kernel keeps its own size under the writeback cache.
+                            if let Err(e) = fusefs::sync_kernel_size(&plain, new) {
+                                warn!("SIGUSR1: cannot grow {} to {new} bytes: {e}", plain.display());
+                            }
                         }
                         Some(Err(e)) => warn!("SIGUSR1: cannot stat the backing file: {e}"),
                         None => warn!("SIGUSR1: the data segment has a fixed size; not grown"),

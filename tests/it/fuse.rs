@@ -3,12 +3,14 @@
 //!
 //! Needs /dev/fuse (and fusermount3 when not root); otherwise each test prints
 //! `SKIP <test>: <reason>`, or fails when VAULTDISK_REQUIRE_ALL=1.
+use crate::support::wait_until;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 use vaultdisk::crypto::xts::SectorCipher;
 use vaultdisk::daemon::{self, MountHandle, ServeSpec};
 use vaultdisk::geometry::{SectorNo, Segment};
@@ -158,10 +160,12 @@ fn fuse_random_io_matches_model() {
                 _ => 1 + rng.below(2 * MIB) as usize,
             };
             if rng.below(2) == 0 {
+                // Inside the volume: a write past the end is cached and fails only at fsync
+                // (writeback cache), checked below.
+                let len = len.min(size - off);
                 let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                 let n = file.write_at(&data, off as u64).unwrap();
-                let expect = len.min(size - off);
-                assert_eq!(n, expect, "round {round}: write at {off} len {len}");
+                assert_eq!(n, len, "round {round}: write at {off} len {len}");
                 model[off..off + n].copy_from_slice(&data[..n]);
             } else {
                 let mut buf = vec![0u8; len];
@@ -174,11 +178,22 @@ fn fuse_random_io_matches_model() {
                 );
             }
         }
-        // At and past the end: reads give 0 bytes, writes ENOSPC.
+        file.sync_all().unwrap();
+        // At and past the end: reads give 0 bytes; a write is refused with ENOSPC, at once or
+        // (cached) at fsync, and the size stays the volume's.
         let mut b = [0u8; 16];
         assert_eq!(file.read_at(&mut b, size as u64).unwrap(), 0);
-        let e = file.write_at(b"x", size as u64).unwrap_err();
+        let e = match file.write_at(b"x", size as u64) {
+            Ok(_) => file.sync_all().unwrap_err(),
+            Err(e) => e,
+        };
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        assert!(
+            wait_until(Duration::from_secs(10), || fs::metadata(&plain)
+                .is_ok_and(|m| m.len() == size as u64)),
+            "size after a write past the end: {:?}",
+            fs::metadata(&plain).map(|m| m.len())
+        );
         file.sync_all().unwrap();
         drop(file);
         assert_eq!(fs::read(&plain).unwrap(), model, "whole-file read");

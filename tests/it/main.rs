@@ -39,3 +39,4 @@ mod validity;
 mod vault;
 mod verify;
 mod vm;
+mod writeback;
