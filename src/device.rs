@@ -280,7 +280,7 @@ impl Located {
 /// Opens `path` ([`open_backing`], or [`open_exclusive`] when `exclusive`) and finds `place`
 /// in it: a partition through [`crate::disk`] (its warnings logged), a raw window checked
 /// against the size. A file without a partition table given a partition is exit 4, a
-/// partition number or window out of range exit 1.
+/// partition number out of range exit 1, a window that does not fit the file exit 4.
 pub fn locate(path: &Path, place: Place, write: bool, exclusive: bool) -> Result<Located> {
     locate_with(path, place, &HeaderAt::InBacking, write, exclusive)
 }
@@ -722,8 +722,8 @@ impl Backing {
     }
 
     /// Opens the volume at `place` in `path` (read-write when `write`): a partition or byte
-    /// window found by [`locate`] (a file without a partition table is exit 4, a partition or
-    /// window it does not have exit 1), or the whole file as [`Backing::open`].
+    /// window found by [`locate`] (a file without a partition table or a window past its end
+    /// is exit 4, a partition it does not have exit 1), or the whole file as [`Backing::open`].
     pub fn open_in(path: &Path, place: Place, write: bool) -> Result<Backing> {
         if place == Place::Whole {
             return Backing::open(path, write);
@@ -1115,8 +1115,8 @@ mod tests {
         let mut want = vec![0xAAu8; 65536];
         want[4096 + 8190..4096 + 8192].copy_from_slice(b"in");
         assert_eq!(bytes, want);
-        // A window past the end of the file is exit 1; a partition of a file without a
-        // partition table exit 4.
+        // A window past the end of the file is exit 4 (a layout that does not fit the disk),
+        // as is a partition of a file without a partition table.
         let past = Place::Range {
             offset: 65536 - 4096,
             size: Some(8192),
@@ -1126,7 +1126,7 @@ mod tests {
                 .err()
                 .map(|e| e.exit_code())
         };
-        assert_eq!(code(past), Some(1));
+        assert_eq!(code(past), Some(4));
         assert_eq!(code(Place::Partition(1)), Some(4));
     }
 

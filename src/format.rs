@@ -573,8 +573,8 @@ pub fn check_device(path: &Path, force: bool) -> Result<()> {
 
 /// Refuses to format the partition or byte window `place` of the existing `path` unless
 /// `force` when it holds a LUKS header or another signature (exit 5); the window must exist
-/// (a file without a partition table is exit 4, a partition or window it does not have
-/// exit 1). Returns the window's length in bytes. Reads the partition table and the window
+/// (a file without a partition table or a window past its end is exit 4, a partition it
+/// does not have exit 1). Returns the window's length in bytes. Reads the partition table and the window
 /// only; writes nothing.
 pub fn check_window(path: &Path, place: Place, force: bool) -> Result<u64> {
     let dev = crate::device::Backing::open_in(path, place, false)?;

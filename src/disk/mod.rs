@@ -49,7 +49,9 @@ pub enum DiskError {
         "partition {0} is an extended partition (a container of the logical partitions, numbered from 5)"
     )]
     Extended(u32),
-    /// A window that does not lie inside the disk (exit 1).
+    /// A window that does not lie inside the disk (exit 4, a bad on-disk layout, as
+    /// overlapping or out-of-disk partitions are): `--device-offset`/`--device-size` past
+    /// the end of the image or device, or an empty window.
     #[error("the window of {size} bytes at byte {offset} does not fit the disk of {disk} bytes")]
     OutOfRange {
         /// The window's start.
@@ -68,9 +70,7 @@ impl DiskError {
     /// The crate error for this one, its message prefixed with `name` (the image or device).
     pub fn for_path(self, name: &str) -> Error {
         let kind = match self {
-            DiskError::NoPartition { .. }
-            | DiskError::Extended(_)
-            | DiskError::OutOfRange { .. } => ErrorKind::Usage,
+            DiskError::NoPartition { .. } | DiskError::Extended(_) => ErrorKind::Usage,
             _ => ErrorKind::Device,
         };
         Error::new(kind, format!("{name}: {self}"))

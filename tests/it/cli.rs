@@ -1277,7 +1277,7 @@ fn bad_window_table() {
                 "--key-file",
                 "@key",
             ],
-            &[1],
+            &[4],
             "does not fit the disk",
         ),
         row_says(

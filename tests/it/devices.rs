@@ -422,8 +422,13 @@ fn partition_of_a_gpt_image() {
         "--device-size",
         &len.to_string(),
     ])
-    .fails_with(1);
+    .fails_with(4);
     one_error_line(&out.stderr).unwrap();
+    assert!(
+        out.stderr.contains("does not fit the disk"),
+        "{}",
+        out.describe()
+    );
     let out = open_fails(
         &[
             "open",
