@@ -287,7 +287,7 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .for_path("x")
                 .exit_code(),
-            1
+            4
         );
         assert!(disk.window(u64::MAX, 2).is_err());
     }
