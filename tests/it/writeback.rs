@@ -4,6 +4,7 @@
 //! block device; a crash before the write-back loses only pages that were never fsynced, and
 //! such a write is never reported durable. The backing file is read back with the Python
 //! oracle (tests/oracle/xts.py) and a key from `cryptsetup luksDump --dump-volume-key`.
+use crate::reliability::vd_rt;
 use crate::support::*;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -110,12 +111,10 @@ fn a_crash_before_writeback_loses_only_unsynced_pages() {
     }
     let v = Vol::new("16M", &[]);
     let rt = v.dir.path().join("rt");
-    let env = format!("VAULTDISK_RUNTIME_DIR={}", s(&rt));
     let open = |extra: &[&str]| {
-        let mut args = vec![env.as_str(), BIN, "open", s(&v.backing), s(&v.plain)];
-        args.extend_from_slice(&["--key-file", s(&v.key)]);
+        let mut args = vec!["open", s(&v.backing), s(&v.plain), "--key-file", s(&v.key)];
         args.extend_from_slice(extra);
-        run("env", &args, None).ok();
+        vd_rt(&rt, &args).ok();
         Mount::new(&v.plain)
     };
     let m = open(&[]);
@@ -126,7 +125,7 @@ fn a_crash_before_writeback_loses_only_unsynced_pages() {
     f.write_all_at(&old, 4 * MIB).unwrap();
     f.sync_data().unwrap();
     let pid = {
-        let out = run("env", &[env.as_str(), BIN, "status", "--json"], None).ok();
+        let out = vd_rt(&rt, &["status", "--json"]).ok();
         let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         j[0]["pid"].as_u64().unwrap() as i32
     };
@@ -145,7 +144,7 @@ fn a_crash_before_writeback_loses_only_unsynced_pages() {
     let e = f.sync_data().expect_err("fsync after the daemon died");
     eprintln!("{test}: fsync after kill -9: {e}");
     drop(f);
-    run("env", &[env.as_str(), BIN, "close", s(&v.plain)], None).ok();
+    vd_rt(&rt, &["close", s(&v.plain)]).ok();
     std::mem::forget(m);
 
     let disk = on_disk(&v, 0, 12 * MIB);
@@ -168,6 +167,6 @@ fn a_crash_before_writeback_loses_only_unsynced_pages() {
         read_range(&v.plain, 0, 12 * MIB) == disk,
         "PLAIN after reopening"
     );
-    run("env", &[env.as_str(), BIN, "close", s(&v.plain)], None).ok();
+    vd_rt(&rt, &["close", s(&v.plain)]).ok();
     std::mem::forget(m);
 }
