@@ -34,12 +34,15 @@ const DIRECT_MIN_BYTES: usize = 512 << 10;
 /// An unlocked data segment over an open backing file.
 pub struct Volume {
     backing: File,
-    /// A second, read-only open of the backing file with O_DIRECT, for large aligned reads
-    /// (see `read_backing`). None on geometries other than 4096-byte sectors at a 4096-aligned
-    /// data offset, or where the file system refuses O_DIRECT.
-    direct_read: Option<File>,
+    /// A second open of the backing file with O_DIRECT (read-write unless the volume is
+    /// read-only), for large aligned reads and writes (see `read_backing`, `write_backing`).
+    /// None on geometries other than 4096-byte sectors at a 4096-aligned data offset, or
+    /// where the file system refuses O_DIRECT.
+    direct: Option<File>,
     /// Cleared after the first EINVAL from a direct read: from then on reads are buffered.
     direct_ok: AtomicBool,
+    /// Cleared after the first EINVAL from a direct write: from then on writes are buffered.
+    direct_write_ok: AtomicBool,
     segment: Segment,
     /// Current plaintext size: `segment.data_size_bytes` until an online grow.
     size_bytes: AtomicU64,
@@ -74,21 +77,22 @@ impl Volume {
             .map_err(|e| Error::Device(format!("data segment: {e}")))?;
         let cipher = SectorCipher::new(key.expose_secret())
             .map_err(|e| Error::Device(format!("volume key: {e}")))?;
-        let direct_read = if segment.sector_size_bytes() == DIRECT_ALIGN_BYTES
+        let direct = if segment.sector_size_bytes() == DIRECT_ALIGN_BYTES
             && segment
                 .data_offset_bytes
                 .is_multiple_of(DIRECT_ALIGN_BYTES as u64)
             && direct_alignment_fits(&backing)
         {
-            reopen_direct(&backing)
+            reopen_direct(&backing, !read_only)
         } else {
             None
         };
         Ok(Volume {
             backing,
             size_bytes: AtomicU64::new(segment.data_size_bytes),
-            direct_ok: AtomicBool::new(direct_read.is_some()),
-            direct_read,
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct_write_ok: AtomicBool::new(direct.is_some() && !read_only),
+            direct,
             segment,
             cipher,
             read_only,
@@ -277,9 +281,7 @@ impl Volume {
                     self.segment.iv_sector(span.first),
                     self.segment.iv_step(),
                 );
-                return self
-                    .backing
-                    .write_all_at(buf, self.segment.backing_offset(span.first));
+                return self.write_backing(buf, self.segment.backing_offset(span.first));
             }
             let last_start = buf.len() - ss;
             if span.partial_head() {
@@ -319,7 +321,7 @@ impl Volume {
     /// is not cached beside the plaintext the kernel caches for PLAIN. O_DIRECT reads see
     /// completed buffered writes: the kernel writes dirty cached pages of the range first.
     fn read_backing(&self, buf: &mut [u8], backing_offset: u64) -> io::Result<usize> {
-        if let Some(direct) = &self.direct_read
+        if let Some(direct) = &self.direct
             && buf.len() >= DIRECT_MIN_BYTES
             && self.direct_ok.load(Ordering::Relaxed)
             && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
@@ -337,6 +339,32 @@ impl Volume {
             }
         }
         read_until_eof(&self.backing, buf, backing_offset)
+    }
+
+    /// Writes ciphertext at `backing_offset`. Large aligned runs (the kernel's 1 MiB
+    /// write-backs) use the O_DIRECT handle: the disk takes the bytes from `buf`, where a
+    /// buffered pwrite first copies them into the backing's page cache (and, on a block
+    /// device over a file such as a loop device, into a second cache below it). Durability
+    /// is unchanged: `flush` still fdatasyncs, which also flushes the disk's write cache.
+    fn write_backing(&self, buf: &[u8], backing_offset: u64) -> io::Result<()> {
+        if let Some(direct) = &self.direct
+            && buf.len() >= DIRECT_MIN_BYTES
+            && self.direct_write_ok.load(Ordering::Relaxed)
+            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
+            && buf.len().is_multiple_of(DIRECT_ALIGN_BYTES)
+            && backing_offset.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
+        {
+            match direct.write_all_at(buf, backing_offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    warn!(
+                        "O_DIRECT write refused ({e}); writing through the page cache from now on"
+                    );
+                    self.direct_write_ok.store(false, Ordering::Relaxed);
+                }
+                res => return res,
+            }
+        }
+        self.backing.write_all_at(buf, backing_offset)
     }
 
     /// Makes every completed write durable (fdatasync on the backing file).
@@ -518,20 +546,22 @@ fn direct_alignment_fits(backing: &File) -> bool {
         .is_ok_and(|lbs| lbs > 0 && (DIRECT_ALIGN_BYTES as u32).is_multiple_of(lbs))
 }
 
-/// Opens the backing file a second time, read-only with O_DIRECT, through /proc/self/fd (the
-/// same file even if its path has changed since). None where that or O_DIRECT is refused.
-fn reopen_direct(backing: &File) -> Option<File> {
+/// Opens the backing file a second time with O_DIRECT (read-only, or read-write if
+/// `writable`), through /proc/self/fd (the same file even if its path has changed since).
+/// None where that or O_DIRECT is refused.
+fn reopen_direct(backing: &File, writable: bool) -> Option<File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let path = format!("/proc/self/fd/{}", backing.as_raw_fd());
     match std::fs::OpenOptions::new()
         .read(true)
+        .write(writable)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
     {
         Ok(f) => Some(f),
         Err(e) => {
-            log::debug!("no O_DIRECT handle on the backing file ({e}): buffered reads only");
+            log::debug!("no O_DIRECT handle on the backing file ({e}): buffered I/O only");
             None
         }
     }
@@ -758,7 +788,53 @@ mod tests {
             assert_eq!(vol.read_at(first as u64, out).unwrap(), 1 << 20);
             assert!(out[..] == model[first..first + (1 << 20)], "round {round}");
         }
-        assert!(vol.direct_read.is_none() || vol.direct_ok.load(Ordering::Relaxed));
+        assert!(vol.direct.is_none() || vol.direct_ok.load(Ordering::Relaxed));
+        vol.flush().unwrap();
+        assert!(reference_plaintext(tmp.path(), &seg, &k) == model);
+    }
+
+    #[test]
+    fn large_aligned_writes_bypass_the_cache_and_stay_coherent() {
+        // 1 MiB aligned writes take the O_DIRECT handle (their ciphertext is not left in the
+        // backing file's page cache), small writes read-modify-write through the cache, and
+        // every read, large or small, sees the latest bytes.
+        let seg = segment(4096, 8 << 20, 1 << 20, 0);
+        let k = key(64, 13);
+        let (vol, tmp) = volume(seg, &k);
+        let size = seg.data_size_bytes as usize;
+        let mut model = vec![0u8; size];
+        let mut rng = Rng(0xd1ec8);
+        let (mut big, mut out_buf) = (Vec::new(), Vec::new());
+        for round in 0..40 {
+            let first = rng.below((size / 4096 - 256) as u64) as usize * 4096;
+            let data = aligned_slice(&mut big, 1 << 20);
+            rng.fill(data);
+            vol.write_at(first as u64, data).unwrap();
+            model[first..first + data.len()].copy_from_slice(data);
+            if round == 0 && vol.direct.is_some() {
+                let at = seg.data_offset_bytes + first as u64;
+                assert_eq!(
+                    crate::sys::cached_pages(&File::open(tmp.path()).unwrap(), at, 1 << 20),
+                    0,
+                    "direct write cached"
+                );
+            }
+            for _ in 0..4 {
+                let off = rng.below(size as u64 - 9000) as usize;
+                let mut small = vec![0u8; 1 + rng.below(9000) as usize];
+                rng.fill(&mut small);
+                vol.write_at(off as u64, &small).unwrap();
+                model[off..off + small.len()].copy_from_slice(&small);
+                let mut back = vec![0u8; 1 + rng.below(9000) as usize];
+                let at = rng.below((size - back.len()) as u64) as usize;
+                vol.read_at(at as u64, &mut back).unwrap();
+                assert!(back[..] == model[at..at + back.len()], "round {round}");
+            }
+            let out = aligned_slice(&mut out_buf, 1 << 20);
+            assert_eq!(vol.read_at(first as u64, out).unwrap(), 1 << 20);
+            assert!(out[..] == model[first..first + (1 << 20)], "round {round}");
+        }
+        assert!(vol.direct.is_none() || vol.direct_write_ok.load(Ordering::Relaxed));
         vol.flush().unwrap();
         assert!(reference_plaintext(tmp.path(), &seg, &k) == model);
     }

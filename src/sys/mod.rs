@@ -225,6 +225,33 @@ fn heap_range() -> Option<(usize, usize)> {
     (end > start).then_some((start, end))
 }
 
+/// How many pages of `file` in `[offset, offset + len)` sit in the page cache (mincore on
+/// a shared mapping). `offset` and `len` must be multiples of the page size. Tests use it
+/// to tell a direct write (nothing cached) from a buffered one.
+#[cfg(test)]
+pub fn cached_pages(file: &std::fs::File, offset: u64, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let page = 4096;
+    // SAFETY: a read-only shared mapping of an open file, never dereferenced and unmapped
+    // below; mincore writes one byte per page into `vec`, which has that many.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap for mincore");
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        let rc = libc::mincore(p, len, vec.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(rc, 0, "mincore");
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The `[heap]` mapping is the brk area: the program break is its end. (A small
