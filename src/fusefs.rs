@@ -201,10 +201,13 @@ pub fn sync_kernel_size(plain: &Path, size: u64) -> io::Result<()> {
 }
 
 /// Kernel readahead for PLAIN, KiB. FUSE caps a mount's readahead at the bdi default
-/// (128 KiB), so sequential reads arrive as 128 KiB requests; 2 MiB lets the kernel send
-/// 1 MiB reads, two in flight, which the volume reads from the backing file with O_DIRECT.
-/// The daemon sets it (root only) through `sys::procfs::set_read_ahead_kib`.
-pub const READAHEAD_KIB: u32 = 2048;
+/// (128 KiB), so sequential reads arrive as 128 KiB requests; 8 MiB lets the kernel send
+/// 1 MiB reads, several in flight, which the volume reads from the backing file with
+/// O_DIRECT. Measured here (1 GiB fio sequential reads through PLAIN, backing on disk):
+/// 2 MiB gave 873-1137 MB/s with a loop device as BACKING and 1510-1549 with the file,
+/// 8 MiB 1324-1339 and 1405-1793. The daemon sets it (root only) through
+/// `sys::procfs::set_read_ahead_kib`.
+pub const READAHEAD_KIB: u32 = 8192;
 
 /// The errno a FUSE caller sees for a failed volume operation: ENOSPC (full backing disk
 /// or past the end) and EROFS pass through, everything else is EIO. Volume already logged
