@@ -30,8 +30,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// caps requests at `fs.fuse.max_pages_limit` pages (256 = 1 MiB by default) anyway.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 
-/// FUSE worker threads; each may run a request's cipher work in parallel internally.
-pub const WORKER_THREADS: usize = 4;
+/// FUSE worker threads; each may run a request's cipher work in parallel internally. More
+/// than the cores: a worker mostly waits on its O_DIRECT read or write of the backing, so
+/// more of them keep more backing I/O in flight. Measured here (2 cores, 1 GiB fio through
+/// PLAIN, 3 interleaved rounds), 4 -> 8 workers: reads with a loop device as BACKING
+/// 853-1158 -> 1387-1600 MB/s, writes onto a disk file 700-744 -> 783-817, tmpfs unchanged;
+/// each worker keeps up to 1 MiB of reply and 1 MiB of scratch buffer.
+pub const WORKER_THREADS: usize = 8;
 
 /// How long the kernel may cache attributes: nothing but the times ever changes.
 const ATTR_TTL: Duration = Duration::from_secs(1);
