@@ -321,13 +321,7 @@ impl Volume {
     /// is not cached beside the plaintext the kernel caches for PLAIN. O_DIRECT reads see
     /// completed buffered writes: the kernel writes dirty cached pages of the range first.
     fn read_backing(&self, buf: &mut [u8], backing_offset: u64) -> io::Result<usize> {
-        if let Some(direct) = &self.direct
-            && buf.len() >= DIRECT_MIN_BYTES
-            && self.direct_ok.load(Ordering::Relaxed)
-            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
-            && buf.len().is_multiple_of(DIRECT_ALIGN_BYTES)
-            && backing_offset.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
-        {
+        if let Some(direct) = self.direct_for(&self.direct_ok, buf, backing_offset) {
             match read_direct_until_eof(direct, buf, backing_offset) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     warn!(
@@ -347,13 +341,7 @@ impl Volume {
     /// device over a file such as a loop device, into a second cache below it). Durability
     /// is unchanged: `flush` still fdatasyncs, which also flushes the disk's write cache.
     fn write_backing(&self, buf: &[u8], backing_offset: u64) -> io::Result<()> {
-        if let Some(direct) = &self.direct
-            && buf.len() >= DIRECT_MIN_BYTES
-            && self.direct_write_ok.load(Ordering::Relaxed)
-            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
-            && buf.len().is_multiple_of(DIRECT_ALIGN_BYTES)
-            && backing_offset.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
-        {
+        if let Some(direct) = self.direct_for(&self.direct_write_ok, buf, backing_offset) {
             match direct.write_all_at(buf, backing_offset) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     warn!(
@@ -365,6 +353,18 @@ impl Volume {
             }
         }
         self.backing.write_all_at(buf, backing_offset)
+    }
+
+    /// The O_DIRECT handle, if `buf` at `backing_offset` may take it: large, aligned in
+    /// memory, length and offset, and `ok` (reads' or writes' flag) not cleared by an EINVAL.
+    fn direct_for(&self, ok: &AtomicBool, buf: &[u8], backing_offset: u64) -> Option<&File> {
+        self.direct.as_ref().filter(|_| {
+            buf.len() >= DIRECT_MIN_BYTES
+                && ok.load(Ordering::Relaxed)
+                && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
+                && buf.len().is_multiple_of(DIRECT_ALIGN_BYTES)
+                && backing_offset.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
+        })
     }
 
     /// Makes every completed write durable (fdatasync on the backing file).
