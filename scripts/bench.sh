@@ -14,10 +14,11 @@
 #   res      daemon RSS (max while streaming), CPU seconds per GiB (from /proc/PID/stat)
 #   format   `vaultdisk format --size 1T`: seconds and disk use
 #   device   (issue 13) seq write/read through PLAIN of one volume opened as a file and as a loop
-#            device over that file (plain `losetup -f`), interleaved run by run; `digest
-#            --partition 1` of a GPT image holding the volume vs the same image converted to a fixed
-#            VHD (qemu-img convert -O vpc -o subformat=fixed,force_size), caches dropped; both on
-#            the root disk (tmpfs in --smoke)
+#            device over that file (plain `losetup -f`), both in each run, in alternating order;
+#            `digest --partition 1` of a GPT image holding the volume vs the same image converted
+#            to a fixed VHD (qemu-img convert -O vpc -o subformat=fixed,force_size), caches
+#            dropped; both on the root disk (tmpfs in --smoke). Their ratios are the median of
+#            the per-run ratios
 # Every figure is repeated (--runs, default 3): median and min-max. Results: a Markdown table on
 # stdout, bench/results/<UTC date>.md and .json (with --out DIR, there instead).
 #
@@ -330,8 +331,11 @@ device_store() { # STORE_NAME DIR
     "$bin" open "$dir/dev.img" "$dir/dev.plain" --key-file "$pass" -q
     seq_write "$dir/dev.plain" >/dev/null
     "$bin" close "$dir/dev.plain" >/dev/null
+    # Both orders in turn, so neither system always runs first (caches, the disk's own state).
+    local order
     for r in $(seq "$runs"); do
-        for sys in file loop; do
+        order="file loop"; [ $(( r % 2 )) = 0 ] && order="loop file"
+        for sys in $order; do
             if [ $sys = file ]; then
                 "$bin" open "$dir/dev.img" "$dir/dev.plain" --key-file "$pass" -q
             else
@@ -358,7 +362,8 @@ device_store() { # STORE_NAME DIR
     qemu-img convert -q -f raw -O vpc -o subformat=fixed,force_size "$dir/gpt.img" "$dir/gpt.vhd"
     sync -f "$dir/gpt.vhd"
     for r in $(seq "$runs"); do
-        for sys in raw vhd; do
+        order="raw vhd"; [ $(( r % 2 )) = 0 ] && order="vhd raw"
+        for sys in $order; do
             [ $sys = raw ] && f=$dir/gpt.img || f=$dir/gpt.vhd
             t=$(digest_seconds "$f")
             record device "$store" "digest-$sys" mbps "$(calc "$vol_mib * 1048576 / $t / 1e6")"
