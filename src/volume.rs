@@ -40,7 +40,7 @@ pub struct Volume {
     /// where the file system refuses O_DIRECT.
     direct: Option<File>,
     /// Cleared after the first EINVAL from a direct read: from then on reads are buffered.
-    direct_ok: AtomicBool,
+    direct_read_ok: AtomicBool,
     /// Cleared after the first EINVAL from a direct write: from then on writes are buffered.
     direct_write_ok: AtomicBool,
     segment: Segment,
@@ -90,7 +90,7 @@ impl Volume {
         Ok(Volume {
             backing,
             size_bytes: AtomicU64::new(segment.data_size_bytes),
-            direct_ok: AtomicBool::new(direct.is_some()),
+            direct_read_ok: AtomicBool::new(direct.is_some()),
             direct_write_ok: AtomicBool::new(direct.is_some() && !read_only),
             direct,
             segment,
@@ -321,13 +321,13 @@ impl Volume {
     /// is not cached beside the plaintext the kernel caches for PLAIN. O_DIRECT reads see
     /// completed buffered writes: the kernel writes dirty cached pages of the range first.
     fn read_backing(&self, buf: &mut [u8], backing_offset: u64) -> io::Result<usize> {
-        if let Some(direct) = self.direct_for(&self.direct_ok, buf, backing_offset) {
+        if let Some(direct) = self.direct_for(&self.direct_read_ok, buf, backing_offset) {
             match read_direct_until_eof(direct, buf, backing_offset) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     warn!(
                         "O_DIRECT read refused ({e}); reading through the page cache from now on"
                     );
-                    self.direct_ok.store(false, Ordering::Relaxed);
+                    self.direct_read_ok.store(false, Ordering::Relaxed);
                 }
                 res => return res,
             }
@@ -764,6 +764,29 @@ mod tests {
         random_ops(segment(2048, 40 * 2048, 4096, 4096), &key(64, 3), 42, 400);
     }
 
+    /// One write of 1..=9000 random bytes at a random offset, applied to `model` too.
+    fn small_random_write(vol: &Volume, model: &mut [u8], rng: &mut Rng) {
+        let off = rng.below(model.len() as u64 - 9000) as usize;
+        let mut data = vec![0u8; 1 + rng.below(9000) as usize];
+        rng.fill(&mut data);
+        vol.write_at(off as u64, &data).unwrap();
+        model[off..off + data.len()].copy_from_slice(&data);
+    }
+
+    /// Reads the aligned MiB at `first` into an aligned buffer (the O_DIRECT path) and
+    /// checks it against `model`.
+    fn check_aligned_mib(
+        vol: &Volume,
+        model: &[u8],
+        buf: &mut Vec<u8>,
+        first: usize,
+        round: usize,
+    ) {
+        let out = aligned_slice(buf, 1 << 20);
+        assert_eq!(vol.read_at(first as u64, out).unwrap(), 1 << 20);
+        assert!(out[..] == model[first..first + (1 << 20)], "round {round}");
+    }
+
     #[test]
     fn large_aligned_reads_see_buffered_writes() {
         // Small writes stay dirty in the backing file's page cache; 1 MiB aligned reads into
@@ -777,18 +800,12 @@ mod tests {
         let mut buf = Vec::new();
         for round in 0..60 {
             for _ in 0..8 {
-                let off = rng.below(size as u64 - 9000) as usize;
-                let mut data = vec![0u8; 1 + rng.below(9000) as usize];
-                rng.fill(&mut data);
-                vol.write_at(off as u64, &data).unwrap();
-                model[off..off + data.len()].copy_from_slice(&data);
+                small_random_write(&vol, &mut model, &mut rng);
             }
             let first = rng.below((size / 4096 - 256) as u64) as usize * 4096;
-            let out = aligned_slice(&mut buf, 1 << 20);
-            assert_eq!(vol.read_at(first as u64, out).unwrap(), 1 << 20);
-            assert!(out[..] == model[first..first + (1 << 20)], "round {round}");
+            check_aligned_mib(&vol, &model, &mut buf, first, round);
         }
-        assert!(vol.direct.is_none() || vol.direct_ok.load(Ordering::Relaxed));
+        assert!(vol.direct.is_none() || vol.direct_read_ok.load(Ordering::Relaxed));
         vol.flush().unwrap();
         assert!(reference_plaintext(tmp.path(), &seg, &k) == model);
     }
@@ -820,19 +837,13 @@ mod tests {
                 );
             }
             for _ in 0..4 {
-                let off = rng.below(size as u64 - 9000) as usize;
-                let mut small = vec![0u8; 1 + rng.below(9000) as usize];
-                rng.fill(&mut small);
-                vol.write_at(off as u64, &small).unwrap();
-                model[off..off + small.len()].copy_from_slice(&small);
+                small_random_write(&vol, &mut model, &mut rng);
                 let mut back = vec![0u8; 1 + rng.below(9000) as usize];
                 let at = rng.below((size - back.len()) as u64) as usize;
                 vol.read_at(at as u64, &mut back).unwrap();
                 assert!(back[..] == model[at..at + back.len()], "round {round}");
             }
-            let out = aligned_slice(&mut out_buf, 1 << 20);
-            assert_eq!(vol.read_at(first as u64, out).unwrap(), 1 << 20);
-            assert!(out[..] == model[first..first + (1 << 20)], "round {round}");
+            check_aligned_mib(&vol, &model, &mut out_buf, first, round);
         }
         assert!(vol.direct.is_none() || vol.direct_write_ok.load(Ordering::Relaxed));
         vol.flush().unwrap();
